@@ -1,0 +1,44 @@
+import * as grpc from '@grpc/grpc-js';
+import type { ShardClient } from '../generated/shardsnap/v1/Shard';
+import type { SnapshotsClient } from '../generated/shardsnap/v1/Snapshots';
+import { BULK_CHANNEL_OPTIONS, loadProto } from '../wire/proto';
+import { fromServiceError } from '../wire/status';
+
+/** Raw gRPC clients of one node, sharing one channel. */
+export class Connection {
+  readonly shard: ShardClient;
+  readonly snapshots: SnapshotsClient;
+
+  constructor(readonly address: string) {
+    const proto = loadProto().shardsnap.v1;
+    this.shard = new proto.Shard(address, grpc.credentials.createInsecure(), BULK_CHANNEL_OPTIONS);
+    this.snapshots = new proto.Snapshots(address, grpc.credentials.createInsecure(), {
+      ...BULK_CHANNEL_OPTIONS,
+      channelOverride: this.shard.getChannel(),
+    });
+  }
+
+  close(): void {
+    this.shard.close();
+    this.snapshots.close();
+  }
+}
+
+type Callback<Res> = (error: grpc.ServiceError | null, response?: Res) => void;
+
+/** Calls a callback-style unary method as a promise; errors become domain errors. */
+export function call<Res>(
+  method: string,
+  invoke: (callback: Callback<Res>) => grpc.ClientUnaryCall,
+  signal?: AbortSignal,
+): Promise<Res> {
+  return new Promise<Res>((resolve, reject) => {
+    const pending = invoke((error, response) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (error) reject(fromServiceError(error, method));
+      else resolve(response as Res);
+    });
+    const onAbort = (): void => pending.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

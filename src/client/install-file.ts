@@ -1,0 +1,101 @@
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { DEFAULT_CHUNK_SIZE, encodeChunk, tryDecodeHeader, type ChunkCompression } from '../snapshot';
+import type { InstallResult__Output } from '../generated/shardsnap/v1/InstallResult';
+import type { SnapshotChunk } from '../generated/shardsnap/v1/SnapshotChunk';
+import { compressionToWire } from '../wire/convert';
+import { fromServiceError } from '../wire/status';
+import type { Connection } from './connection';
+import { dataLoss } from '../core';
+
+export interface InstallFileOptions {
+  chunkSize?: number;
+  compression?: ChunkCompression;
+  signal?: AbortSignal;
+  onProgress?: (sent: number, total: number) => void;
+}
+
+/**
+ * Pushes an artifact file into a node with InstallSnapshot: chunks with CRC32C, the
+ * snapshot's info on the first, the SHA-256 of the whole file on the last. Waits for the
+ * transport to drain between chunks.
+ */
+export async function installFile(
+  conn: Connection,
+  path: string,
+  options: InstallFileOptions = {},
+): Promise<InstallResult__Output> {
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const file = await open(path, 'r');
+  const total = (await file.stat()).size;
+  let done!: (r: InstallResult__Output) => void;
+  let fail!: (e: unknown) => void;
+  const result = new Promise<InstallResult__Output>((resolve, reject) => {
+    done = resolve;
+    fail = reject;
+  });
+  const stream = conn.snapshots.InstallSnapshot((error, response) => {
+    if (error) fail(fromServiceError(error, 'InstallSnapshot'));
+    else done(response as InstallResult__Output);
+  });
+  const onAbort = (): void => stream.cancel();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const hash = createHash('sha256');
+    const head = Buffer.alloc(Math.min(total, 1 << 20));
+    await file.read(head, 0, head.length, 0);
+    const parsed = tryDecodeHeader(head);
+    if (!parsed) throw dataLoss(`${path}: artifact header is incomplete`);
+    let offset = 0;
+    let stopped = false;
+    void result.catch(() => (stopped = true));
+    do {
+      const length = Math.min(chunkSize, total - offset);
+      const raw = Buffer.allocUnsafe(length);
+      const { bytesRead } = await file.read(raw, 0, length, offset);
+      if (bytesRead !== length) throw dataLoss(`${path}: file shrank while being read`);
+      hash.update(raw);
+      const chunk = encodeChunk(offset, raw, options.compression ?? 'none');
+      const last = offset + length === total;
+      const message: SnapshotChunk = {
+        snapshotId: parsed.header.snapshot_id,
+        offset,
+        data: chunk.data,
+        crc32c: chunk.crc32c,
+        compression: compressionToWire(chunk.compression),
+        rawLength: chunk.rawLength,
+        last,
+        sha256: last ? hash.digest('hex') : '',
+        info:
+          offset === 0
+            ? {
+                id: parsed.header.snapshot_id,
+                slots: parsed.header.slots,
+                seq: parsed.header.seq,
+                kind: parsed.header.kind,
+                backend: parsed.header.backend,
+                strategy: parsed.header.strategy,
+                sizeBytes: total,
+                formatVersion: parsed.header.format_version,
+              }
+            : null,
+      };
+      offset += length;
+      if (!stream.write(message)) {
+        await new Promise<void>((resolve) => {
+          stream.once('drain', resolve);
+          void result.catch(() => resolve());
+        });
+      }
+      options.onProgress?.(offset, total);
+    } while (offset < total && !stopped);
+    stream.end();
+    return await result;
+  } catch (error) {
+    stream.cancel();
+    throw error;
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+    await file.close();
+  }
+}

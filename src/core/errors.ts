@@ -1,0 +1,63 @@
+/**
+ * Domain errors carry a stable string code; the server maps codes to gRPC status once,
+ * at the edge (src/server/status.ts). Messages say where a failure happened.
+ */
+export const ErrorCodes = {
+  invalidArgument: 'invalid_argument',
+  notFound: 'not_found',
+  wrongType: 'wrong_type',
+  failedPrecondition: 'failed_precondition',
+  resourceExhausted: 'resource_exhausted',
+  dataLoss: 'data_loss',
+  cancelled: 'cancelled',
+  unavailable: 'unavailable',
+  outOfRange: 'out_of_range',
+  internal: 'internal',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export class ShardsnapError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ShardsnapError';
+    this.code = code;
+  }
+}
+
+export const invalidArgument = (message: string, cause?: unknown): ShardsnapError =>
+  new ShardsnapError(ErrorCodes.invalidArgument, message, { cause });
+
+export const notFound = (message: string): ShardsnapError =>
+  new ShardsnapError(ErrorCodes.notFound, message);
+
+export const dataLoss = (message: string, cause?: unknown): ShardsnapError =>
+  new ShardsnapError(ErrorCodes.dataLoss, message, { cause });
+
+export const cancelled = (message = 'operation cancelled'): ShardsnapError =>
+  new ShardsnapError(ErrorCodes.cancelled, message);
+
+export function isShardsnapError(error: unknown, code?: ErrorCode): error is ShardsnapError {
+  return error instanceof ShardsnapError && (code === undefined || error.code === code);
+}
+
+/** Adds context (`[snapshot=…, offset=…]`) to a failure while keeping its code and cause. */
+export function wrapError(error: unknown, context: Record<string, string | number>): ShardsnapError {
+  const where = Object.entries(context)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
+  if (error instanceof ShardsnapError) {
+    return new ShardsnapError(error.code, `${error.message} [${where}]`, { cause: error.cause ?? error });
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new ShardsnapError(ErrorCodes.internal, `${message} [${where}]`, { cause: error });
+}
+
+/** Throws a `cancelled` error if the signal has fired. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) {
+    throw cancelled(signal.reason instanceof Error ? signal.reason.message : 'operation cancelled');
+  }
+}

@@ -1,0 +1,51 @@
+import { hostname } from 'node:os';
+import { invalidArgument } from '../core';
+import { DEFAULT_CHUNK_SIZE } from '../snapshot';
+
+export interface NodeConfig {
+  /** host:port to listen on; port 0 picks a free port. */
+  listen: string;
+  backend: string;
+  dataDir: string;
+  nodeId: string;
+  /** Unused snapshots are removed this long after their last use. */
+  snapshotTtlMs: number;
+  maxConcurrentBuilds: number;
+  chunkSize: number;
+  logLevel: string;
+}
+
+export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
+  listen: '127.0.0.1:7420',
+  backend: 'memory',
+  nodeId: `${hostname()}-${process.pid}`,
+  snapshotTtlMs: 60 * 60 * 1000,
+  maxConcurrentBuilds: 2,
+  chunkSize: DEFAULT_CHUNK_SIZE,
+  logLevel: 'info',
+};
+
+export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }): NodeConfig {
+  const config = { ...DEFAULT_CONFIG, ...partial };
+  parseHostPort(config.listen);
+  if (!Number.isInteger(config.maxConcurrentBuilds) || config.maxConcurrentBuilds < 1) {
+    throw invalidArgument(`max concurrent builds must be a positive integer, got ${config.maxConcurrentBuilds}`);
+  }
+  if (!(config.snapshotTtlMs > 0)) throw invalidArgument('snapshot TTL must be positive');
+  return config;
+}
+
+export function parseHostPort(address: string): { host: string; port: number } {
+  const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(address.trim());
+  const port = Number(match?.[2]);
+  if (!match || port > 65535) throw invalidArgument(`"${address}" is not a HOST:PORT address`);
+  return { host: match[1] as string, port };
+}
+
+/** Parses `30s`, `15m`, `2h`, `1d` or plain milliseconds. */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
+  if (!match) throw invalidArgument(`"${text}" is not a duration (e.g. 30s, 15m, 2h)`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] ?? 'ms'] ?? 1;
+  return Number(match[1]) * unit;
+}

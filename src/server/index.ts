@@ -1,0 +1,3 @@
+export * from './node';
+export * from './config';
+export type { NodeContext } from './node-context';

@@ -1,0 +1,40 @@
+import type { ShardHandlers } from '../generated/shardsnap/v1/Shard';
+import type { ShardStats } from '../generated/shardsnap/v1/ShardStats';
+import { digestStore } from '../store';
+import { mutationsFromWire, slotRangesFromWire, valueToWire } from '../wire/convert';
+import { type CallHooks, unary } from './calls';
+import type { NodeContext } from './node-context';
+
+export function shardService(node: NodeContext, hooks: CallHooks): ShardHandlers {
+  return {
+    Write: unary('Write', hooks, async (request) => {
+      const { seq } = await node.store.write(mutationsFromWire(request.mutations));
+      return { seq };
+    }),
+    Read: unary('Read', hooks, async (request) => {
+      const entries = await node.store.read(request.keys);
+      return { values: entries.map(valueToWire) };
+    }),
+    Stats: unary('Stats', hooks, async (): Promise<ShardStats> => {
+      const stats = await node.store.stats();
+      return {
+        backend: node.store.backend,
+        keyCount: stats.keyCount,
+        seq: stats.seq,
+        dataBytes: stats.dataBytes,
+        ownedSlots: [{ start: 0, end: 16383 }],
+        activeSnapshots: stats.openViews,
+        nodeId: node.config.nodeId,
+        activeBuilds: node.catalog.buildingCount,
+        activeStreams: node.catalog.leaseCount,
+        storedSnapshots: node.catalog.list().length,
+        storedBytes: node.catalog.storedBytes,
+        uptimeMs: Date.now() - node.startedAtMs,
+      };
+    }),
+    Digest: unary('Digest', hooks, async (request, signal) => {
+      const result = await digestStore(node.store, slotRangesFromWire(request.slots), signal);
+      return { digest: result.digest, keyCount: result.keyCount, seq: result.seq };
+    }),
+  };
+}

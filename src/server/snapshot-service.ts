@@ -1,0 +1,172 @@
+import { ErrorCodes, ShardsnapError, invalidArgument, isFullRange } from '../core';
+import { pullIntoStore } from '../client/pull';
+import type { CreateSnapshotRequest__Output } from '../generated/shardsnap/v1/CreateSnapshotRequest';
+import type { InstallResult } from '../generated/shardsnap/v1/InstallResult';
+import type { SnapshotChunk, SnapshotChunk__Output } from '../generated/shardsnap/v1/SnapshotChunk';
+import type { SnapshotsHandlers } from '../generated/shardsnap/v1/Snapshots';
+import {
+  ArtifactInstaller,
+  type SnapshotEntry,
+  decodeChunk,
+  encodeChunk,
+  readArtifact,
+  resolveChunkSize,
+  startBuild,
+} from '../snapshot';
+import {
+  compressionFromWire,
+  compressionToWire,
+  slotRangesFromWire,
+  snapshotInfoToWire,
+} from '../wire/convert';
+import { type CallHooks, clientStream, serverStream, unary } from './calls';
+import { parseHostPort } from './config';
+import type { NodeContext } from './node-context';
+
+function requireId(id: string): string {
+  if (!id) throw invalidArgument('snapshot id is required');
+  return id;
+}
+
+async function create(node: NodeContext, request: CreateSnapshotRequest__Output | null): Promise<SnapshotEntry> {
+  const slots = slotRangesFromWire(request?.slots);
+  const full = isFullRange(slots);
+  const strategy = node.strategies.choose(node.store, { slots, full }, request?.strategy || undefined);
+  return startBuild(
+    {
+      store: node.store,
+      catalog: node.catalog,
+      nodeId: node.config.nodeId,
+      onError: (error, context) => node.logger.warn({ err: error }, context),
+    },
+    {
+      strategy,
+      slots,
+      full,
+      compression: compressionFromWire(request?.compression),
+      chunkSize: node.config.chunkSize,
+    },
+  );
+}
+
+export function snapshotService(node: NodeContext, hooks: CallHooks): SnapshotsHandlers {
+  return {
+    CreateSnapshot: unary('CreateSnapshot', hooks, async (request) =>
+      snapshotInfoToWire((await create(node, request)).meta),
+    ),
+
+    GetSnapshot: unary('GetSnapshot', hooks, (request) =>
+      Promise.resolve(snapshotInfoToWire(node.catalog.get(requireId(request.id)).meta)),
+    ),
+
+    ListSnapshots: unary('ListSnapshots', hooks, () =>
+      Promise.resolve({ snapshots: node.catalog.list().map((e) => snapshotInfoToWire(e.meta)) }),
+    ),
+
+    DeleteSnapshot: unary('DeleteSnapshot', hooks, async (request) => {
+      await node.catalog.delete(requireId(request.id));
+      return { deleted: true };
+    }),
+
+    FetchSnapshot: serverStream<Parameters<SnapshotsHandlers['FetchSnapshot']>[0]['request'], SnapshotChunk>(
+      'FetchSnapshot',
+      hooks,
+      async (request, send, signal) => {
+        const chunkSize = resolveChunkSize(request.chunkSize || node.config.chunkSize);
+        const offset = Number(request.offset);
+        const id = request.snapshotId || (await create(node, request.create)).meta.id;
+        const lease = node.catalog.lease(id);
+        try {
+          const entry = lease.entry;
+          const compression =
+            request.compression === 'COMPRESSION_ZSTD' ? 'zstd' : entry.meta.compression;
+          let first = true;
+          for await (const piece of readArtifact(entry, { offset, chunkSize, signal })) {
+            const chunk = encodeChunk(piece.offset, piece.data, compression);
+            await send({
+              snapshotId: id,
+              offset: chunk.offset,
+              data: chunk.data,
+              crc32c: chunk.crc32c,
+              compression: compressionToWire(chunk.compression),
+              rawLength: chunk.rawLength,
+              last: piece.last,
+              sha256: piece.last ? entry.meta.sha256 : '',
+              info: first ? snapshotInfoToWire(entry.meta) : null,
+            });
+            first = false;
+          }
+        } finally {
+          lease.release();
+        }
+      },
+    ),
+
+    InstallSnapshot: clientStream<SnapshotChunk__Output, InstallResult>(
+      'InstallSnapshot',
+      hooks,
+      async (messages, signal) => {
+        const installer = new ArtifactInstaller(node.store);
+        try {
+          for await (const message of messages) {
+            if (signal.aborted) break;
+            const raw = decodeChunk(
+              {
+                offset: Number(message.offset),
+                data: message.data,
+                crc32c: message.crc32c,
+                compression: compressionFromWire(message.compression),
+                rawLength: message.rawLength,
+              },
+              `install of snapshot=${message.snapshotId || 'unnamed'}`,
+            );
+            await installer.push(Number(message.offset), raw);
+            if (message.last) {
+              if (!message.sha256) throw invalidArgument('the last chunk must carry the sha256 of the artifact');
+              const outcome = await installer.finish(message.sha256);
+              node.logger.info({ ...outcome }, 'snapshot installed');
+              return outcome;
+            }
+          }
+          throw new ShardsnapError(
+            ErrorCodes.invalidArgument,
+            `install stream ended before its last chunk (${installer.bytesReceived} bytes received); nothing was installed`,
+          );
+        } finally {
+          await installer.abort();
+        }
+      },
+    ),
+
+    PullSnapshot: serverStream('PullSnapshot', hooks, async (request, send, signal) => {
+      if (!request.source) throw invalidArgument('source (host:port) is required');
+      parseHostPort(request.source);
+      const slots = request.slots.length > 0 ? slotRangesFromWire(request.slots) : [];
+      const outcome = await pullIntoStore(node.store, {
+        source: request.source,
+        slots,
+        snapshotId: request.snapshotId || undefined,
+        signal,
+        onProgress: (p) =>
+          void send({
+            bytesReceived: p.bytesReceived,
+            totalBytes: p.totalBytes,
+            keysInstalled: 0,
+            done: false,
+            snapshotId: p.snapshotId,
+            resumes: p.resumes,
+          }).catch(() => undefined),
+      });
+      node.logger.info({ ...outcome, source: request.source }, 'snapshot pulled');
+      await send({
+        bytesReceived: outcome.bytes,
+        totalBytes: outcome.bytes,
+        keysInstalled: outcome.keysInstalled,
+        done: true,
+        snapshotId: outcome.snapshotId,
+        resumes: outcome.resumes,
+        result: outcome,
+      });
+    }),
+  };
+}

@@ -1,0 +1,73 @@
+import { open } from 'node:fs/promises';
+import { ErrorCodes, ShardsnapError, invalidArgument, notFound, throwIfAborted } from '../core';
+import type { SnapshotEntry } from './snapshot-entry';
+
+export interface ArtifactPiece {
+  offset: number;
+  data: Buffer;
+  /** True on the piece that ends the artifact. */
+  last: boolean;
+}
+
+/**
+ * Reads an artifact from `offset` in pieces of `chunkSize`, following it while it is
+ * still being built. Each piece is a fresh buffer, so a consumer may hold it while the
+ * next is read. The file is closed when the generator ends, fails or is returned early.
+ */
+export async function* readArtifact(
+  entry: SnapshotEntry,
+  options: { offset: number; chunkSize: number; signal?: AbortSignal },
+): AsyncGenerator<ArtifactPiece> {
+  const { chunkSize, signal } = options;
+  let position = options.offset;
+  const check = (): void => {
+    throwIfAborted(signal);
+    if (entry.deleted) throw notFound(`snapshot ${entry.meta.id} was deleted`);
+    if (entry.meta.state === 'FAILED') {
+      throw new ShardsnapError(
+        ErrorCodes.failedPrecondition,
+        `snapshot ${entry.meta.id} failed to build: ${entry.meta.error}`,
+      );
+    }
+    if (entry.meta.state === 'READY' && position > entry.meta.sizeBytes) {
+      throw invalidArgument(
+        `offset ${position} is past the end of snapshot ${entry.meta.id} (${entry.meta.sizeBytes} bytes)`,
+      );
+    }
+  };
+  check();
+  // Waiting for the first bytes also waits for the build to create the file.
+  await entry.waitForBytes(Math.min(position, chunkSize - 1), signal);
+  check();
+  const file = await open(entry.artifactPath, 'r');
+  try {
+    for (;;) {
+      check();
+      const ready = entry.meta.state === 'READY';
+      const available = entry.meta.bytesWritten - position;
+      if (!ready && available < chunkSize) {
+        await entry.waitForBytes(position + chunkSize - 1, signal);
+        continue;
+      }
+      const length = Math.min(chunkSize, available);
+      const data = Buffer.allocUnsafe(length);
+      let read = 0;
+      while (read < length) {
+        const { bytesRead } = await file.read(data, read, length - read, position + read);
+        if (bytesRead === 0) {
+          throw new ShardsnapError(
+            ErrorCodes.dataLoss,
+            `artifact of snapshot ${entry.meta.id} is shorter than its manifest [offset=${position + read}]`,
+          );
+        }
+        read += bytesRead;
+      }
+      const last = ready && position + length === entry.meta.sizeBytes;
+      yield { offset: position, data, last };
+      position += length;
+      if (last) return;
+    }
+  } finally {
+    await file.close();
+  }
+}

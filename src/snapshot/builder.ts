@@ -1,0 +1,104 @@
+import type { SlotRange } from '../core';
+import type { Store } from '../store';
+import type { PreparedBuild, SnapshotStrategy } from '../strategies/strategy';
+import { ArtifactWriter } from './artifact-writer';
+import type { SnapshotCatalog } from './catalog';
+import type { ChunkCompression } from './chunk-codec';
+import { FORMAT_VERSION } from './format';
+import type { SnapshotEntry } from './snapshot-entry';
+
+export interface BuildSpec {
+  strategy: SnapshotStrategy;
+  slots: SlotRange[];
+  full: boolean;
+  compression: ChunkCompression;
+  chunkSize: number;
+}
+
+export interface BuildContext {
+  store: Store;
+  catalog: SnapshotCatalog;
+  nodeId: string;
+  onError?: (error: unknown, context: string) => void;
+}
+
+/**
+ * Starts a snapshot build and returns once its point in time is fixed (the entry has its
+ * seq); the artifact is written in the background, readable while it grows.
+ */
+export async function startBuild(ctx: BuildContext, spec: BuildSpec): Promise<SnapshotEntry> {
+  const { store, catalog } = ctx;
+  const entry = await catalog.create({
+    slots: spec.slots,
+    full: spec.full,
+    strategy: spec.strategy.name,
+    backend: store.backend,
+    kind: spec.strategy.kind,
+    seq: 0,
+    keyCount: 0,
+    sizeBytes: 0,
+    sha256: '',
+    formatVersion: FORMAT_VERSION,
+    chunkSize: spec.chunkSize,
+    error: '',
+    nodeId: ctx.nodeId,
+    compression: spec.compression,
+  });
+  let prepared: PreparedBuild;
+  try {
+    prepared = await spec.strategy.prepare(store, { slots: spec.slots, full: spec.full });
+  } catch (error) {
+    await catalog.delete(entry.meta.id).catch(() => undefined);
+    throw error;
+  }
+  entry.meta.seq = prepared.seq;
+  entry.meta.keyCount = prepared.keyCountHint;
+  void runBuild(ctx, entry, prepared);
+  return entry;
+}
+
+async function runBuild(ctx: BuildContext, entry: SnapshotEntry, prepared: PreparedBuild): Promise<void> {
+  const { catalog } = ctx;
+  let writer: ArtifactWriter | undefined;
+  try {
+    writer = await ArtifactWriter.create(entry.artifactPath, (size) => {
+      entry.meta.bytesWritten = size;
+      entry.notify();
+    });
+    const { keyCount } = await prepared.write(
+      writer,
+      {
+        format_version: FORMAT_VERSION,
+        kind: entry.meta.kind,
+        snapshot_id: entry.meta.id,
+        node_id: entry.meta.nodeId,
+        backend: entry.meta.backend,
+        strategy: entry.meta.strategy,
+        seq: entry.meta.seq,
+        slots: entry.meta.slots,
+        full: entry.meta.full,
+        created_at_ms: entry.meta.createdAtMs,
+      },
+      entry.build.signal,
+    );
+    const { size, sha256 } = await writer.finish();
+    writer = undefined;
+    const ready = { ...entry.meta, keyCount, sizeBytes: size, bytesWritten: size, sha256 };
+    ready.state = 'READY';
+    // Durable first: a READY snapshot in memory is always READY on disk too.
+    if (!entry.deleted) await catalog.saveManifest(entry, ready);
+    entry.meta = ready;
+  } catch (error) {
+    await writer?.abandon();
+    entry.meta.state = 'FAILED';
+    entry.meta.error = error instanceof Error ? error.message : String(error);
+    if (!entry.deleted) {
+      await catalog.discardArtifact(entry).catch(() => undefined);
+      await catalog.saveManifest(entry).catch(() => undefined);
+      ctx.onError?.(error, `building snapshot ${entry.meta.id}`);
+    }
+  } finally {
+    await prepared.release().catch((e: unknown) => ctx.onError?.(e, 'releasing a build'));
+    entry.notify();
+  }
+}

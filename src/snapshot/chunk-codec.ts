@@ -1,0 +1,70 @@
+import { crc32c } from '@node-rs/crc32';
+import { compress, decompress } from 'zstd-napi';
+import { dataLoss, invalidArgument } from '../core';
+
+export type ChunkCompression = 'none' | 'zstd';
+
+export const DEFAULT_CHUNK_SIZE = 1 << 20;
+export const MAX_CHUNK_SIZE = 16 << 20;
+export const MIN_CHUNK_SIZE = 4 << 10;
+
+/** A chunk as it travels: data possibly compressed, CRC32C over the raw bytes. */
+export interface EncodedChunk {
+  offset: number;
+  data: Buffer;
+  crc32c: number;
+  compression: ChunkCompression;
+  rawLength: number;
+}
+
+export function checksum(raw: Buffer): number {
+  return crc32c(raw);
+}
+
+export function resolveChunkSize(requested: number | undefined): number {
+  if (!requested) return DEFAULT_CHUNK_SIZE;
+  if (!Number.isInteger(requested) || requested < MIN_CHUNK_SIZE || requested > MAX_CHUNK_SIZE) {
+    throw invalidArgument(
+      `chunk_size ${requested} is outside ${MIN_CHUNK_SIZE}..${MAX_CHUNK_SIZE} bytes`,
+    );
+  }
+  return requested;
+}
+
+export function encodeChunk(offset: number, raw: Buffer, compression: ChunkCompression): EncodedChunk {
+  const crc = checksum(raw);
+  if (compression === 'zstd') {
+    const packed = compress(raw, { compressionLevel: 1 });
+    // Incompressible data travels raw: zstd would only add its frame overhead.
+    if (packed.length < raw.length) {
+      return { offset, data: packed, crc32c: crc, compression, rawLength: raw.length };
+    }
+  }
+  return { offset, data: raw, crc32c: crc, compression: 'none', rawLength: raw.length };
+}
+
+/** Returns the raw bytes of a chunk after checking length and CRC32C (DATA_LOSS otherwise). */
+export function decodeChunk(chunk: EncodedChunk, where: string): Buffer {
+  let raw: Buffer;
+  if (chunk.compression === 'zstd') {
+    try {
+      raw = decompress(chunk.data);
+    } catch (cause) {
+      throw dataLoss(`chunk does not decompress [${where}, offset=${chunk.offset}]`, cause);
+    }
+  } else {
+    raw = chunk.data;
+  }
+  if (raw.length !== chunk.rawLength) {
+    throw dataLoss(
+      `chunk length ${raw.length} differs from raw_length ${chunk.rawLength} [${where}, offset=${chunk.offset}]`,
+    );
+  }
+  const crc = checksum(raw);
+  if (crc !== chunk.crc32c) {
+    throw dataLoss(
+      `chunk CRC32C mismatch: got ${crc}, expected ${chunk.crc32c} [${where}, offset=${chunk.offset}]`,
+    );
+  }
+  return raw;
+}

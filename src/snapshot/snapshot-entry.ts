@@ -1,0 +1,68 @@
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import { cancelled } from '../core';
+import type { SnapshotMeta } from './snapshot-meta';
+
+/**
+ * One snapshot in the catalog: its metadata, its directory, the leases of streams reading
+ * it, and a way to wait until more of a building artifact has been written.
+ */
+export class SnapshotEntry {
+  leases = 0;
+  lastUsedAtMs = Date.now();
+  deleted = false;
+  readonly build = new AbortController();
+  private readonly events = new EventEmitter();
+
+  constructor(
+    public meta: SnapshotMeta,
+    readonly dir: string,
+  ) {
+    this.events.setMaxListeners(0);
+  }
+
+  get artifactPath(): string {
+    return join(this.dir, 'artifact.bin');
+  }
+
+  get manifestPath(): string {
+    return join(this.dir, 'manifest.json');
+  }
+
+  /** Called by the build after each flush and when it ends. */
+  notify(): void {
+    this.events.emit('change');
+  }
+
+  /**
+   * Resolves once more than `offset` bytes are written, or the build has ended (READY,
+   * FAILED or deleted). Rejects with `cancelled` if the signal fires first.
+   */
+  waitForBytes(offset: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        if (this.meta.bytesWritten > offset || this.meta.state !== 'BUILDING' || this.deleted) {
+          cleanup();
+          resolve();
+          return true;
+        }
+        return false;
+      };
+      const onAbort = (): void => {
+        cleanup();
+        reject(cancelled('fetch cancelled while waiting for the build'));
+      };
+      const cleanup = (): void => {
+        this.events.off('change', check);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      if (check()) return;
+      if (signal?.aborted) {
+        onAbort();
+        return;
+      }
+      this.events.on('change', check);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}

@@ -1,0 +1,4 @@
+export * from './store';
+export * from './digest';
+export * from './registry';
+export { MemoryStore } from './memory/memory-store';

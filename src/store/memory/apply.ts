@@ -1,0 +1,139 @@
+import {
+  type Entry,
+  type Mutation,
+  type ValueType,
+  ShardsnapError,
+  ErrorCodes,
+  toMemberKey,
+  valueBytes,
+} from '../../core';
+
+/** The type a mutation requires of an existing key (undefined = any type, it replaces). */
+const REQUIRED_TYPE: Record<Mutation['op'], ValueType | undefined> = {
+  set: undefined,
+  del: undefined,
+  expire: undefined,
+  hset: 'hash',
+  lpush: 'list',
+  rpush: 'list',
+  sadd: 'set',
+  zadd: 'zset',
+};
+
+export function wrongType(key: Buffer, has: ValueType, op: string): ShardsnapError {
+  return new ShardsnapError(
+    ErrorCodes.wrongType,
+    `WRONGTYPE ${op} on key "${key.toString('latin1')}" holding a ${has}`,
+  );
+}
+
+/**
+ * Checks that every mutation of a batch applies to a key of the right type, taking the
+ * earlier mutations of the same batch into account, so a batch fails before any change.
+ */
+export function checkTypes(
+  mutations: readonly Mutation[],
+  currentType: (key: Buffer) => ValueType | undefined,
+): void {
+  const types = new Map<string, ValueType | undefined>();
+  for (const m of mutations) {
+    const k = toMemberKey(m.key);
+    const has = types.has(k) ? types.get(k) : currentType(m.key);
+    const required = REQUIRED_TYPE[m.op];
+    if (required !== undefined && has !== undefined && has !== required) {
+      throw wrongType(m.key, has, m.op);
+    }
+    if (m.op === 'set') types.set(k, 'string');
+    else if (m.op === 'del') types.set(k, undefined);
+    else if (m.op !== 'expire') types.set(k, required);
+    else types.set(k, has);
+  }
+}
+
+/**
+ * Applies one mutation to `entry` (undefined = key absent). Changes the entry in place
+ * only when `mayMutate`; otherwise works on a copy. Returns the new entry (undefined =
+ * key removed) and the change in payload bytes.
+ */
+export function applyMutation(
+  m: Mutation,
+  entry: Entry | undefined,
+  mayMutate: boolean,
+  copy: (e: Entry) => Entry,
+): { entry: Entry | undefined; bytesDelta: number } {
+  const keyBytes = m.key.length;
+  const oldBytes = entry ? keyBytes + valueBytes(entry.value) : 0;
+  switch (m.op) {
+    case 'set':
+      return {
+        entry: { value: { type: 'string', value: m.value }, expireAtMs: m.expireAtMs },
+        bytesDelta: keyBytes + m.value.length - oldBytes,
+      };
+    case 'del':
+      return { entry: undefined, bytesDelta: -oldBytes };
+    case 'expire': {
+      if (!entry) return { entry: undefined, bytesDelta: 0 };
+      const next = mayMutate ? entry : copy(entry);
+      next.expireAtMs = m.expireAtMs;
+      return { entry: next, bytesDelta: 0 };
+    }
+    default:
+      break;
+  }
+  const target = entry ? (mayMutate ? entry : copy(entry)) : newEntry(m);
+  let delta = entry ? 0 : keyBytes;
+  const v = target.value;
+  switch (m.op) {
+    case 'hset':
+      if (v.type !== 'hash') throw wrongType(m.key, v.type, m.op);
+      for (const { field, value } of m.fields) {
+        const f = toMemberKey(field);
+        const previous = v.fields.get(f);
+        delta += previous ? value.length - previous.length : f.length + value.length;
+        v.fields.set(f, value);
+      }
+      break;
+    case 'lpush':
+    case 'rpush':
+      if (v.type !== 'list') throw wrongType(m.key, v.type, m.op);
+      for (const value of m.values) {
+        if (m.op === 'lpush') v.items.unshift(value);
+        else v.items.push(value);
+        delta += value.length;
+      }
+      break;
+    case 'sadd':
+      if (v.type !== 'set') throw wrongType(m.key, v.type, m.op);
+      for (const member of m.members) {
+        const key = toMemberKey(member);
+        if (!v.members.has(key)) delta += key.length;
+        v.members.add(key);
+      }
+      break;
+    case 'zadd':
+      if (v.type !== 'zset') throw wrongType(m.key, v.type, m.op);
+      for (const { member, score } of m.members) {
+        const key = toMemberKey(member);
+        if (!v.members.has(key)) delta += key.length + 8;
+        v.members.set(key, score);
+      }
+      break;
+  }
+  return { entry: target, bytesDelta: delta };
+}
+
+function newEntry(m: Mutation): Entry {
+  switch (m.op) {
+    case 'hset':
+      return { value: { type: 'hash', fields: new Map() }, expireAtMs: 0 };
+    case 'lpush':
+    case 'rpush':
+      return { value: { type: 'list', items: [] }, expireAtMs: 0 };
+    case 'sadd':
+      return { value: { type: 'set', members: new Set() }, expireAtMs: 0 };
+    case 'zadd':
+      return { value: { type: 'zset', members: new Map() }, expireAtMs: 0 };
+    default:
+      throw new Error(`no collection for ${m.op}`);
+  }
+}

@@ -1,0 +1,136 @@
+import {
+  type Entry,
+  type SlotRange,
+  type StoreRecord,
+  encodedRecordLength,
+  fromMemberKey,
+  slotMask,
+  throwIfAborted,
+} from '../../core';
+import type { BatchLimits, StoreView } from '../store';
+import type { Keyspace, SlotMap } from './keyspace';
+
+/**
+ * A copy-on-write point-in-time view. Nothing is copied when it opens; afterwards the
+ * store calls `preserve` before it changes a key in a slot the view has not finished, and
+ * `freeze` before it swaps a slot's whole map. The view then reads preserved entries in
+ * place of live ones, so it sees the store exactly as it was at `seq`.
+ */
+export class MemoryView implements StoreView {
+  readonly keyCountHint: number;
+  private readonly mask: Uint8Array;
+  /** Slots below the cursor are done; preservation is needed from the cursor up. */
+  private cursor = 0;
+  private closed = false;
+  /** Per slot: key → entry as of `seq`, or null if the key did not exist then. */
+  private readonly preserved = new Map<number, Map<string, Entry | null>>();
+  /** Per slot: the map as it was before an install replaced it. */
+  private readonly frozen = new Map<number, SlotMap | undefined>();
+
+  constructor(
+    private readonly keyspace: Keyspace,
+    readonly seq: number,
+    readonly slots: readonly SlotRange[],
+    private readonly onClose: (view: MemoryView) => void,
+  ) {
+    this.mask = slotMask(slots);
+    let keys = 0;
+    for (const r of slots) for (let s = r.start; s <= r.end; s++) keys += keyspace.map(s)?.size ?? 0;
+    this.keyCountHint = keys;
+  }
+
+  /** Whether a change to `slot` must be preserved for this view. */
+  watches(slot: number): boolean {
+    return !this.closed && this.mask[slot] === 1 && slot >= this.cursor && !this.frozen.has(slot);
+  }
+
+  /** Records `current` as the key's value at `seq` unless already recorded. Returns true if it did. */
+  preserve(slot: number, key: string, current: Entry | undefined): boolean {
+    let saved = this.preserved.get(slot);
+    if (!saved) {
+      saved = new Map();
+      this.preserved.set(slot, saved);
+    }
+    if (saved.has(key)) return false;
+    saved.set(key, current ?? null);
+    return true;
+  }
+
+  /** Whether the view holds `entry` itself (so the store must not change it in place). */
+  holds(slot: number, key: string, entry: Entry): boolean {
+    return this.preserved.get(slot)?.get(key) === entry;
+  }
+
+  freeze(slot: number, oldMap: SlotMap | undefined): void {
+    this.frozen.set(slot, oldMap);
+  }
+
+  private source(slot: number): SlotMap | undefined {
+    return this.frozen.has(slot) ? this.frozen.get(slot) : this.keyspace.map(slot);
+  }
+
+  async *batches(limits: BatchLimits): AsyncGenerator<StoreRecord[]> {
+    if (this.closed) throw new Error('view is closed');
+    let batch: StoreRecord[] = [];
+    let batchBytes = 0;
+    const push = (key: string, entry: Entry): boolean => {
+      const record = { key: fromMemberKey(key), entry };
+      batch.push(record);
+      batchBytes += encodedRecordLength(record.key, entry);
+      return batch.length >= limits.maxRecords || batchBytes >= limits.maxBytes;
+    };
+    for (const range of this.slots) {
+      for (let slot = range.start; slot <= range.end; slot++) {
+        this.cursor = slot;
+        const listed = this.source(slot);
+        if (!listed && !this.preserved.has(slot)) continue;
+        const keys = listed ? Array.from(listed.keys()) : [];
+        const fromPreserved = new Set<string>();
+        for (const key of keys) {
+          const saved = this.preserved.get(slot);
+          let entry: Entry | null | undefined;
+          if (saved?.has(key)) {
+            entry = saved.get(key);
+            fromPreserved.add(key);
+          } else {
+            entry = this.source(slot)?.get(key);
+          }
+          if (entry && push(key, entry)) {
+            yield batch;
+            throwIfAborted(limits.signal);
+            batch = [];
+            batchBytes = 0;
+          }
+        }
+        // Keys that existed at `seq` but were removed before the listing, or changed after
+        // their live value was emitted (the latter are skipped with the listed-key set).
+        const saved = this.preserved.get(slot);
+        if (saved && saved.size > fromPreserved.size) {
+          const listedKeys = new Set(keys);
+          for (const [key, entry] of saved) {
+            if (entry === null || fromPreserved.has(key) || listedKeys.has(key)) continue;
+            if (push(key, entry)) {
+              yield batch;
+              throwIfAborted(limits.signal);
+              batch = [];
+              batchBytes = 0;
+            }
+          }
+        }
+        this.preserved.delete(slot);
+        this.frozen.delete(slot);
+        this.cursor = slot + 1;
+      }
+    }
+    this.cursor = Number.MAX_SAFE_INTEGER;
+    if (batch.length > 0) yield batch;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.preserved.clear();
+    this.frozen.clear();
+    this.onClose(this);
+  }
+}

@@ -1,0 +1,32 @@
+import { invalidArgument } from '../core';
+import { MemoryStore } from './memory/memory-store';
+import type { Store } from './store';
+
+export interface StoreOpenOptions {
+  dataDir: string;
+}
+
+export type StoreFactory = (options: StoreOpenOptions) => Promise<Store>;
+
+const factories = new Map<string, StoreFactory>([
+  ['memory', () => Promise.resolve(new MemoryStore())],
+]);
+
+export function registerStoreBackend(name: string, factory: StoreFactory): void {
+  factories.set(name, factory);
+}
+
+export function storeBackends(): string[] {
+  return [...factories.keys()];
+}
+
+/** Opens a store by backend name; an unknown name fails at once with the known ones. */
+export function openStore(backend: string, options: StoreOpenOptions): Promise<Store> {
+  const factory = factories.get(backend);
+  if (!factory) {
+    throw invalidArgument(
+      `unknown backend "${backend}" (known: ${storeBackends().join(', ')})`,
+    );
+  }
+  return factory(options);
+}

@@ -1,0 +1,57 @@
+import type { Entry, Mutation, SlotRange, StoreRecord } from '../core';
+
+export interface StoreStats {
+  keyCount: number;
+  seq: number;
+  dataBytes: number;
+  /** Point-in-time views currently open. */
+  openViews: number;
+}
+
+export interface BatchLimits {
+  maxRecords: number;
+  maxBytes: number;
+  signal?: AbortSignal;
+}
+
+/** A point-in-time view of some slots, consistent at `seq`, unaffected by later writes. */
+export interface StoreView {
+  readonly seq: number;
+  readonly slots: readonly SlotRange[];
+  /** Keys in the view when it was opened (exact for the memory backend). */
+  readonly keyCountHint: number;
+  /** Yields the view's records in batches; a view is walked once. */
+  batches(limits: BatchLimits): AsyncGenerator<StoreRecord[]>;
+  /** Releases what the view holds; idempotent. */
+  close(): void;
+}
+
+export interface InstallTarget {
+  /** Slot ranges the artifact covers (normalized); `full` replaces the whole store. */
+  slots: readonly SlotRange[];
+  full: boolean;
+  /** The snapshot's sequence number; a full install adopts it. */
+  seq: number;
+}
+
+/** An install being staged: nothing is visible to readers until `commit`. */
+export interface StagedInstall {
+  add(records: StoreRecord[]): Promise<void>;
+  readonly recordCount: number;
+  commit(): Promise<{ seq: number; keysInstalled: number }>;
+  /** Drops everything staged; idempotent, and a no-op after commit. */
+  abort(): Promise<void>;
+}
+
+/** A Redis-like store. Backends are chosen by name from the store registry. */
+export interface Store {
+  readonly backend: string;
+  /** Applies the mutations as one atomic batch and returns the batch's sequence number. */
+  write(mutations: readonly Mutation[]): Promise<{ seq: number }>;
+  /** Entries in key order of the request; expired or missing keys are `undefined`. */
+  read(keys: readonly Buffer[]): Promise<Array<Entry | undefined>>;
+  stats(): Promise<StoreStats>;
+  openView(slots: readonly SlotRange[]): Promise<StoreView>;
+  beginInstall(target: InstallTarget): Promise<StagedInstall>;
+  close(): Promise<void>;
+}

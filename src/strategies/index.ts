@@ -1,0 +1,3 @@
+export * from './strategy';
+export * from './registry';
+export { memoryScan } from './memory-scan';

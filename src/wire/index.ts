@@ -1,0 +1,3 @@
+export * from './convert';
+export * from './proto';
+export * from './status';

@@ -1,0 +1,52 @@
+import * as grpc from '@grpc/grpc-js';
+import { type ErrorCode, ErrorCodes, ShardsnapError } from '../core';
+
+const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
+  [ErrorCodes.invalidArgument]: grpc.status.INVALID_ARGUMENT,
+  [ErrorCodes.notFound]: grpc.status.NOT_FOUND,
+  [ErrorCodes.wrongType]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.failedPrecondition]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.resourceExhausted]: grpc.status.RESOURCE_EXHAUSTED,
+  [ErrorCodes.dataLoss]: grpc.status.DATA_LOSS,
+  [ErrorCodes.cancelled]: grpc.status.CANCELLED,
+  [ErrorCodes.unavailable]: grpc.status.UNAVAILABLE,
+  [ErrorCodes.outOfRange]: grpc.status.OUT_OF_RANGE,
+  [ErrorCodes.internal]: grpc.status.INTERNAL,
+};
+
+const CODE_BY_STATUS = new Map<grpc.status, ErrorCode>(
+  Object.entries(STATUS_BY_CODE)
+    .filter(([code]) => code !== ErrorCodes.wrongType)
+    .map(([code, status]) => [status, code as ErrorCode]),
+);
+
+/** The one place where domain errors become gRPC statuses. */
+export function toServiceError(error: unknown): Partial<grpc.ServiceError> & { code: grpc.status } {
+  if (error instanceof ShardsnapError) {
+    return { code: STATUS_BY_CODE[error.code], details: error.message, message: error.message };
+  }
+  if (isServiceError(error)) return { code: error.code, details: error.details };
+  const message = error instanceof Error ? error.message : String(error);
+  return { code: grpc.status.INTERNAL, details: message, message };
+}
+
+/** A gRPC error received by a client, as a domain error with the same meaning. */
+export function fromServiceError(error: unknown, where: string): ShardsnapError {
+  if (error instanceof ShardsnapError) return error;
+  if (isServiceError(error)) {
+    const code = CODE_BY_STATUS.get(error.code) ?? ErrorCodes.internal;
+    return new ShardsnapError(code, `${where}: ${error.details || error.message}`, { cause: error });
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new ShardsnapError(ErrorCodes.internal, `${where}: ${message}`, { cause: error });
+}
+
+export function isServiceError(error: unknown): error is grpc.ServiceError {
+  return (
+    typeof error === 'object' &&
+    error !== null &&
+    'code' in error &&
+    typeof (error as { code: unknown }).code === 'number' &&
+    'details' in error
+  );
+}
