@@ -5,3 +5,5 @@ export * from './fetch-to-file';
 export * from './install-file';
 export * from './pull';
 export * from './snapshots';
+export * from './synthetic';
+export * from './load';

@@ -9,3 +9,4 @@ export * from './catalog';
 export * from './artifact-reader';
 export * from './installer';
 export * from './builder';
+export * from './verify-file';

@@ -1,0 +1,173 @@
+import type { Command } from 'commander';
+import { infoPath } from '../../client';
+import { type SlotRange, formatSlotRanges, invalidArgument } from '../../core';
+import type { SnapshotInfo__Output } from '../../generated/shardsnap/v1/SnapshotInfo';
+import { verifyArtifactFile } from '../../snapshot';
+import { action, address, globals, positiveInt, slots, withClient } from '../common';
+import { emit, formatBytes, mibPerSecond, table } from '../output';
+import { progressBar } from '../progress';
+import { readFile } from 'node:fs/promises';
+
+function describe(info: SnapshotInfo__Output): string[] {
+  return [
+    info.id,
+    info.state,
+    info.strategy,
+    formatSlotRanges(info.slots),
+    String(info.seq),
+    String(info.keyCount),
+    formatBytes(Number(info.state === 'READY' ? info.sizeBytes : info.bytesWritten)),
+    new Date(Number(info.createdAtMs)).toISOString(),
+  ];
+}
+
+function compression(value: string): 'none' | 'zstd' {
+  if (value !== 'none' && value !== 'zstd') throw invalidArgument(`--compression must be none or zstd, not "${value}"`);
+  return value;
+}
+
+export function registerSnapshots(program: Command): void {
+  program
+    .command('fetch')
+    .description('fetch a snapshot into a file (re-running resumes from FILE.part)')
+    .requiredOption('--from <host:port>', 'node to fetch from', address)
+    .option('--slots <ranges>', 'slot ranges for a new snapshot (A-B[,C-D]); default all', slots)
+    .option('--id <id>', 'fetch this existing snapshot instead of creating one')
+    .option('--compression <kind>', 'none | zstd, for chunks in transit', 'none')
+    .option('--chunk-size <bytes>', 'bytes per chunk', positiveInt)
+    .requiredOption('--out <file>', 'where to write the artifact')
+    .action(
+      action(async (options: { from: string; slots?: SlotRange[]; id?: string; compression: string; chunkSize?: number; out: string }, command: Command) => {
+        const json = globals(command).json ?? false;
+        const bar = progressBar('fetch', !json);
+        const started = performance.now();
+        const result = await withClient(options.from, (client) =>
+          client.fetchToFile({
+            out: options.out,
+            snapshotId: options.id,
+            slots: options.slots,
+            compression: compression(options.compression),
+            chunkSize: options.chunkSize,
+            onProgress: (received, total) => bar.update(received, total),
+          }),
+        );
+        bar.stop();
+        const ms = performance.now() - started;
+        const transferred = result.bytes - result.resumedFrom;
+        emit(globals(command), { ok: true, ...result, elapsedMs: ms, mibPerSecond: mibPerSecond(transferred, ms) }, () =>
+          `fetched snapshot ${result.info.id} (seq ${result.info.seq}, ${result.info.keyCount} keys) to ${result.path}: ` +
+          `${formatBytes(result.bytes)}${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''} in ` +
+          `${(ms / 1000).toFixed(2)} s, ${mibPerSecond(transferred, ms).toFixed(1)} MiB/s, sha256 ${result.sha256}`,
+        );
+      }),
+    );
+
+  program
+    .command('verify <file>')
+    .description('check an artifact file: every record, its trailer and its SHA-256')
+    .action(
+      action(async (file: string, _options: unknown, command: Command) => {
+        const sidecar = await readFile(infoPath(file), 'utf8').then(
+          (text) => JSON.parse(text) as { sha256?: string },
+          () => undefined,
+        );
+        const result = await verifyArtifactFile(file, sidecar?.sha256);
+        emit(globals(command), { ok: true, ...result, checkedAgainstInfo: Boolean(sidecar?.sha256) }, () =>
+          `ok: ${file} is snapshot ${result.header.snapshot_id} (seq ${result.header.seq}, slots ` +
+          `${formatSlotRanges(result.header.slots)}), ${result.keyCount} keys, ${formatBytes(result.bytes)}, sha256 ${result.sha256}` +
+          (sidecar?.sha256 ? ' (matches its .json)' : ''),
+        );
+      }),
+    );
+
+  program
+    .command('install <file>')
+    .description('push an artifact file into a node (all-or-nothing)')
+    .requiredOption('--to <host:port>', 'node to install into', address)
+    .option('--compression <kind>', 'none | zstd, for chunks in transit', 'none')
+    .action(
+      action(async (file: string, options: { to: string; compression: string }, command: Command) => {
+        const json = globals(command).json ?? false;
+        const bar = progressBar('install', !json);
+        const started = performance.now();
+        const result = await withClient(options.to, (client) =>
+          client.installFile(file, { compression: compression(options.compression), onProgress: (sent, total) => bar.update(sent, total) }),
+        );
+        bar.stop();
+        const ms = performance.now() - started;
+        emit(globals(command), { ok: true, ...result, elapsedMs: ms }, () =>
+          `installed snapshot ${result.snapshotId}: ${result.keysInstalled} keys, node seq now ${result.seq}, ` +
+          `${(ms / 1000).toFixed(2)} s, ${Math.round(Number(result.keysInstalled) / (ms / 1000))} keys/s`,
+        );
+      }),
+    );
+
+  program
+    .command('pull')
+    .description('make a node fetch a snapshot from another node and install it')
+    .requiredOption('--to <host:port>', 'node that pulls and installs', address)
+    .requiredOption('--from <host:port>', 'node to pull from', address)
+    .option('--slots <ranges>', 'slot ranges (A-B[,C-D]); default all', slots)
+    .option('--id <id>', 'pull this existing snapshot')
+    .action(
+      action(async (options: { to: string; from: string; slots?: SlotRange[]; id?: string }, command: Command) => {
+        const json = globals(command).json ?? false;
+        const bar = progressBar('pull', !json);
+        const started = performance.now();
+        const result = await withClient(options.to, async (client) => {
+          for await (const progress of client.pull({ source: options.from, slots: options.slots, snapshotId: options.id })) {
+            bar.update(Number(progress.bytesReceived), Number(progress.totalBytes));
+            if (progress.done && progress.result) return { ...progress.result, resumes: progress.resumes };
+          }
+          throw new Error('pull ended without a result');
+        });
+        bar.stop();
+        const ms = performance.now() - started;
+        emit(globals(command), { ok: true, ...result, elapsedMs: ms }, () =>
+          `pulled snapshot ${result.snapshotId} from ${options.from} into ${options.to}: ${result.keysInstalled} keys, ` +
+          `${formatBytes(Number(result.bytes))} in ${(ms / 1000).toFixed(2)} s (${mibPerSecond(Number(result.bytes), ms).toFixed(1)} MiB/s, ` +
+          `${Math.round(Number(result.keysInstalled) / (ms / 1000))} keys/s), seq ${result.seq}, ${result.resumes} resumes`,
+        );
+      }),
+    );
+
+  const group = program.command('snapshots').description('manage the snapshots of a node');
+  group
+    .command('create')
+    .requiredOption('--at <host:port>', 'node', address)
+    .option('--slots <ranges>', 'slot ranges (A-B[,C-D]); default all', slots)
+    .option('--strategy <name>', 'snapshot strategy (default: the backend best)')
+    .option('--wait', 'wait until the snapshot is READY')
+    .action(
+      action(async (options: { at: string; slots?: SlotRange[]; strategy?: string; wait?: boolean }, command: Command) => {
+        const info = await withClient(options.at, async (client) => {
+          const created = await client.createSnapshot({ slots: options.slots, strategy: options.strategy });
+          return options.wait ? client.waitReady(created.id) : created;
+        });
+        emit(globals(command), { ok: true, ...info }, () => `snapshot ${info.id} ${info.state} at seq ${info.seq} (${info.strategy})`);
+      }),
+    );
+  group
+    .command('list')
+    .requiredOption('--at <host:port>', 'node', address)
+    .action(
+      action(async (options: { at: string }, command: Command) => {
+        const snapshots = await withClient(options.at, (client) => client.listSnapshots());
+        emit(globals(command), { ok: true, snapshots }, () =>
+          snapshots.length === 0
+            ? 'no snapshots'
+            : table([['id', 'state', 'strategy', 'slots', 'seq', 'keys', 'size', 'created'], ...snapshots.map(describe)]),
+        );
+      }),
+    );
+  group
+    .command('delete')
+    .requiredOption('--at <host:port>', 'node', address)
+    .requiredOption('--id <id>', 'snapshot to delete')
+    .action(
+      action(async (options: { at: string; id: string }, command: Command) => {
+        await withClient(options.at, (client) => client.deleteSnapshot(options.id));
+        emit(globals(command), { ok: true, deleted: options.id }, () => `deleted snapshot ${options.id}`);
+      }),
+    );
+}
