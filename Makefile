@@ -1,9 +1,14 @@
 # Each target installs what is missing first, so `make demo` and `make test` work on a
 # fresh Debian/Ubuntu machine with Node 20.
 SHELL := /bin/bash
-SYSTEM_PACKAGES ?= build-essential python3
+SYSTEM_PACKAGES ?= build-essential python3 librocksdb-dev rocksdb-tools
 BENCH_PACKAGES ?= redis-server redis-tools
 STAMP := node_modules/.shardsnap-installed
+NATIVE := native/build/Release/shardsnap_rocksdb.node
+# Build native code against the headers of the running Node when they are installed
+# beside it, so node-gyp never has to download them.
+NODE_PREFIX := $(shell node -p "require('path').resolve(process.execPath, '../..')")
+NODEDIR_FLAG := $(if $(wildcard $(NODE_PREFIX)/include/node/node_api.h),--nodedir=$(NODE_PREFIX),)
 
 .PHONY: all deps system-deps build demo test bench lint format typecheck clean
 
@@ -13,12 +18,15 @@ system-deps:
 	@bash scripts/setup-system.sh $(SYSTEM_PACKAGES)
 
 $(STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm ci --no-audit --no-fund $(NODEDIR_FLAG)
 	@touch $@
 
 deps: system-deps $(STAMP)
 
-build: deps
+$(NATIVE): $(STAMP) native/binding.gyp $(wildcard native/src/*.cc native/src/*.h)
+	npm run --silent build:native -- $(NODEDIR_FLAG)
+
+build: deps $(NATIVE)
 	npm run --silent gen
 	npx tsc -p tsconfig.json
 
