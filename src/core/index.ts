@@ -5,3 +5,4 @@ export * from './values';
 export * from './mutation';
 export * from './record-codec';
 export * from './digest';
+export * from './slab';

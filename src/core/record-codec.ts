@@ -1,4 +1,5 @@
 import { dataLoss } from './errors';
+import { SlabAllocator } from './slab';
 import {
   type Entry,
   type StoreRecord,
@@ -126,6 +127,7 @@ class Reader {
     private readonly buf: Buffer,
     public pos: number,
     private readonly end: number,
+    private readonly slab: SlabAllocator | undefined,
   ) {}
 
   need(n: number): void {
@@ -145,7 +147,9 @@ class Reader {
     const len = this.u32();
     this.need(len);
     // A copy, so a record never pins the (large) chunk it was decoded from.
-    const out = Buffer.from(this.buf.subarray(this.pos, this.pos + len));
+    const out = this.slab
+      ? this.slab.copy(this.buf, this.pos, this.pos + len)
+      : Buffer.from(this.buf.subarray(this.pos, this.pos + len));
     this.pos += len;
     return out;
   }
@@ -166,8 +170,14 @@ class Reader {
   }
 }
 
-export function decodeRecord(buf: Buffer, start = 0, end = buf.length): StoreRecord {
-  const r = new Reader(buf, start, end);
+/** Decodes one record; byte strings are copied, into `slab` when one is given. */
+export function decodeRecord(
+  buf: Buffer,
+  start = 0,
+  end = buf.length,
+  slab?: SlabAllocator,
+): StoreRecord {
+  const r = new Reader(buf, start, end, slab);
   r.need(HEADER_BYTES);
   const type = TYPE_BY_CODE.get(buf.readUInt8(r.pos));
   if (type === undefined) throw dataLoss(`unknown value type ${buf.readUInt8(r.pos)} at byte ${r.pos}`);

@@ -8,7 +8,7 @@ import { open, type FileHandle } from 'node:fs/promises';
  */
 export class ArtifactWriter {
   private readonly hash: Hash = createHash('sha256');
-  private buffer: Buffer;
+  private buffer_: Buffer;
   private used = 0;
   private flushed = 0;
 
@@ -17,7 +17,7 @@ export class ArtifactWriter {
     bufferBytes: number,
     private readonly onFlush: (size: number) => void,
   ) {
-    this.buffer = Buffer.allocUnsafe(bufferBytes);
+    this.buffer_ = Buffer.allocUnsafe(bufferBytes);
   }
 
   static async create(
@@ -32,23 +32,42 @@ export class ArtifactWriter {
     return this.flushed + this.used;
   }
 
-  /** Returns a buffer region of exactly `length` bytes to fill, flushing first if needed. */
-  async reserve(length: number): Promise<Buffer> {
-    if (this.used + length > this.buffer.length) await this.flush();
-    if (length > this.buffer.length) this.buffer = Buffer.allocUnsafe(length);
-    const region = this.buffer.subarray(this.used, this.used + length);
+  /** The buffer that `reserve` positions point into; valid until the next `reserve`. */
+  get buffer(): Buffer {
+    return this.buffer_;
+  }
+
+  /**
+   * Reserves `length` bytes, flushing first if they do not fit, and returns their
+   * position in `buffer`. Returning a position instead of a view saves an object per
+   * record on the hot path.
+   */
+  async reserve(length: number): Promise<number> {
+    if (this.used + length > this.buffer_.length) {
+      await this.flush();
+      if (length > this.buffer_.length) this.buffer_ = Buffer.allocUnsafe(length);
+    }
+    const position = this.used;
     this.used += length;
-    return region;
+    return position;
+  }
+
+  /** `reserve` without waiting: -1 when the buffer must be flushed first. */
+  tryReserve(length: number): number {
+    if (this.used + length > this.buffer_.length) return -1;
+    const position = this.used;
+    this.used += length;
+    return position;
   }
 
   async append(bytes: Buffer): Promise<void> {
-    const region = await this.reserve(bytes.length);
-    bytes.copy(region);
+    const position = await this.reserve(bytes.length);
+    bytes.copy(this.buffer_, position);
   }
 
   async flush(): Promise<void> {
     if (this.used === 0) return;
-    const data = this.buffer.subarray(0, this.used);
+    const data = this.buffer_.subarray(0, this.used);
     this.hash.update(data);
     let written = 0;
     while (written < data.length) {

@@ -19,9 +19,11 @@ export class RecordsWriter {
   async writeRecords(records: readonly StoreRecord[]): Promise<void> {
     for (const { key, entry } of records) {
       const length = encodedRecordLength(key, entry);
-      const region = await this.out.reserve(4 + length);
-      region.writeUInt32LE(length, 0);
-      writeRecord(region, 4, key, entry);
+      let position = this.out.tryReserve(4 + length);
+      if (position < 0) position = await this.out.reserve(4 + length);
+      const buffer = this.out.buffer;
+      buffer.writeUInt32LE(length, position);
+      writeRecord(buffer, position + 4, key, entry);
       this.keys++;
     }
   }

@@ -16,7 +16,7 @@ export interface VerifiedArtifact {
  * and inner SHA-256, and, when given, the expected SHA-256 of the whole file.
  */
 export async function verifyArtifactFile(path: string, expectedSha256?: string): Promise<VerifiedArtifact> {
-  const decoder = new RecordsDecoder();
+  const decoder = new RecordsDecoder({ verifyInnerDigest: true });
   const hash = createHash('sha256');
   let bytes = 0;
   for await (const piece of createReadStream(path, { highWaterMark: 1 << 20 })) {

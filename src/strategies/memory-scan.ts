@@ -1,3 +1,4 @@
+import { cloneEntry } from '../core';
 import { RecordsWriter } from '../snapshot';
 import type { Store } from '../store';
 import type { BuildRequest, PreparedBuild, SnapshotStrategy } from './strategy';
@@ -24,7 +25,10 @@ export const memoryScan: SnapshotStrategy = {
         const records = new RecordsWriter(out);
         await records.writeHeader(header);
         for await (const batch of view.batches({ ...BATCH, signal })) {
-          await records.writeRecords(batch);
+          // The batch holds live entries of slots the view has already passed, which a
+          // write may change in place while writeRecords awaits the disk: copy them now,
+          // before any await, so the artifact stays exactly the store at `seq`.
+          await records.writeRecords(batch.map((r) => ({ key: r.key, entry: cloneEntry(r.entry) })));
           // Let writes and RPCs run between batches even when the disk keeps up.
           await new Promise<void>((resolve) => setImmediate(resolve));
         }

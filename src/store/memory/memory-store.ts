@@ -37,7 +37,8 @@ export class MemoryStore implements Store {
     this.now = options.now ?? Date.now;
   }
 
-  write(mutations: readonly Mutation[]): Promise<{ seq: number }> {
+  // eslint-disable-next-line @typescript-eslint/require-await -- async so that failures reject
+  async write(mutations: readonly Mutation[]): Promise<{ seq: number }> {
     this.assertOpen();
     const now = this.now();
     checkTypes(mutations, (key) => {
@@ -46,7 +47,7 @@ export class MemoryStore implements Store {
     });
     for (const m of mutations) this.apply(m, now);
     this.seq++;
-    return Promise.resolve({ seq: this.seq });
+    return { seq: this.seq };
   }
 
   private apply(m: Mutation, now: number): void {
@@ -82,15 +83,14 @@ export class MemoryStore implements Store {
     return held;
   }
 
-  read(keys: readonly Buffer[]): Promise<Array<Entry | undefined>> {
+  // eslint-disable-next-line @typescript-eslint/require-await
+  async read(keys: readonly Buffer[]): Promise<Array<Entry | undefined>> {
     this.assertOpen();
     const now = this.now();
-    return Promise.resolve(
-      keys.map((key) => {
-        const entry = this.keyspace.get(slotOf(key), toMemberKey(key));
-        return entry && !isExpired(entry, now) ? entry : undefined;
-      }),
-    );
+    return keys.map((key) => {
+      const entry = this.keyspace.get(slotOf(key), toMemberKey(key));
+      return entry && !isExpired(entry, now) ? entry : undefined;
+    });
   }
 
   stats(): Promise<StoreStats> {
@@ -102,18 +102,20 @@ export class MemoryStore implements Store {
     });
   }
 
-  openView(slots: readonly SlotRange[]): Promise<StoreView> {
+  // eslint-disable-next-line @typescript-eslint/require-await
+  async openView(slots: readonly SlotRange[]): Promise<StoreView> {
     this.assertOpen();
     const view = new MemoryView(this.keyspace, this.seq, normalizeSlotRanges(slots), (v) =>
       this.views.delete(v),
     );
     this.views.add(view);
-    return Promise.resolve(view);
+    return view;
   }
 
-  beginInstall(target: InstallTarget): Promise<StagedInstall> {
+  // eslint-disable-next-line @typescript-eslint/require-await
+  async beginInstall(target: InstallTarget): Promise<StagedInstall> {
     this.assertOpen();
-    return Promise.resolve(new MemoryStagedInstall(target, (t, staged) => this.swapIn(t, staged)));
+    return new MemoryStagedInstall(target, (t, staged) => this.swapIn(t, staged));
   }
 
   /** Replaces the target's slots with the staged maps in one synchronous step. */

@@ -33,7 +33,8 @@ export class MemoryStagedInstall implements StagedInstall {
     return this.count;
   }
 
-  add(records: StoreRecord[]): Promise<void> {
+  // eslint-disable-next-line @typescript-eslint/require-await -- async so that failures reject
+  async add(records: StoreRecord[]): Promise<void> {
     this.assertOpen();
     for (const { key, entry } of records) {
       const slot = slotOf(key);
@@ -52,14 +53,14 @@ export class MemoryStagedInstall implements StagedInstall {
       this.staged.bytes.set(slot, (this.staged.bytes.get(slot) ?? 0) + key.length + valueBytes(entry.value));
       this.count++;
     }
-    return Promise.resolve();
   }
 
-  commit(): Promise<{ seq: number; keysInstalled: number }> {
+  // eslint-disable-next-line @typescript-eslint/require-await
+  async commit(): Promise<{ seq: number; keysInstalled: number }> {
     this.assertOpen();
     const { seq } = this.swapIn(this.target, this.staged);
     this.state = 'committed';
-    return Promise.resolve({ seq, keysInstalled: this.count });
+    return { seq, keysInstalled: this.count };
   }
 
   abort(): Promise<void> {

@@ -2,13 +2,27 @@ import {
   type Entry,
   type SlotRange,
   type StoreRecord,
-  encodedRecordLength,
-  fromMemberKey,
+  SlabAllocator,
   slotMask,
   throwIfAborted,
 } from '../../core';
 import type { BatchLimits, StoreView } from '../store';
 import type { Keyspace, SlotMap } from './keyspace';
+
+/** A cheap size estimate for batching: exact for strings, rough for collections. */
+function approximateBytes(entry: Entry): number {
+  const v = entry.value;
+  switch (v.type) {
+    case 'string':
+      return v.value.length + 16;
+    case 'list':
+      return v.items.length * 32;
+    case 'hash':
+      return v.fields.size * 48;
+    default:
+      return v.members.size * 32;
+  }
+}
 
 /**
  * A copy-on-write point-in-time view. Nothing is copied when it opens; afterwards the
@@ -73,10 +87,10 @@ export class MemoryView implements StoreView {
     if (this.closed) throw new Error('view is closed');
     let batch: StoreRecord[] = [];
     let batchBytes = 0;
+    const keys = new SlabAllocator();
     const push = (key: string, entry: Entry): boolean => {
-      const record = { key: fromMemberKey(key), entry };
-      batch.push(record);
-      batchBytes += encodedRecordLength(record.key, entry);
+      batch.push({ key: keys.latin1(key), entry });
+      batchBytes += key.length + approximateBytes(entry);
       return batch.length >= limits.maxRecords || batchBytes >= limits.maxBytes;
     };
     for (const range of this.slots) {
@@ -84,9 +98,9 @@ export class MemoryView implements StoreView {
         this.cursor = slot;
         const listed = this.source(slot);
         if (!listed && !this.preserved.has(slot)) continue;
-        const keys = listed ? Array.from(listed.keys()) : [];
+        const listedKeys = listed ? Array.from(listed.keys()) : [];
         const fromPreserved = new Set<string>();
-        for (const key of keys) {
+        for (const key of listedKeys) {
           const saved = this.preserved.get(slot);
           let entry: Entry | null | undefined;
           if (saved?.has(key)) {
@@ -106,9 +120,9 @@ export class MemoryView implements StoreView {
         // their live value was emitted (the latter are skipped with the listed-key set).
         const saved = this.preserved.get(slot);
         if (saved && saved.size > fromPreserved.size) {
-          const listedKeys = new Set(keys);
+          const listedSet = new Set(listedKeys);
           for (const [key, entry] of saved) {
-            if (entry === null || fromPreserved.has(key) || listedKeys.has(key)) continue;
+            if (entry === null || fromPreserved.has(key) || listedSet.has(key)) continue;
             if (push(key, entry)) {
               yield batch;
               throwIfAborted(limits.signal);
