@@ -35,7 +35,7 @@ export function loadProto(): ProtoGrpcType {
 
 /** Channel options for bulk transfer: large HTTP/2 windows and messages. */
 export const BULK_CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc-node.flow_control_window': 32 << 20,
+  'grpc-node.flow_control_window': 64 << 20,
   'grpc.max_send_message_length': 64 << 20,
   'grpc.max_receive_message_length': 64 << 20,
   'grpc.keepalive_time_ms': 30_000,
