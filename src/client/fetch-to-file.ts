@@ -1,9 +1,8 @@
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { type SlotRange, dataLoss } from '../core';
 import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
-import type { ChunkCompression } from '../snapshot';
+import { type ChunkCompression, type Sha256Stream, sha256Stream } from '../snapshot';
 import type { Connection } from './connection';
 import { fetchLoop } from './fetch-stream';
 import { createSnapshot } from './snapshots';
@@ -41,8 +40,9 @@ const partStatePath = (out: string): string => `${out}.part.json`;
 /** The sidecar with the snapshot's info (seq, slots, sha256), written next to the artifact. */
 export const infoPath = (out: string): string => `${out}.json`;
 
-async function hashFile(path: string, length: number): Promise<ReturnType<typeof createHash>> {
-  const hash = createHash('sha256');
+/** A hash stream that has already seen the first `length` bytes of `path`. */
+async function hashFile(path: string, length: number): Promise<Sha256Stream> {
+  const hash = sha256Stream();
   if (length === 0) return hash;
   for await (const piece of createReadStream(path, { start: 0, end: length - 1 })) {
     hash.update(piece as Buffer);
@@ -97,7 +97,7 @@ export async function fetchToFile(conn: Connection, options: FetchToFileOptions)
         if (info) options.onProgress?.(offset + raw.length, Number(info.sizeBytes), info);
       },
     });
-    const sha256 = hash.digest('hex');
+    const sha256 = await hash.digest();
     if (sha256 !== result.sha256) {
       corrupt = true;
       throw dataLoss(`fetched artifact SHA-256 ${sha256} differs from the node's ${result.sha256} [snapshot=${snapshotId}]`);
@@ -111,6 +111,7 @@ export async function fetchToFile(conn: Connection, options: FetchToFileOptions)
     await rm(partStatePath(options.out), { force: true });
     return { info: finalInfo, path: options.out, bytes: result.bytes, sha256, resumedFrom, resumes: result.resumes };
   } catch (error) {
+    hash.discard();
     await file.close().catch(() => undefined);
     if (corrupt) {
       // The part file cannot be trusted: the next run starts over.

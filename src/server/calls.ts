@@ -23,7 +23,8 @@ export function unary<Req, Res>(
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const { signal, done } = signalOf(call);
-    handler(call.request, signal).then(
+    // A handler that throws before returning its promise fails the call the same way.
+    new Promise<Res>((resolve) => resolve(handler(call.request, signal))).then(
       (response) => {
         done();
         callback(null, response);

@@ -1,16 +1,22 @@
-import { createHash, type Hash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
+import { type Sha256Stream, sha256Stream } from './sha256-stream';
 
 /**
- * Appends bytes to an artifact file through a buffer of `bufferBytes`, hashing as it
- * goes. Each flush awaits the disk write, so a fast producer waits for a slow disk.
- * `onFlush` reports the durable-to-readers size after every flush.
+ * Appends bytes to an artifact file through two buffers of `bufferBytes`, hashing as it
+ * goes: one fills while the other is written, so a fast producer waits for a slow disk
+ * but otherwise overlaps with it. `onFlush` reports the size readers may read after
+ * every completed write.
  */
 export class ArtifactWriter {
-  private readonly hash: Hash = createHash('sha256');
+  private readonly hash: Sha256Stream = sha256Stream();
   private buffer_: Buffer;
+  private spare: Buffer | undefined;
   private used = 0;
+  /** Bytes in the file (readers may read up to here). */
   private flushed = 0;
+  /** Bytes handed to the disk but not yet written. */
+  private pendingBytes = 0;
+  private inflight: Promise<void> | undefined;
 
   private constructor(
     private readonly file: FileHandle,
@@ -29,7 +35,7 @@ export class ArtifactWriter {
   }
 
   get size(): number {
-    return this.flushed + this.used;
+    return this.flushed + this.pendingBytes + this.used;
   }
 
   /** The buffer that `reserve` positions point into; valid until the next `reserve`. */
@@ -65,35 +71,61 @@ export class ArtifactWriter {
     bytes.copy(this.buffer_, position);
   }
 
+  /**
+   * Hands the filled buffer to the disk and goes on filling the spare one: at most one
+   * write is in flight, so the producer overlaps with the disk but never runs ahead of
+   * it by more than one buffer.
+   */
   async flush(): Promise<void> {
+    await this.inflight;
     if (this.used === 0) return;
     const data = this.buffer_.subarray(0, this.used);
     this.hash.update(data);
+    const position = this.flushed + this.pendingBytes;
+    this.pendingBytes += data.length;
+    this.inflight = this.writeAll(data, position);
+    // Handled here so a failed write never goes unobserved; the next flush rethrows it.
+    this.inflight.catch(() => undefined);
+    const spare = this.spare;
+    this.spare = this.buffer_;
+    this.buffer_ = spare ?? Buffer.allocUnsafe(this.spare.length);
+    this.used = 0;
+  }
+
+  private async writeAll(data: Buffer, position: number): Promise<void> {
     let written = 0;
     while (written < data.length) {
-      const { bytesWritten } = await this.file.write(data, written, data.length - written, this.flushed + written);
+      const { bytesWritten } = await this.file.write(data, written, data.length - written, position + written);
       written += bytesWritten;
     }
     this.flushed += data.length;
-    this.used = 0;
+    this.pendingBytes -= data.length;
     this.onFlush(this.flushed);
+  }
+
+  /** Waits until everything appended so far is in the file. */
+  private async drain(): Promise<void> {
+    await this.flush();
+    await this.inflight;
   }
 
   /** SHA-256 of everything appended so far (flushes first). */
   async digestSoFar(): Promise<Buffer> {
     await this.flush();
-    return this.hash.copy().digest();
+    return this.hash.peek();
   }
 
   /** Flushes, fsyncs and closes; returns the size and the SHA-256 of the whole file. */
   async finish(): Promise<{ size: number; sha256: string }> {
-    await this.flush();
+    await this.drain();
     await this.file.sync();
     await this.file.close();
-    return { size: this.flushed, sha256: this.hash.digest('hex') };
+    return { size: this.flushed, sha256: await this.hash.digest() };
   }
 
   async abandon(): Promise<void> {
+    this.hash.discard();
+    await this.inflight?.catch(() => undefined);
     await this.file.close().catch(() => undefined);
   }
 }

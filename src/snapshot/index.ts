@@ -10,3 +10,4 @@ export * from './artifact-reader';
 export * from './installer';
 export * from './builder';
 export * from './verify-file';
+export * from './sha256-stream';

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { ErrorCodes, ShardsnapError, dataLoss, normalizeSlotRanges } from '../core';
 import type { StagedInstall, Store } from '../store';
 import { RecordsDecoder } from './records-decoder';
+import { sha256Stream } from './sha256-stream';
 
 export interface InstallOutcome {
   snapshotId: string;
@@ -18,10 +18,9 @@ export interface InstallOutcome {
  */
 export class ArtifactInstaller {
   private readonly decoder = new RecordsDecoder();
-  private readonly hash = createHash('sha256');
+  private readonly hash = sha256Stream();
   private received = 0;
   private staged: StagedInstall | undefined;
-  private done = false;
 
   constructor(private readonly store: Store) {}
 
@@ -61,18 +60,19 @@ export class ArtifactInstaller {
   }
 
   async finish(expectedSha256: string): Promise<InstallOutcome> {
-    const sha256 = this.hash.digest('hex');
+    const sha256 = await this.hash.digest();
     if (sha256 !== expectedSha256.toLowerCase()) {
       throw dataLoss(`artifact SHA-256 mismatch: got ${sha256}, expected ${expectedSha256}`);
     }
     const { header } = this.decoder.finish();
     if (!this.staged) throw dataLoss('artifact has no records section');
     const { seq, keysInstalled } = await this.staged.commit();
-    this.done = true;
     return { snapshotId: header.snapshot_id, keysInstalled, seq, sha256, bytes: this.received };
   }
 
+  /** Drops what was staged; a no-op after a successful `finish`. */
   async abort(): Promise<void> {
-    if (!this.done) await this.staged?.abort();
+    this.hash.discard();
+    await this.staged?.abort();
   }
 }

@@ -98,29 +98,31 @@ export class MemoryView implements StoreView {
         this.cursor = slot;
         const listed = this.source(slot);
         if (!listed && !this.preserved.has(slot)) continue;
-        const listedKeys = listed ? Array.from(listed.keys()) : [];
+        // The listed entries are never changed in place while this view watches the slot
+        // (the store copies an entry a view holds), so a listed entry whose key was not
+        // preserved is its value at `seq`.
+        const listedEntries = listed ? Array.from(listed) : [];
         const fromPreserved = new Set<string>();
-        for (const key of listedKeys) {
-          const saved = this.preserved.get(slot);
-          let entry: Entry | null | undefined;
+        let saved = this.preserved.get(slot);
+        for (const [key, live] of listedEntries) {
+          let entry: Entry | null | undefined = live;
           if (saved?.has(key)) {
             entry = saved.get(key);
             fromPreserved.add(key);
-          } else {
-            entry = this.source(slot)?.get(key);
           }
           if (entry && push(key, entry)) {
             yield batch;
             throwIfAborted(limits.signal);
             batch = [];
             batchBytes = 0;
+            saved = this.preserved.get(slot);
           }
         }
         // Keys that existed at `seq` but were removed before the listing, or changed after
         // their live value was emitted (the latter are skipped with the listed-key set).
-        const saved = this.preserved.get(slot);
+        saved = this.preserved.get(slot);
         if (saved && saved.size > fromPreserved.size) {
-          const listedSet = new Set(listedKeys);
+          const listedSet = new Set(listedEntries.map(([key]) => key));
           for (const [key, entry] of saved) {
             if (entry === null || fromPreserved.has(key) || listedSet.has(key)) continue;
             if (push(key, entry)) {

@@ -1,0 +1,151 @@
+import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+
+/**
+ * SHA-256 over a stream of pieces, computed on a background thread so that hashing a
+ * large artifact overlaps with receiving, decoding or encoding it on the main thread.
+ * Pieces are copied before they are handed over, so callers may reuse their buffers.
+ * Streams shorter than a few MiB are hashed on the main thread, where starting the
+ * thread would cost more than it saves.
+ */
+export interface Sha256Stream {
+  update(piece: Buffer): void;
+  /** The digest of everything so far, while the stream goes on. */
+  peek(): Promise<Buffer>;
+  /** The hex digest of everything given to `update`. */
+  digest(): Promise<string>;
+  /** Drops the stream without a digest; idempotent, and a no-op after `digest`. */
+  discard(): void;
+}
+
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const hashes = new Map();
+parentPort.on('message', (m) => {
+  let h = hashes.get(m.id);
+  if (!h) { h = createHash('sha256'); hashes.set(m.id, h); }
+  if (m.drop) { hashes.delete(m.id); return; }
+  if (m.data) h.update(new Uint8Array(m.data));
+  if (m.peek) parentPort.postMessage({ id: m.id, hex: h.copy().digest('hex'), peek: true });
+  if (m.digest) {
+    hashes.delete(m.id);
+    parentPort.postMessage({ id: m.id, hex: h.digest('hex') });
+  }
+});
+`;
+
+type Settle = { resolve: (hex: string) => void; reject: (error: Error) => void };
+
+/** One hashing thread per process, shared by all streams, kept alive only while used. */
+class HashThread {
+  private worker: Worker | undefined;
+  private nextId = 1;
+  private readonly waiting = new Map<number, Settle>();
+  private open = 0;
+
+  begin(): number {
+    const worker = this.ensure();
+    if (this.open++ === 0) worker.ref();
+    return this.nextId++;
+  }
+
+  send(id: number, data: ArrayBuffer): void {
+    this.ensure().postMessage({ id, data }, [data]);
+  }
+
+  finish(id: number, peek = false): Promise<string> {
+    return new Promise<string>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.ensure().postMessage(peek ? { id, peek: true } : { id, digest: true });
+    });
+  }
+
+  drop(id: number): void {
+    this.worker?.postMessage({ id, drop: true });
+    if (this.worker && --this.open === 0) this.worker.unref();
+  }
+
+  private ensure(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(WORKER_SOURCE, { eval: true });
+    worker.on('message', (m: { id: number; hex: string; peek?: boolean }) => {
+      this.waiting.get(m.id)?.resolve(m.hex);
+      this.waiting.delete(m.id);
+      if (!m.peek && --this.open === 0) worker.unref();
+    });
+    const fail = (error: Error): void => {
+      this.worker = undefined;
+      this.open = 0;
+      for (const settle of this.waiting.values()) settle.reject(error);
+      this.waiting.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`hashing thread exited with code ${code}`)));
+    this.worker = worker;
+    return worker;
+  }
+}
+
+const thread = new HashThread();
+const BACKGROUND_AFTER_BYTES = 4 << 20;
+
+class AdaptiveSha256 implements Sha256Stream {
+  /** Copies of the first pieces, until the stream proves long enough for the thread. */
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private id = 0;
+  private done = false;
+
+  update(piece: Buffer): void {
+    if (this.done) throw new Error('hash stream already finished');
+    if (this.id === 0) {
+      this.held.push(Buffer.from(piece));
+      this.heldBytes += piece.length;
+      if (this.heldBytes <= BACKGROUND_AFTER_BYTES) return;
+      this.id = thread.begin();
+      for (const held of this.held) this.post(held);
+      this.held = [];
+      return;
+    }
+    this.post(piece);
+  }
+
+  private post(piece: Buffer): void {
+    // An unpooled, unzeroed buffer owns its whole ArrayBuffer, so it can be transferred.
+    const copy = Buffer.allocUnsafeSlow(piece.length);
+    piece.copy(copy);
+    thread.send(this.id, copy.buffer as ArrayBuffer);
+  }
+
+  private localHash(): ReturnType<typeof createHash> {
+    const hash = createHash('sha256');
+    for (const held of this.held) hash.update(held);
+    return hash;
+  }
+
+  async peek(): Promise<Buffer> {
+    if (this.id !== 0) return Buffer.from(await thread.finish(this.id, true), 'hex');
+    return this.localHash().digest();
+  }
+
+  digest(): Promise<string> {
+    if (this.done) throw new Error('hash stream already finished');
+    this.done = true;
+    if (this.id !== 0) return thread.finish(this.id);
+    const hex = this.localHash().digest('hex');
+    this.held = [];
+    return Promise.resolve(hex);
+  }
+
+  discard(): void {
+    if (this.done) return;
+    this.done = true;
+    this.held = [];
+    if (this.id !== 0) thread.drop(this.id);
+  }
+}
+
+export function sha256Stream(): Sha256Stream {
+  return new AdaptiveSha256();
+}
