@@ -18,7 +18,7 @@ system-deps:
 	@bash scripts/setup-system.sh $(SYSTEM_PACKAGES)
 
 $(STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund $(NODEDIR_FLAG)
+	npm_config_build_from_source=true npm ci --no-audit --no-fund $(NODEDIR_FLAG)
 	@touch $@
 
 deps: system-deps $(STAMP)

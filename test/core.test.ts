@@ -25,9 +25,20 @@ test('slots follow Redis Cluster hashing, with hash tags', (t) => {
 });
 
 test('slot ranges parse, validate and merge', (t) => {
-  t.deepEqual(parseSlotRanges('0-99,100-200,500'), [{ start: 0, end: 200 }, { start: 500, end: 500 }]);
+  t.deepEqual(parseSlotRanges('0-99,100-200,500'), [
+    { start: 0, end: 200 },
+    { start: 500, end: 500 },
+  ]);
   t.deepEqual(parseSlotRanges(''), [{ start: 0, end: 16383 }]);
-  t.is(formatSlotRanges(normalizeSlotRanges([{ start: 10, end: 20 }, { start: 5, end: 12 }])), '5-20');
+  t.is(
+    formatSlotRanges(
+      normalizeSlotRanges([
+        { start: 10, end: 20 },
+        { start: 5, end: 12 },
+      ]),
+    ),
+    '5-20',
+  );
   for (const bad of ['5-1', '0-16384', 'x', '1-2-3', '-1']) {
     const error = t.throws(() => parseSlotRanges(bad));
     t.true(isShardsnapError(error, 'invalid_argument'), bad);
@@ -41,9 +52,21 @@ test('records encode and decode every type, binary-safe', (t) => {
   const entries: Entry[] = [
     { value: { type: 'string', value: binary }, expireAtMs: 2 ** 45 + 7 },
     { value: { type: 'list', items: [binary, Buffer.alloc(0), Buffer.from('x')] }, expireAtMs: 0 },
-    { value: { type: 'hash', fields: new Map([[binary.toString('latin1'), binary]]) }, expireAtMs: 1 },
+    {
+      value: { type: 'hash', fields: new Map([[binary.toString('latin1'), binary]]) },
+      expireAtMs: 1,
+    },
     { value: { type: 'set', members: new Set(['a', binary.toString('latin1')]) }, expireAtMs: 0 },
-    { value: { type: 'zset', members: new Map([['m', -1.25], ['n', Number.MAX_VALUE]]) }, expireAtMs: 0 },
+    {
+      value: {
+        type: 'zset',
+        members: new Map([
+          ['m', -1.25],
+          ['n', Number.MAX_VALUE],
+        ]),
+      },
+      expireAtMs: 0,
+    },
   ];
   for (const entry of entries) {
     const encoded = encodeRecord(binary, entry);
@@ -59,8 +82,26 @@ test('records encode and decode every type, binary-safe', (t) => {
 });
 
 test('canonical encoding ignores collection order', (t) => {
-  const a: Entry = { value: { type: 'hash', fields: new Map([['x', Buffer.from('1')], ['y', Buffer.from('2')]]) }, expireAtMs: 0 };
-  const b: Entry = { value: { type: 'hash', fields: new Map([['y', Buffer.from('2')], ['x', Buffer.from('1')]]) }, expireAtMs: 0 };
+  const a: Entry = {
+    value: {
+      type: 'hash',
+      fields: new Map([
+        ['x', Buffer.from('1')],
+        ['y', Buffer.from('2')],
+      ]),
+    },
+    expireAtMs: 0,
+  };
+  const b: Entry = {
+    value: {
+      type: 'hash',
+      fields: new Map([
+        ['y', Buffer.from('2')],
+        ['x', Buffer.from('1')],
+      ]),
+    },
+    expireAtMs: 0,
+  };
   const key = Buffer.from('k');
   t.deepEqual(encodeRecord(key, a, true), encodeRecord(key, b, true));
   t.notDeepEqual(encodeRecord(key, a), encodeRecord(key, b));

@@ -31,12 +31,16 @@ export function slots(value: string): SlotRange[] {
 
 export function positiveInt(value: string): number {
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`"${value}" is not a non-negative integer`);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new InvalidArgumentError(`"${value}" is not a non-negative integer`);
   return n;
 }
 
 /** Runs a command body with a client of `addr`, mapping failures to exit codes. */
-export async function withClient<T>(addr: string, body: (client: ShardsnapClient) => Promise<T>): Promise<T> {
+export async function withClient<T>(
+  addr: string,
+  body: (client: ShardsnapClient) => Promise<T>,
+): Promise<T> {
   const client = new ShardsnapClient(addr);
   try {
     return await body(client);

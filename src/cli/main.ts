@@ -7,7 +7,9 @@ import { EXIT_CODES } from './output';
 
 export function buildProgram(): Command {
   const program = new Command('shardsnap')
-    .description('shard node that streams full and slot-range snapshots over gRPC in verified, resumable chunks')
+    .description(
+      'shard node that streams full and slot-range snapshots over gRPC in verified, resumable chunks',
+    )
     .option('--json', 'print one JSON object instead of human output')
     .showHelpAfterError()
     .exitOverride();

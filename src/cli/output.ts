@@ -31,7 +31,7 @@ export function emit(options: OutputOptions, result: object, human: () => string
 
 function jsonReplacer(_key: string, value: unknown): unknown {
   if (typeof value === 'bigint') return value.toString();
-  if (value && typeof value === 'object' && 'type' in value && (value as { type: unknown }).type === 'Buffer') {
+  if (value && typeof value === 'object' && 'type' in value && value.type === 'Buffer') {
     return Buffer.from((value as unknown as { data: number[] }).data).toString('base64');
   }
   return value;
@@ -67,8 +67,13 @@ export function mibPerSecond(bytes: number, ms: number): number {
 /** A plain text table with aligned columns. */
 export function table(rows: string[][]): string {
   const widths: number[] = [];
-  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  for (const row of rows)
+    row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
   return rows
-    .map((row) => row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join('  '))
+    .map((row) =>
+      row
+        .map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0)))
+        .join('  '),
+    )
     .join('\n');
 }

@@ -7,7 +7,11 @@ export interface Progress {
 }
 
 /** A progress bar on stderr, or nothing when output is JSON or quiet. */
-export function progressBar(label: string, enabled: boolean, unit: 'bytes' | 'keys' = 'bytes'): Progress {
+export function progressBar(
+  label: string,
+  enabled: boolean,
+  unit: 'bytes' | 'keys' = 'bytes',
+): Progress {
   if (!enabled) return { update: () => undefined, stop: () => undefined };
   const bar = new SingleBar(
     {
@@ -24,9 +28,14 @@ export function progressBar(label: string, enabled: boolean, unit: 'bytes' | 'ke
   return {
     update(done, total) {
       const seconds = (performance.now() - started) / 1000;
-      const shown = unit === 'bytes' ? `${formatBytes(done)} / ${formatBytes(total)}` : `${done} / ${total} keys`;
+      const shown =
+        unit === 'bytes'
+          ? `${formatBytes(done)} / ${formatBytes(total)}`
+          : `${done} / ${total} keys`;
       const speed =
-        unit === 'bytes' ? `${formatBytes(seconds > 0 ? done / seconds : 0)}/s` : `${Math.round(seconds > 0 ? done / seconds : 0)} keys/s`;
+        unit === 'bytes'
+          ? `${formatBytes(seconds > 0 ? done / seconds : 0)}/s`
+          : `${Math.round(seconds > 0 ? done / seconds : 0)} keys/s`;
       if (!running) {
         bar.start(Math.max(total, 1), done, { shown, speed });
         running = true;

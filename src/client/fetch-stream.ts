@@ -30,8 +30,10 @@ export interface FetchLoopResult {
 }
 
 /** A failure of the consumer of the chunks: fetching again would not help. */
-class ConsumerFailure {
-  constructor(readonly error: unknown) {}
+class ConsumerFailure extends Error {
+  constructor(readonly error: unknown) {
+    super('chunk consumer failed');
+  }
 }
 
 /** Errors after which fetching again from the last verified offset can succeed. */
@@ -49,7 +51,10 @@ function isRetryable(error: ShardsnapError): boolean {
  * and CRC32C. A dropped stream or a corrupt chunk is fetched again from the last verified
  * offset, up to `maxRetries` times with growing delays.
  */
-export async function fetchLoop(conn: Connection, options: FetchLoopOptions): Promise<FetchLoopResult> {
+export async function fetchLoop(
+  conn: Connection,
+  options: FetchLoopOptions,
+): Promise<FetchLoopResult> {
   const maxRetries = options.maxRetries ?? 10;
   let offset = options.offset;
   let info: SnapshotInfo__Output | undefined;
@@ -57,11 +62,18 @@ export async function fetchLoop(conn: Connection, options: FetchLoopOptions): Pr
   for (;;) {
     throwIfAborted(options.signal);
     try {
-      const end = await fetchOnce(conn, options, offset, (next) => (offset = next), async (i) => {
-        info = i;
-        await options.onInfo?.(i);
-      });
-      if (!info) throw new ShardsnapError(ErrorCodes.internal, 'stream ended without snapshot info');
+      const end = await fetchOnce(
+        conn,
+        options,
+        offset,
+        (next) => (offset = next),
+        async (i) => {
+          info = i;
+          await options.onInfo?.(i);
+        },
+      );
+      if (!info)
+        throw new ShardsnapError(ErrorCodes.internal, 'stream ended without snapshot info');
       return { info, sha256: end, bytes: offset, resumes: attempt };
     } catch (error) {
       if (error instanceof ConsumerFailure) throw error.error;

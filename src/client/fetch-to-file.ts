@@ -56,18 +56,30 @@ async function hashFile(path: string, length: number): Promise<Sha256Stream> {
  * same `out` resumes from the end of the part file. The file is fsynced and renamed into
  * place only once the SHA-256 of the whole artifact matches.
  */
-export async function fetchToFile(conn: Connection, options: FetchToFileOptions): Promise<FetchToFileResult> {
+export async function fetchToFile(
+  conn: Connection,
+  options: FetchToFileOptions,
+): Promise<FetchToFileResult> {
   const part = partPath(options.out);
   const previous = await readPartState(options.out);
   let snapshotId: string;
   let resumedFrom = 0;
   if (previous && (!options.snapshotId || options.snapshotId === previous.snapshotId)) {
     snapshotId = previous.snapshotId;
-    resumedFrom = await stat(part).then((s) => s.size, () => 0);
+    resumedFrom = await stat(part).then(
+      (s) => s.size,
+      () => 0,
+    );
   } else {
     snapshotId =
       options.snapshotId ??
-      (await createSnapshot(conn, { slots: options.slots ?? [], strategy: options.strategy, compression: options.compression })).id;
+      (
+        await createSnapshot(conn, {
+          slots: options.slots ?? [],
+          strategy: options.strategy,
+          compression: options.compression,
+        })
+      ).id;
     await rm(part, { force: true });
     const state: PartState = { snapshotId, address: conn.address };
     await writeFile(partStatePath(options.out), JSON.stringify(state));
@@ -100,7 +112,9 @@ export async function fetchToFile(conn: Connection, options: FetchToFileOptions)
     const sha256 = await hash.digest();
     if (sha256 !== result.sha256) {
       corrupt = true;
-      throw dataLoss(`fetched artifact SHA-256 ${sha256} differs from the node's ${result.sha256} [snapshot=${snapshotId}]`);
+      throw dataLoss(
+        `fetched artifact SHA-256 ${sha256} differs from the node's ${result.sha256} [snapshot=${snapshotId}]`,
+      );
     }
     await file.truncate(result.bytes);
     await file.sync();
@@ -109,7 +123,14 @@ export async function fetchToFile(conn: Connection, options: FetchToFileOptions)
     const finalInfo = { ...result.info, sha256, sizeBytes: result.bytes, state: 'READY' as const };
     await writeFile(infoPath(options.out), JSON.stringify(finalInfo, null, 2));
     await rm(partStatePath(options.out), { force: true });
-    return { info: finalInfo, path: options.out, bytes: result.bytes, sha256, resumedFrom, resumes: result.resumes };
+    return {
+      info: finalInfo,
+      path: options.out,
+      bytes: result.bytes,
+      sha256,
+      resumedFrom,
+      resumes: result.resumes,
+    };
   } catch (error) {
     hash.discard();
     await file.close().catch(() => undefined);

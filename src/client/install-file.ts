@@ -1,6 +1,11 @@
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { DEFAULT_CHUNK_SIZE, encodeChunk, tryDecodeHeader, type ChunkCompression } from '../snapshot';
+import {
+  DEFAULT_CHUNK_SIZE,
+  encodeChunk,
+  tryDecodeHeader,
+  type ChunkCompression,
+} from '../snapshot';
 import type { InstallResult__Output } from '../generated/shardsnap/v1/InstallResult';
 import type { SnapshotChunk } from '../generated/shardsnap/v1/SnapshotChunk';
 import { compressionToWire } from '../wire/convert';

@@ -28,7 +28,10 @@ export interface PullStatus {
  * are verified as they arrive; a dropped stream resumes at the last verified byte, so the
  * staged install simply continues. The install commits only after the SHA-256 matches.
  */
-export async function pullIntoStore(store: Store, options: PullOptions): Promise<InstallOutcome & { resumes: number }> {
+export async function pullIntoStore(
+  store: Store,
+  options: PullOptions,
+): Promise<InstallOutcome & { resumes: number }> {
   const conn = new Connection(options.source);
   const installer = new ArtifactInstaller(store);
   try {

@@ -10,7 +10,10 @@ export interface CreateSnapshotOptions {
   compression?: ChunkCompression;
 }
 
-export function createSnapshot(conn: Connection, options: CreateSnapshotOptions): Promise<SnapshotInfo__Output> {
+export function createSnapshot(
+  conn: Connection,
+  options: CreateSnapshotOptions,
+): Promise<SnapshotInfo__Output> {
   return call<SnapshotInfo__Output>('CreateSnapshot', (cb) =>
     conn.snapshots.CreateSnapshot(
       {

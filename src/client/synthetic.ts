@@ -41,11 +41,13 @@ export function keyName(i: number): Buffer {
  */
 export function* syntheticBatches(options: SyntheticOptions): Generator<Mutation[]> {
   const { keys, valueSize, types, seed } = options;
-  if (!Number.isInteger(keys) || keys < 0) throw invalidArgument(`--keys must be a non-negative integer`);
+  if (!Number.isInteger(keys) || keys < 0)
+    throw invalidArgument(`--keys must be a non-negative integer`);
   if (!Number.isInteger(valueSize) || valueSize < 1 || valueSize > 64 << 20) {
     throw invalidArgument(`--value-size must be 1..${64 << 20} bytes`);
   }
-  const batchSize = options.batchSize ?? Math.max(1, Math.min(1000, Math.floor((1 << 20) / valueSize)));
+  const batchSize =
+    options.batchSize ?? Math.max(1, Math.min(1000, Math.floor((1 << 20) / valueSize)));
   const random = new SeededBytes(seed);
   const nowMs = options.nowMs ?? Date.now();
   let batch: Mutation[] = [];
@@ -59,7 +61,13 @@ export function* syntheticBatches(options: SyntheticOptions): Generator<Mutation
   if (batch.length > 0) yield batch;
 }
 
-function keyMutations(i: number, size: number, types: SyntheticTypes, random: SeededBytes, nowMs: number): Mutation[] {
+function keyMutations(
+  i: number,
+  size: number,
+  types: SyntheticTypes,
+  random: SeededBytes,
+  nowMs: number,
+): Mutation[] {
   const key = keyName(i);
   if (types === 'string') return [{ op: 'set', key, value: random.next(size), expireAtMs: 0 }];
   const members = Math.max(1, Math.min(16, Math.floor(size / 16)));

@@ -12,7 +12,9 @@ export class ContentDigest {
   private count = 0;
 
   add(record: StoreRecord): void {
-    const hash = createHash('sha256').update(encodeRecord(record.key, record.entry, true)).digest();
+    const hash = createHash('sha256')
+      .update(encodeRecord(record.key, record.entry, true))
+      .digest();
     for (let i = 0; i < 8; i++) {
       this.lanes[i] = ((this.lanes[i] as number) + hash.readUInt32LE(i * 4)) >>> 0;
     }

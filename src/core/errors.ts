@@ -44,12 +44,17 @@ export function isShardsnapError(error: unknown, code?: ErrorCode): error is Sha
 }
 
 /** Adds context (`[snapshot=…, offset=…]`) to a failure while keeping its code and cause. */
-export function wrapError(error: unknown, context: Record<string, string | number>): ShardsnapError {
+export function wrapError(
+  error: unknown,
+  context: Record<string, string | number>,
+): ShardsnapError {
   const where = Object.entries(context)
     .map(([k, v]) => `${k}=${v}`)
     .join(', ');
   if (error instanceof ShardsnapError) {
-    return new ShardsnapError(error.code, `${error.message} [${where}]`, { cause: error.cause ?? error });
+    return new ShardsnapError(error.code, `${error.message} [${where}]`, {
+      cause: error.cause ?? error,
+    });
   }
   const message = error instanceof Error ? error.message : String(error);
   return new ShardsnapError(ErrorCodes.internal, `${message} [${where}]`, { cause: error });

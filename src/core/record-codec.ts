@@ -1,11 +1,6 @@
 import { dataLoss } from './errors';
 import { SlabAllocator } from './slab';
-import {
-  type Entry,
-  type StoreRecord,
-  type Value,
-  VALUE_TYPE_CODES,
-} from './values';
+import { type Entry, type StoreRecord, type Value, VALUE_TYPE_CODES } from './values';
 
 /**
  * Binary encoding of one key record (documented in docs/FORMAT.md):
@@ -180,7 +175,8 @@ export function decodeRecord(
   const r = new Reader(buf, start, end, slab);
   r.need(HEADER_BYTES);
   const type = TYPE_BY_CODE.get(buf.readUInt8(r.pos));
-  if (type === undefined) throw dataLoss(`unknown value type ${buf.readUInt8(r.pos)} at byte ${r.pos}`);
+  if (type === undefined)
+    throw dataLoss(`unknown value type ${buf.readUInt8(r.pos)} at byte ${r.pos}`);
   const expireAtMs = buf.readUInt32LE(r.pos + 1) + buf.readUInt32LE(r.pos + 5) * 0x1_0000_0000;
   r.pos += 9;
   const key = r.bytes();
@@ -221,4 +217,3 @@ export function decodeRecord(
   if (r.pos !== end) throw dataLoss(`record has ${end - r.pos} trailing bytes`);
   return { key, entry: { value, expireAtMs } };
 }
-

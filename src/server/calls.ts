@@ -45,7 +45,11 @@ export function unary<Req, Res>(
 export function serverStream<Req, Res>(
   method: string,
   hooks: CallHooks,
-  handler: (request: Req, send: (message: Res) => Promise<void>, signal: AbortSignal) => Promise<void>,
+  handler: (
+    request: Req,
+    send: (message: Res) => Promise<void>,
+    signal: AbortSignal,
+  ) => Promise<void>,
 ): grpc.handleServerStreamingCall<Req, Res> {
   return (call) => {
     const { signal, done } = signalOf(call);

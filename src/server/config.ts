@@ -29,7 +29,9 @@ export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }
   const config = { ...DEFAULT_CONFIG, ...partial };
   parseHostPort(config.listen);
   if (!Number.isInteger(config.maxConcurrentBuilds) || config.maxConcurrentBuilds < 1) {
-    throw invalidArgument(`max concurrent builds must be a positive integer, got ${config.maxConcurrentBuilds}`);
+    throw invalidArgument(
+      `max concurrent builds must be a positive integer, got ${config.maxConcurrentBuilds}`,
+    );
   }
   if (!(config.snapshotTtlMs > 0)) throw invalidArgument('snapshot TTL must be positive');
   return config;

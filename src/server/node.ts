@@ -53,15 +53,29 @@ export class ShardNode implements NodeContext {
           error ? reject(error) : resolve(bound),
         );
       });
-      const node = new ShardNode(config, store, catalog, strategies, logger, server, `${host}:${port}`);
+      const node = new ShardNode(
+        config,
+        store,
+        catalog,
+        strategies,
+        logger,
+        server,
+        `${host}:${port}`,
+      );
       const hooks = {
-        onError: (error: unknown, method: string) => logger.debug({ err: error, method }, 'call failed'),
+        onError: (error: unknown, method: string) =>
+          logger.debug({ err: error, method }, 'call failed'),
       };
       const proto = loadProto().shardsnap.v1;
       server.addService(proto.Shard.service, shardService(node, hooks));
       server.addService(proto.Snapshots.service, snapshotService(node, hooks));
       logger.info(
-        { address: node.address, backend: config.backend, dataDir: config.dataDir, snapshots: catalog.list().length },
+        {
+          address: node.address,
+          backend: config.backend,
+          dataDir: config.dataDir,
+          snapshots: catalog.list().length,
+        },
         'node started',
       );
       return node;

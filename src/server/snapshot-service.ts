@@ -28,10 +28,17 @@ function requireId(id: string): string {
   return id;
 }
 
-async function create(node: NodeContext, request: CreateSnapshotRequest__Output | null): Promise<SnapshotEntry> {
+async function create(
+  node: NodeContext,
+  request: CreateSnapshotRequest__Output | null,
+): Promise<SnapshotEntry> {
   const slots = slotRangesFromWire(request?.slots);
   const full = isFullRange(slots);
-  const strategy = node.strategies.choose(node.store, { slots, full }, request?.strategy || undefined);
+  const strategy = node.strategies.choose(
+    node.store,
+    { slots, full },
+    request?.strategy || undefined,
+  );
   return startBuild(
     {
       store: node.store,
@@ -68,39 +75,38 @@ export function snapshotService(node: NodeContext, hooks: CallHooks): SnapshotsH
       return { deleted: true };
     }),
 
-    FetchSnapshot: serverStream<Parameters<SnapshotsHandlers['FetchSnapshot']>[0]['request'], SnapshotChunk>(
-      'FetchSnapshot',
-      hooks,
-      async (request, send, signal) => {
-        const chunkSize = resolveChunkSize(request.chunkSize || node.config.chunkSize);
-        const offset = Number(request.offset);
-        const id = request.snapshotId || (await create(node, request.create)).meta.id;
-        const lease = node.catalog.lease(id);
-        try {
-          const entry = lease.entry;
-          const compression =
-            request.compression === 'COMPRESSION_ZSTD' ? 'zstd' : entry.meta.compression;
-          let first = true;
-          for await (const piece of readArtifact(entry, { offset, chunkSize, signal })) {
-            const chunk = encodeChunk(piece.offset, piece.data, compression);
-            await send({
-              snapshotId: id,
-              offset: chunk.offset,
-              data: chunk.data,
-              crc32c: chunk.crc32c,
-              compression: compressionToWire(chunk.compression),
-              rawLength: chunk.rawLength,
-              last: piece.last,
-              sha256: piece.last ? entry.meta.sha256 : '',
-              info: first ? snapshotInfoToWire(entry.meta) : null,
-            });
-            first = false;
-          }
-        } finally {
-          lease.release();
+    FetchSnapshot: serverStream<
+      Parameters<SnapshotsHandlers['FetchSnapshot']>[0]['request'],
+      SnapshotChunk
+    >('FetchSnapshot', hooks, async (request, send, signal) => {
+      const chunkSize = resolveChunkSize(request.chunkSize || node.config.chunkSize);
+      const offset = Number(request.offset);
+      const id = request.snapshotId || (await create(node, request.create)).meta.id;
+      const lease = node.catalog.lease(id);
+      try {
+        const entry = lease.entry;
+        const compression =
+          request.compression === 'COMPRESSION_ZSTD' ? 'zstd' : entry.meta.compression;
+        let first = true;
+        for await (const piece of readArtifact(entry, { offset, chunkSize, signal })) {
+          const chunk = encodeChunk(piece.offset, piece.data, compression);
+          await send({
+            snapshotId: id,
+            offset: chunk.offset,
+            data: chunk.data,
+            crc32c: chunk.crc32c,
+            compression: compressionToWire(chunk.compression),
+            rawLength: chunk.rawLength,
+            last: piece.last,
+            sha256: piece.last ? entry.meta.sha256 : '',
+            info: first ? snapshotInfoToWire(entry.meta) : null,
+          });
+          first = false;
         }
-      },
-    ),
+      } finally {
+        lease.release();
+      }
+    }),
 
     InstallSnapshot: clientStream<SnapshotChunk__Output, InstallResult>(
       'InstallSnapshot',
@@ -122,7 +128,8 @@ export function snapshotService(node: NodeContext, hooks: CallHooks): SnapshotsH
             );
             await installer.push(Number(message.offset), raw);
             if (message.last) {
-              if (!message.sha256) throw invalidArgument('the last chunk must carry the sha256 of the artifact');
+              if (!message.sha256)
+                throw invalidArgument('the last chunk must carry the sha256 of the artifact');
               const outcome = await installer.finish(message.sha256);
               node.logger.info({ ...outcome }, 'snapshot installed');
               return outcome;

@@ -95,7 +95,12 @@ export class ArtifactWriter {
   private async writeAll(data: Buffer, position: number): Promise<void> {
     let written = 0;
     while (written < data.length) {
-      const { bytesWritten } = await this.file.write(data, written, data.length - written, position + written);
+      const { bytesWritten } = await this.file.write(
+        data,
+        written,
+        data.length - written,
+        position + written,
+      );
       written += bytesWritten;
     }
     this.flushed += data.length;

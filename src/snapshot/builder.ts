@@ -57,7 +57,11 @@ export async function startBuild(ctx: BuildContext, spec: BuildSpec): Promise<Sn
   return entry;
 }
 
-async function runBuild(ctx: BuildContext, entry: SnapshotEntry, prepared: PreparedBuild): Promise<void> {
+async function runBuild(
+  ctx: BuildContext,
+  entry: SnapshotEntry,
+  prepared: PreparedBuild,
+): Promise<void> {
   const { catalog } = ctx;
   let writer: ArtifactWriter | undefined;
   try {

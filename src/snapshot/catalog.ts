@@ -1,12 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  ErrorCodes,
-  ShardsnapError,
-  invalidArgument,
-  notFound,
-} from '../core';
+import { ErrorCodes, ShardsnapError, invalidArgument, notFound } from '../core';
 import { SnapshotEntry } from './snapshot-entry';
 import { type SnapshotMeta, isValidSnapshotId } from './snapshot-meta';
 
@@ -45,14 +40,20 @@ export class SnapshotCatalog {
     for (const name of await readdir(this.root)) {
       const dir = join(this.root, name);
       const meta = await readManifest(join(dir, 'manifest.json'));
-      const size = meta ? await stat(join(dir, 'artifact.bin')).then((s) => s.size, () => -1) : -1;
+      const size = meta
+        ? await stat(join(dir, 'artifact.bin')).then(
+            (s) => s.size,
+            () => -1,
+          )
+        : -1;
       if (meta?.state === 'READY' && size === meta.sizeBytes && isValidSnapshotId(name)) {
         this.entries.set(meta.id, new SnapshotEntry(meta, dir));
       } else {
         await rm(dir, { recursive: true, force: true });
       }
     }
-    const interval = this.options.gcIntervalMs ?? Math.min(60_000, Math.max(1_000, this.options.ttlMs / 4));
+    const interval =
+      this.options.gcIntervalMs ?? Math.min(60_000, Math.max(1_000, this.options.ttlMs / 4));
     this.gcTimer = setInterval(() => {
       this.collectGarbage().catch((e: unknown) => this.options.onError?.(e, 'snapshot gc'));
     }, interval);
@@ -89,7 +90,9 @@ export class SnapshotCatalog {
   }
 
   /** Reserves a build slot and a directory for a new snapshot (RESOURCE_EXHAUSTED when full). */
-  async create(meta: Omit<SnapshotMeta, 'id' | 'state' | 'createdAtMs' | 'bytesWritten'>): Promise<SnapshotEntry> {
+  async create(
+    meta: Omit<SnapshotMeta, 'id' | 'state' | 'createdAtMs' | 'bytesWritten'>,
+  ): Promise<SnapshotEntry> {
     if (this.buildingCount >= this.options.maxConcurrentBuilds) {
       throw new ShardsnapError(
         ErrorCodes.resourceExhausted,
@@ -99,7 +102,10 @@ export class SnapshotCatalog {
     const createdAtMs = Date.now();
     const id = `${createdAtMs.toString(36)}-${randomBytes(4).toString('hex')}`;
     const dir = join(this.root, id);
-    const entry = new SnapshotEntry({ ...meta, id, state: 'BUILDING', createdAtMs, bytesWritten: 0 }, dir);
+    const entry = new SnapshotEntry(
+      { ...meta, id, state: 'BUILDING', createdAtMs, bytesWritten: 0 },
+      dir,
+    );
     // Registered before any await so concurrent creates see the build slot taken.
     this.entries.set(id, entry);
     try {

@@ -31,7 +31,11 @@ export function resolveChunkSize(requested: number | undefined): number {
   return requested;
 }
 
-export function encodeChunk(offset: number, raw: Buffer, compression: ChunkCompression): EncodedChunk {
+export function encodeChunk(
+  offset: number,
+  raw: Buffer,
+  compression: ChunkCompression,
+): EncodedChunk {
   const crc = checksum(raw);
   if (compression === 'zstd') {
     const packed = compress(raw, { compressionLevel: 1 });

@@ -42,13 +42,16 @@ export function encodeHeader(header: ArtifactHeader): Buffer {
 }
 
 /** Parses the header if `buf` holds all of it; returns undefined when more bytes are needed. */
-export function tryDecodeHeader(buf: Buffer): { header: ArtifactHeader; length: number } | undefined {
+export function tryDecodeHeader(
+  buf: Buffer,
+): { header: ArtifactHeader; length: number } | undefined {
   if (buf.length < MAGIC.length + 4) return undefined;
   if (!buf.subarray(0, MAGIC.length).equals(MAGIC)) {
     throw dataLoss('not a shardsnap artifact (bad magic)');
   }
   const jsonLength = buf.readUInt32LE(MAGIC.length);
-  if (jsonLength > MAX_HEADER_BYTES) throw dataLoss(`artifact header too large (${jsonLength} bytes)`);
+  if (jsonLength > MAX_HEADER_BYTES)
+    throw dataLoss(`artifact header too large (${jsonLength} bytes)`);
   const length = MAGIC.length + 4 + jsonLength;
   if (buf.length < length) return undefined;
   let header: ArtifactHeader;

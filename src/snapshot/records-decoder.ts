@@ -73,7 +73,8 @@ export class RecordsDecoder {
   /** How many bytes of `piece` complete the item that starts in `carry`, if known yet. */
   private bytesNeeded(carry: Buffer, piece: Buffer): number | undefined {
     if (!this.headerValue) return undefined;
-    const head = carry.length >= 4 ? carry : Buffer.concat([carry, piece.subarray(0, 4 - carry.length)]);
+    const head =
+      carry.length >= 4 ? carry : Buffer.concat([carry, piece.subarray(0, 4 - carry.length)]);
     if (head.length < 4) return undefined;
     const length = head.readUInt32LE(0);
     const total = length === END_MARKER ? TRAILER_BYTES : 4 + length;
@@ -102,7 +103,10 @@ export class RecordsDecoder {
       try {
         out.push(decodeRecord(buf, pos + 4, pos + 4 + length, this.slab));
       } catch (error) {
-        throw dataLoss(`bad record at byte ${this.consumed + pos}: ${(error as Error).message}`, error);
+        throw dataLoss(
+          `bad record at byte ${this.consumed + pos}: ${(error as Error).message}`,
+          error,
+        );
       }
       this.records++;
       pos += 4 + length;
@@ -130,7 +134,8 @@ export class RecordsDecoder {
   /** Throws unless the whole artifact, trailer included, has been read. */
   finish(): { header: ArtifactHeader; keyCount: number } {
     if (!this.headerValue) throw dataLoss('artifact ended before its header');
-    if (!this.ended) throw dataLoss(`artifact ended without its trailer after ${this.records} records`);
+    if (!this.ended)
+      throw dataLoss(`artifact ended without its trailer after ${this.records} records`);
     return { header: this.headerValue, keyCount: this.records };
   }
 }

@@ -115,7 +115,7 @@ class AdaptiveSha256 implements Sha256Stream {
     // An unpooled, unzeroed buffer owns its whole ArrayBuffer, so it can be transferred.
     const copy = Buffer.allocUnsafeSlow(piece.length);
     piece.copy(copy);
-    thread.send(this.id, copy.buffer as ArrayBuffer);
+    thread.send(this.id, copy.buffer);
   }
 
   private localHash(): ReturnType<typeof createHash> {

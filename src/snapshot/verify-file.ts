@@ -15,7 +15,10 @@ export interface VerifiedArtifact {
  * Checks an artifact file end to end: structure, every record, the trailer's key count
  * and inner SHA-256, and, when given, the expected SHA-256 of the whole file.
  */
-export async function verifyArtifactFile(path: string, expectedSha256?: string): Promise<VerifiedArtifact> {
+export async function verifyArtifactFile(
+  path: string,
+  expectedSha256?: string,
+): Promise<VerifiedArtifact> {
   const decoder = new RecordsDecoder({ verifyInnerDigest: true });
   const hash = createHash('sha256');
   let bytes = 0;

@@ -24,9 +24,7 @@ export function storeBackends(): string[] {
 export function openStore(backend: string, options: StoreOpenOptions): Promise<Store> {
   const factory = factories.get(backend);
   if (!factory) {
-    throw invalidArgument(
-      `unknown backend "${backend}" (known: ${storeBackends().join(', ')})`,
-    );
+    throw invalidArgument(`unknown backend "${backend}" (known: ${storeBackends().join(', ')})`);
   }
   return factory(options);
 }

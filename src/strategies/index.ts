@@ -1,3 +1,3 @@
 export * from './strategy';
 export * from './registry';
-export { memoryScan } from './memory-scan';
+export * from './view-scan';

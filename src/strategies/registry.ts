@@ -1,6 +1,6 @@
 import { ErrorCodes, ShardsnapError, invalidArgument } from '../core';
 import type { Store } from '../store';
-import { memoryScan } from './memory-scan';
+import { memoryScan, rocksdbIterator } from './view-scan';
 import type { BuildRequest, SnapshotStrategy } from './strategy';
 
 /** Strategies by name, and the order in which each backend prefers them. */
@@ -45,5 +45,9 @@ export class StrategyRegistry {
 }
 
 export function defaultStrategies(): StrategyRegistry {
-  return new StrategyRegistry().register(memoryScan).prefer('memory', ['memory-scan']);
+  return new StrategyRegistry()
+    .register(memoryScan)
+    .register(rocksdbIterator)
+    .prefer('memory', ['memory-scan'])
+    .prefer('rocksdb', ['rocksdb-iterator']);
 }

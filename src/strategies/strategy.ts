@@ -13,7 +13,11 @@ export interface PreparedBuild {
   readonly seq: number;
   readonly keyCountHint: number;
   /** Writes the whole artifact; the header's seq and id are filled in by the caller. */
-  write(out: ArtifactWriter, header: ArtifactHeader, signal: AbortSignal): Promise<{ keyCount: number }>;
+  write(
+    out: ArtifactWriter,
+    header: ArtifactHeader,
+    signal: AbortSignal,
+  ): Promise<{ keyCount: number }>;
   /** Releases the view, snapshot handle or checkpoint the build held; idempotent. */
   release(): Promise<void>;
 }

@@ -30,7 +30,8 @@ export function compressionToWire(c: ChunkCompression): Compression__Output {
 
 function expiry(value: number | undefined, where: string): number {
   const ms = Number(value ?? 0);
-  if (!Number.isSafeInteger(ms) || ms < 0) throw invalidArgument(`${where}: expire_at_ms must be ≥ 0`);
+  if (!Number.isSafeInteger(ms) || ms < 0)
+    throw invalidArgument(`${where}: expire_at_ms must be ≥ 0`);
   return ms;
 }
 
@@ -46,14 +47,22 @@ export function mutationsFromWire(messages: readonly Mutation__Output[]): Mutati
     const where = `mutation ${i}`;
     switch (m.op) {
       case 'set':
-        return { op: 'set', key: m.set!.key, value: m.set!.value, expireAtMs: expiry(m.set!.expireAtMs, where) };
+        return {
+          op: 'set',
+          key: m.set!.key,
+          value: m.set!.value,
+          expireAtMs: expiry(m.set!.expireAtMs, where),
+        };
       case 'del':
         return { op: 'del', key: m.del!.key };
       case 'hset':
         return {
           op: 'hset',
           key: m.hset!.key,
-          fields: nonEmpty(m.hset!.fields, 'fields', i).map((f) => ({ field: f.field, value: f.value })),
+          fields: nonEmpty(m.hset!.fields, 'fields', i).map((f) => ({
+            field: f.field,
+            value: f.value,
+          })),
         };
       case 'lpush':
       case 'rpush': {
@@ -72,7 +81,11 @@ export function mutationsFromWire(messages: readonly Mutation__Output[]): Mutati
           }),
         };
       case 'expire':
-        return { op: 'expire', key: m.expire!.key, expireAtMs: expiry(m.expire!.expireAtMs, where) };
+        return {
+          op: 'expire',
+          key: m.expire!.key,
+          expireAtMs: expiry(m.expire!.expireAtMs, where),
+        };
       default:
         throw invalidArgument(`${where}: no operation set`);
     }
@@ -115,14 +128,21 @@ export function valueToWire(entry: Entry | undefined): Value {
     case 'hash':
       return {
         ...base,
-        hash: { fields: [...v.fields].map(([field, value]) => ({ field: fromMemberKey(field), value })) },
+        hash: {
+          fields: [...v.fields].map(([field, value]) => ({ field: fromMemberKey(field), value })),
+        },
       };
     case 'set':
       return { ...base, set: { members: [...v.members].map(fromMemberKey) } };
     case 'zset':
       return {
         ...base,
-        zset: { members: [...v.members].map(([member, score]) => ({ member: fromMemberKey(member), score })) },
+        zset: {
+          members: [...v.members].map(([member, score]) => ({
+            member: fromMemberKey(member),
+            score,
+          })),
+        },
       };
   }
 }

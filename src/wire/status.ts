@@ -35,7 +35,9 @@ export function fromServiceError(error: unknown, where: string): ShardsnapError 
   if (error instanceof ShardsnapError) return error;
   if (isServiceError(error)) {
     const code = CODE_BY_STATUS.get(error.code) ?? ErrorCodes.internal;
-    return new ShardsnapError(code, `${where}: ${error.details || error.message}`, { cause: error });
+    return new ShardsnapError(code, `${where}: ${error.details || error.message}`, {
+      cause: error,
+    });
   }
   const message = error instanceof Error ? error.message : String(error);
   return new ShardsnapError(ErrorCodes.internal, `${where}: ${message}`, { cause: error });
@@ -46,7 +48,7 @@ export function isServiceError(error: unknown): error is grpc.ServiceError {
     typeof error === 'object' &&
     error !== null &&
     'code' in error &&
-    typeof (error as { code: unknown }).code === 'number' &&
+    typeof error.code === 'number' &&
     'details' in error
   );
 }

@@ -17,28 +17,43 @@ export function registerData(program: Command): void {
     .option('--seed <n>', 'random seed', positiveInt, 1)
     .option('--concurrency <n>', 'write batches in flight', positiveInt, 4)
     .action(
-      action(async (options: { to: string; keys: number; valueSize: number; types: string; seed: number; concurrency: number }, command: Command) => {
-        const json = globals(command).json ?? false;
-        if (options.types !== 'string' && options.types !== 'mixed') {
-          throw invalidArgument(`--types must be string or mixed, not "${options.types}"`);
-        }
-        const bar = progressBar('load', !json, 'keys');
-        const result = await withClient(options.to, (client) =>
-          loadSynthetic(client, {
-            keys: options.keys,
-            valueSize: options.valueSize,
-            types: options.types as 'string' | 'mixed',
-            seed: options.seed,
-            concurrency: options.concurrency,
-            onProgress: (done) => bar.update(done, options.keys),
-          }),
-        );
-        bar.stop();
-        emit(globals(command), { ok: true, ...result }, () =>
-          `loaded ${result.keys} keys (${formatBytes(result.bytes)}) in ${(result.elapsedMs / 1000).toFixed(2)} s, ` +
-          `${Math.round(result.keys / (result.elapsedMs / 1000))} keys/s, ${mibPerSecond(result.bytes, result.elapsedMs).toFixed(1)} MiB/s, seq ${result.lastSeq}`,
-        );
-      }),
+      action(
+        async (
+          options: {
+            to: string;
+            keys: number;
+            valueSize: number;
+            types: string;
+            seed: number;
+            concurrency: number;
+          },
+          command: Command,
+        ) => {
+          const json = globals(command).json ?? false;
+          if (options.types !== 'string' && options.types !== 'mixed') {
+            throw invalidArgument(`--types must be string or mixed, not "${options.types}"`);
+          }
+          const bar = progressBar('load', !json, 'keys');
+          const result = await withClient(options.to, (client) =>
+            loadSynthetic(client, {
+              keys: options.keys,
+              valueSize: options.valueSize,
+              types: options.types as 'string' | 'mixed',
+              seed: options.seed,
+              concurrency: options.concurrency,
+              onProgress: (done) => bar.update(done, options.keys),
+            }),
+          );
+          bar.stop();
+          emit(
+            globals(command),
+            { ok: true, ...result },
+            () =>
+              `loaded ${result.keys} keys (${formatBytes(result.bytes)}) in ${(result.elapsedMs / 1000).toFixed(2)} s, ` +
+              `${Math.round(result.keys / (result.elapsedMs / 1000))} keys/s, ${mibPerSecond(result.bytes, result.elapsedMs).toFixed(1)} MiB/s, seq ${result.lastSeq}`,
+          );
+        },
+      ),
     );
 
   program
@@ -49,8 +64,11 @@ export function registerData(program: Command): void {
     .action(
       action(async (options: { at: string; slots?: SlotRange[] }, command: Command) => {
         const result = await withClient(options.at, (client) => client.digest(options.slots ?? []));
-        emit(globals(command), { ok: true, ...result }, () =>
-          `${result.digest}  ${result.keyCount} keys at seq ${result.seq}${options.slots ? ` (slots ${formatSlotRanges(options.slots)})` : ''}`,
+        emit(
+          globals(command),
+          { ok: true, ...result },
+          () =>
+            `${result.digest}  ${result.keyCount} keys at seq ${result.seq}${options.slots ? ` (slots ${formatSlotRanges(options.slots)})` : ''}`,
         );
       }),
     );

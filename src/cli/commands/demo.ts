@@ -31,117 +31,152 @@ export function registerDemo(program: Command): void {
     .option('--value-size <bytes>', 'bytes per value', positiveInt, 512)
     .option('--keep', 'keep the demo data dir')
     .action(
-      action(async (options: { keys: number; valueSize: number; keep?: boolean }, command: Command) => {
-        const json = globals(command).json ?? false;
-        const say = (line: string): void => {
-          if (!json) process.stderr.write(`${line}\n`);
-        };
-        const dir = await mkdtemp(join(tmpdir(), 'shardsnap-demo-'));
-        const logger = pino({ level: 'warn' }, pino.destination(2));
-        const source = await ShardNode.start({ listen: '127.0.0.1:0', dataDir: join(dir, 'node-a'), nodeId: 'node-a', logger });
-        const target = await ShardNode.start({ listen: '127.0.0.1:0', dataDir: join(dir, 'node-b'), nodeId: 'node-b', logger });
-        const a = new ShardsnapClient(source.address);
-        const b = new ShardsnapClient(target.address);
-        const steps: Step[] = [];
-        const timed = async <T>(step: string, body: () => Promise<T>, size: (r: T) => { keys: number; bytes: number }): Promise<T> => {
-          const started = performance.now();
-          const result = await body();
-          steps.push({ step, ...size(result), ms: performance.now() - started });
-          return result;
-        };
-        try {
-          say(`node A (memory) on ${source.address}, node B (memory) on ${target.address}, data in ${dir}`);
-          const loadBar = progressBar('load', !json, 'keys');
-          const loaded = await timed(
-            'load mixed data into A',
-            () =>
-              loadSynthetic(a, {
-                keys: options.keys,
-                valueSize: options.valueSize,
-                types: 'mixed',
-                seed: 42,
-                onProgress: (done) => loadBar.update(done, options.keys),
-              }),
-            (r) => ({ keys: r.keys, bytes: r.bytes }),
-          );
-          loadBar.stop();
-
-          const out = join(dir, 'full.snap');
-          const fetchBar = progressBar('fetch', !json);
-          const fetched = await timed(
-            'full snapshot A → file',
-            () => a.fetchToFile({ out, onProgress: (r, t) => fetchBar.update(r, t) }),
-            (r) => ({ keys: Number(r.info.keyCount), bytes: r.bytes }),
-          );
-          fetchBar.stop();
-          say(`snapshot ${fetched.info.id} at seq ${fetched.info.seq}: ${out}`);
-
-          const verified = await timed('verify file', () => verifyArtifactFile(out, fetched.sha256), (r) => ({ keys: r.keyCount, bytes: r.bytes }));
-          const installBar = progressBar('install', !json);
-          const installed = await timed(
-            'install file → B',
-            () => b.installFile(out, { onProgress: (s, t) => installBar.update(s, t) }),
-            (r) => ({ keys: Number(r.keysInstalled), bytes: Number(r.bytes) }),
-          );
-          installBar.stop();
-          const fullA = await a.digest();
-          const fullB = await b.digest();
-
-          // A keeps taking writes; B catches up on one slot range by pulling it.
-          await loadSynthetic(a, { keys: Math.ceil(options.keys / 10), valueSize: options.valueSize, types: 'mixed', seed: 7 });
-          const range: SlotRange[] = [{ start: 0, end: 4095 }];
-          const pullBar = progressBar('pull', !json);
-          const pulled = await timed(
-            `pull slots ${formatSlotRanges(range)} A → B`,
-            async () => {
-              for await (const p of b.pull({ source: source.address, slots: range })) {
-                pullBar.update(Number(p.bytesReceived), Number(p.totalBytes));
-                if (p.done && p.result) return p.result;
-              }
-              throw new Error('pull ended without a result');
-            },
-            (r) => ({ keys: Number(r.keysInstalled), bytes: Number(r.bytes) }),
-          );
-          pullBar.stop();
-          const rangeA = await a.digest(range);
-          const rangeB = await b.digest(range);
-          const fullMatch = fullA.digest === fullB.digest;
-          const rangeMatch = rangeA.digest === rangeB.digest;
-          const summary = {
-            ok: fullMatch && rangeMatch,
-            keysLoaded: loaded.keys,
-            snapshot: { id: fetched.info.id, seq: fetched.info.seq, bytes: fetched.bytes, sha256: fetched.sha256 },
-            verifiedKeys: verified.keyCount,
-            installedKeys: installed.keysInstalled,
-            pulled: { slots: range, keys: pulled.keysInstalled, bytes: pulled.bytes },
-            digests: { full: { a: fullA.digest, b: fullB.digest, match: fullMatch }, range: { a: rangeA.digest, b: rangeB.digest, match: rangeMatch } },
-            steps,
+      action(
+        async (options: { keys: number; valueSize: number; keep?: boolean }, command: Command) => {
+          const json = globals(command).json ?? false;
+          const say = (line: string): void => {
+            if (!json) process.stderr.write(`${line}\n`);
           };
-          emit(globals(command), summary, () => [
-            '',
-            table([
-              ['step', 'keys', 'size', 'time', 'MiB/s', 'keys/s'],
-              ...steps.map((s) => [
-                s.step,
-                String(s.keys),
-                formatBytes(s.bytes),
-                `${(s.ms / 1000).toFixed(2)} s`,
-                mibPerSecond(s.bytes, s.ms).toFixed(1),
-                String(Math.round(s.keys / (s.ms / 1000))),
+          const dir = await mkdtemp(join(tmpdir(), 'shardsnap-demo-'));
+          const logger = pino({ level: 'warn' }, pino.destination(2));
+          const source = await ShardNode.start({
+            listen: '127.0.0.1:0',
+            dataDir: join(dir, 'node-a'),
+            nodeId: 'node-a',
+            logger,
+          });
+          const target = await ShardNode.start({
+            listen: '127.0.0.1:0',
+            dataDir: join(dir, 'node-b'),
+            nodeId: 'node-b',
+            logger,
+          });
+          const a = new ShardsnapClient(source.address);
+          const b = new ShardsnapClient(target.address);
+          const steps: Step[] = [];
+          const timed = async <T>(
+            step: string,
+            body: () => Promise<T>,
+            size: (r: T) => { keys: number; bytes: number },
+          ): Promise<T> => {
+            const started = performance.now();
+            const result = await body();
+            steps.push({ step, ...size(result), ms: performance.now() - started });
+            return result;
+          };
+          try {
+            say(
+              `node A (memory) on ${source.address}, node B (memory) on ${target.address}, data in ${dir}`,
+            );
+            const loadBar = progressBar('load', !json, 'keys');
+            const loaded = await timed(
+              'load mixed data into A',
+              () =>
+                loadSynthetic(a, {
+                  keys: options.keys,
+                  valueSize: options.valueSize,
+                  types: 'mixed',
+                  seed: 42,
+                  onProgress: (done) => loadBar.update(done, options.keys),
+                }),
+              (r) => ({ keys: r.keys, bytes: r.bytes }),
+            );
+            loadBar.stop();
+
+            const out = join(dir, 'full.snap');
+            const fetchBar = progressBar('fetch', !json);
+            const fetched = await timed(
+              'full snapshot A → file',
+              () => a.fetchToFile({ out, onProgress: (r, t) => fetchBar.update(r, t) }),
+              (r) => ({ keys: Number(r.info.keyCount), bytes: r.bytes }),
+            );
+            fetchBar.stop();
+            say(`snapshot ${fetched.info.id} at seq ${fetched.info.seq}: ${out}`);
+
+            const verified = await timed(
+              'verify file',
+              () => verifyArtifactFile(out, fetched.sha256),
+              (r) => ({ keys: r.keyCount, bytes: r.bytes }),
+            );
+            const installBar = progressBar('install', !json);
+            const installed = await timed(
+              'install file → B',
+              () => b.installFile(out, { onProgress: (s, t) => installBar.update(s, t) }),
+              (r) => ({ keys: Number(r.keysInstalled), bytes: Number(r.bytes) }),
+            );
+            installBar.stop();
+            const fullA = await a.digest();
+            const fullB = await b.digest();
+
+            // A keeps taking writes; B catches up on one slot range by pulling it.
+            await loadSynthetic(a, {
+              keys: Math.ceil(options.keys / 10),
+              valueSize: options.valueSize,
+              types: 'mixed',
+              seed: 7,
+            });
+            const range: SlotRange[] = [{ start: 0, end: 4095 }];
+            const pullBar = progressBar('pull', !json);
+            const pulled = await timed(
+              `pull slots ${formatSlotRanges(range)} A → B`,
+              async () => {
+                for await (const p of b.pull({ source: source.address, slots: range })) {
+                  pullBar.update(Number(p.bytesReceived), Number(p.totalBytes));
+                  if (p.done && p.result) return p.result;
+                }
+                throw new Error('pull ended without a result');
+              },
+              (r) => ({ keys: Number(r.keysInstalled), bytes: Number(r.bytes) }),
+            );
+            pullBar.stop();
+            const rangeA = await a.digest(range);
+            const rangeB = await b.digest(range);
+            const fullMatch = fullA.digest === fullB.digest;
+            const rangeMatch = rangeA.digest === rangeB.digest;
+            const summary = {
+              ok: fullMatch && rangeMatch,
+              keysLoaded: loaded.keys,
+              snapshot: {
+                id: fetched.info.id,
+                seq: fetched.info.seq,
+                bytes: fetched.bytes,
+                sha256: fetched.sha256,
+              },
+              verifiedKeys: verified.keyCount,
+              installedKeys: installed.keysInstalled,
+              pulled: { slots: range, keys: pulled.keysInstalled, bytes: pulled.bytes },
+              digests: {
+                full: { a: fullA.digest, b: fullB.digest, match: fullMatch },
+                range: { a: rangeA.digest, b: rangeB.digest, match: rangeMatch },
+              },
+              steps,
+            };
+            emit(globals(command), summary, () => [
+              '',
+              table([
+                ['step', 'keys', 'size', 'time', 'MiB/s', 'keys/s'],
+                ...steps.map((s) => [
+                  s.step,
+                  String(s.keys),
+                  formatBytes(s.bytes),
+                  `${(s.ms / 1000).toFixed(2)} s`,
+                  mibPerSecond(s.bytes, s.ms).toFixed(1),
+                  String(Math.round(s.keys / (s.ms / 1000))),
+                ]),
               ]),
-            ]),
-            '',
-            `full digest   A ${fullA.digest.slice(0, 16)}…  B ${fullB.digest.slice(0, 16)}…  ${fullMatch ? 'MATCH' : 'DIFFER'} (${fullA.keyCount} keys)`,
-            `slots ${formatSlotRanges(range)}  A ${rangeA.digest.slice(0, 16)}…  B ${rangeB.digest.slice(0, 16)}…  ${rangeMatch ? 'MATCH' : 'DIFFER'} (${rangeA.keyCount} keys)`,
-          ]);
-          if (!fullMatch || !rangeMatch) process.exitCode = 1;
-        } finally {
-          a.close();
-          b.close();
-          await source.stop(500);
-          await target.stop(500);
-          if (!options.keep) await rm(dir, { recursive: true, force: true });
-        }
-      }),
+              '',
+              `full digest   A ${fullA.digest.slice(0, 16)}…  B ${fullB.digest.slice(0, 16)}…  ${fullMatch ? 'MATCH' : 'DIFFER'} (${fullA.keyCount} keys)`,
+              `slots ${formatSlotRanges(range)}  A ${rangeA.digest.slice(0, 16)}…  B ${rangeB.digest.slice(0, 16)}…  ${rangeMatch ? 'MATCH' : 'DIFFER'} (${rangeA.keyCount} keys)`,
+            ]);
+            if (!fullMatch || !rangeMatch) process.exitCode = 1;
+          } finally {
+            a.close();
+            b.close();
+            await source.stop(500);
+            await target.stop(500);
+            if (!options.keep) await rm(dir, { recursive: true, force: true });
+          }
+        },
+      ),
     );
 }

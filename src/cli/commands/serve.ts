@@ -18,7 +18,12 @@ export function registerServe(program: Command): void {
   program
     .command('serve')
     .description('run a shard node')
-    .option('--listen <host:port>', 'address to listen on (port 0 picks one)', address, '127.0.0.1:7420')
+    .option(
+      '--listen <host:port>',
+      'address to listen on (port 0 picks one)',
+      address,
+      '127.0.0.1:7420',
+    )
     .option('--backend <name>', 'storage backend', 'memory')
     .requiredOption('--data-dir <dir>', 'where snapshots are spooled')
     .option('--node-id <id>', 'name of this node in snapshots and logs')
@@ -36,7 +41,11 @@ export function registerServe(program: Command): void {
           maxConcurrentBuilds: options.maxBuilds,
           logLevel: options.logLevel,
         });
-        emit(globals(command), { listening: node.address, backend: node.store.backend }, () => `listening on ${node.address}`);
+        emit(
+          globals(command),
+          { listening: node.address, backend: node.store.backend },
+          () => `listening on ${node.address}`,
+        );
         const shutdown = (signal: string): void => {
           node.logger.info({ signal }, 'stopping');
           node.stop().then(

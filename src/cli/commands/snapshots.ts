@@ -22,7 +22,8 @@ function describe(info: SnapshotInfo__Output): string[] {
 }
 
 function compression(value: string): 'none' | 'zstd' {
-  if (value !== 'none' && value !== 'zstd') throw invalidArgument(`--compression must be none or zstd, not "${value}"`);
+  if (value !== 'none' && value !== 'zstd')
+    throw invalidArgument(`--compression must be none or zstd, not "${value}"`);
   return value;
 }
 
@@ -37,29 +38,44 @@ export function registerSnapshots(program: Command): void {
     .option('--chunk-size <bytes>', 'bytes per chunk', positiveInt)
     .requiredOption('--out <file>', 'where to write the artifact')
     .action(
-      action(async (options: { from: string; slots?: SlotRange[]; id?: string; compression: string; chunkSize?: number; out: string }, command: Command) => {
-        const json = globals(command).json ?? false;
-        const bar = progressBar('fetch', !json);
-        const started = performance.now();
-        const result = await withClient(options.from, (client) =>
-          client.fetchToFile({
-            out: options.out,
-            snapshotId: options.id,
-            slots: options.slots,
-            compression: compression(options.compression),
-            chunkSize: options.chunkSize,
-            onProgress: (received, total) => bar.update(received, total),
-          }),
-        );
-        bar.stop();
-        const ms = performance.now() - started;
-        const transferred = result.bytes - result.resumedFrom;
-        emit(globals(command), { ok: true, ...result, elapsedMs: ms, mibPerSecond: mibPerSecond(transferred, ms) }, () =>
-          `fetched snapshot ${result.info.id} (seq ${result.info.seq}, ${result.info.keyCount} keys) to ${result.path}: ` +
-          `${formatBytes(result.bytes)}${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''} in ` +
-          `${(ms / 1000).toFixed(2)} s, ${mibPerSecond(transferred, ms).toFixed(1)} MiB/s, sha256 ${result.sha256}`,
-        );
-      }),
+      action(
+        async (
+          options: {
+            from: string;
+            slots?: SlotRange[];
+            id?: string;
+            compression: string;
+            chunkSize?: number;
+            out: string;
+          },
+          command: Command,
+        ) => {
+          const json = globals(command).json ?? false;
+          const bar = progressBar('fetch', !json);
+          const started = performance.now();
+          const result = await withClient(options.from, (client) =>
+            client.fetchToFile({
+              out: options.out,
+              snapshotId: options.id,
+              slots: options.slots,
+              compression: compression(options.compression),
+              chunkSize: options.chunkSize,
+              onProgress: (received, total) => bar.update(received, total),
+            }),
+          );
+          bar.stop();
+          const ms = performance.now() - started;
+          const transferred = result.bytes - result.resumedFrom;
+          emit(
+            globals(command),
+            { ok: true, ...result, elapsedMs: ms, mibPerSecond: mibPerSecond(transferred, ms) },
+            () =>
+              `fetched snapshot ${result.info.id} (seq ${result.info.seq}, ${result.info.keyCount} keys) to ${result.path}: ` +
+              `${formatBytes(result.bytes)}${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''} in ` +
+              `${(ms / 1000).toFixed(2)} s, ${mibPerSecond(transferred, ms).toFixed(1)} MiB/s, sha256 ${result.sha256}`,
+          );
+        },
+      ),
     );
 
   program
@@ -72,10 +88,13 @@ export function registerSnapshots(program: Command): void {
           () => undefined,
         );
         const result = await verifyArtifactFile(file, sidecar?.sha256);
-        emit(globals(command), { ok: true, ...result, checkedAgainstInfo: Boolean(sidecar?.sha256) }, () =>
-          `ok: ${file} is snapshot ${result.header.snapshot_id} (seq ${result.header.seq}, slots ` +
-          `${formatSlotRanges(result.header.slots)}), ${result.keyCount} keys, ${formatBytes(result.bytes)}, sha256 ${result.sha256}` +
-          (sidecar?.sha256 ? ' (matches its .json)' : ''),
+        emit(
+          globals(command),
+          { ok: true, ...result, checkedAgainstInfo: Boolean(sidecar?.sha256) },
+          () =>
+            `ok: ${file} is snapshot ${result.header.snapshot_id} (seq ${result.header.seq}, slots ` +
+            `${formatSlotRanges(result.header.slots)}), ${result.keyCount} keys, ${formatBytes(result.bytes)}, sha256 ${result.sha256}` +
+            (sidecar?.sha256 ? ' (matches its .json)' : ''),
         );
       }),
     );
@@ -86,20 +105,28 @@ export function registerSnapshots(program: Command): void {
     .requiredOption('--to <host:port>', 'node to install into', address)
     .option('--compression <kind>', 'none | zstd, for chunks in transit', 'none')
     .action(
-      action(async (file: string, options: { to: string; compression: string }, command: Command) => {
-        const json = globals(command).json ?? false;
-        const bar = progressBar('install', !json);
-        const started = performance.now();
-        const result = await withClient(options.to, (client) =>
-          client.installFile(file, { compression: compression(options.compression), onProgress: (sent, total) => bar.update(sent, total) }),
-        );
-        bar.stop();
-        const ms = performance.now() - started;
-        emit(globals(command), { ok: true, ...result, elapsedMs: ms }, () =>
-          `installed snapshot ${result.snapshotId}: ${result.keysInstalled} keys, node seq now ${result.seq}, ` +
-          `${(ms / 1000).toFixed(2)} s, ${Math.round(Number(result.keysInstalled) / (ms / 1000))} keys/s`,
-        );
-      }),
+      action(
+        async (file: string, options: { to: string; compression: string }, command: Command) => {
+          const json = globals(command).json ?? false;
+          const bar = progressBar('install', !json);
+          const started = performance.now();
+          const result = await withClient(options.to, (client) =>
+            client.installFile(file, {
+              compression: compression(options.compression),
+              onProgress: (sent, total) => bar.update(sent, total),
+            }),
+          );
+          bar.stop();
+          const ms = performance.now() - started;
+          emit(
+            globals(command),
+            { ok: true, ...result, elapsedMs: ms },
+            () =>
+              `installed snapshot ${result.snapshotId}: ${result.keysInstalled} keys, node seq now ${result.seq}, ` +
+              `${(ms / 1000).toFixed(2)} s, ${Math.round(Number(result.keysInstalled) / (ms / 1000))} keys/s`,
+          );
+        },
+      ),
     );
 
   program
@@ -110,25 +137,38 @@ export function registerSnapshots(program: Command): void {
     .option('--slots <ranges>', 'slot ranges (A-B[,C-D]); default all', slots)
     .option('--id <id>', 'pull this existing snapshot')
     .action(
-      action(async (options: { to: string; from: string; slots?: SlotRange[]; id?: string }, command: Command) => {
-        const json = globals(command).json ?? false;
-        const bar = progressBar('pull', !json);
-        const started = performance.now();
-        const result = await withClient(options.to, async (client) => {
-          for await (const progress of client.pull({ source: options.from, slots: options.slots, snapshotId: options.id })) {
-            bar.update(Number(progress.bytesReceived), Number(progress.totalBytes));
-            if (progress.done && progress.result) return { ...progress.result, resumes: progress.resumes };
-          }
-          throw new Error('pull ended without a result');
-        });
-        bar.stop();
-        const ms = performance.now() - started;
-        emit(globals(command), { ok: true, ...result, elapsedMs: ms }, () =>
-          `pulled snapshot ${result.snapshotId} from ${options.from} into ${options.to}: ${result.keysInstalled} keys, ` +
-          `${formatBytes(Number(result.bytes))} in ${(ms / 1000).toFixed(2)} s (${mibPerSecond(Number(result.bytes), ms).toFixed(1)} MiB/s, ` +
-          `${Math.round(Number(result.keysInstalled) / (ms / 1000))} keys/s), seq ${result.seq}, ${result.resumes} resumes`,
-        );
-      }),
+      action(
+        async (
+          options: { to: string; from: string; slots?: SlotRange[]; id?: string },
+          command: Command,
+        ) => {
+          const json = globals(command).json ?? false;
+          const bar = progressBar('pull', !json);
+          const started = performance.now();
+          const result = await withClient(options.to, async (client) => {
+            for await (const progress of client.pull({
+              source: options.from,
+              slots: options.slots,
+              snapshotId: options.id,
+            })) {
+              bar.update(Number(progress.bytesReceived), Number(progress.totalBytes));
+              if (progress.done && progress.result)
+                return { ...progress.result, resumes: progress.resumes };
+            }
+            throw new Error('pull ended without a result');
+          });
+          bar.stop();
+          const ms = performance.now() - started;
+          emit(
+            globals(command),
+            { ok: true, ...result, elapsedMs: ms },
+            () =>
+              `pulled snapshot ${result.snapshotId} from ${options.from} into ${options.to}: ${result.keysInstalled} keys, ` +
+              `${formatBytes(Number(result.bytes))} in ${(ms / 1000).toFixed(2)} s (${mibPerSecond(Number(result.bytes), ms).toFixed(1)} MiB/s, ` +
+              `${Math.round(Number(result.keysInstalled) / (ms / 1000))} keys/s), seq ${result.seq}, ${result.resumes} resumes`,
+          );
+        },
+      ),
     );
 
   const group = program.command('snapshots').description('manage the snapshots of a node');
@@ -139,13 +179,25 @@ export function registerSnapshots(program: Command): void {
     .option('--strategy <name>', 'snapshot strategy (default: the backend best)')
     .option('--wait', 'wait until the snapshot is READY')
     .action(
-      action(async (options: { at: string; slots?: SlotRange[]; strategy?: string; wait?: boolean }, command: Command) => {
-        const info = await withClient(options.at, async (client) => {
-          const created = await client.createSnapshot({ slots: options.slots, strategy: options.strategy });
-          return options.wait ? client.waitReady(created.id) : created;
-        });
-        emit(globals(command), { ok: true, ...info }, () => `snapshot ${info.id} ${info.state} at seq ${info.seq} (${info.strategy})`);
-      }),
+      action(
+        async (
+          options: { at: string; slots?: SlotRange[]; strategy?: string; wait?: boolean },
+          command: Command,
+        ) => {
+          const info = await withClient(options.at, async (client) => {
+            const created = await client.createSnapshot({
+              slots: options.slots,
+              strategy: options.strategy,
+            });
+            return options.wait ? client.waitReady(created.id) : created;
+          });
+          emit(
+            globals(command),
+            { ok: true, ...info },
+            () => `snapshot ${info.id} ${info.state} at seq ${info.seq} (${info.strategy})`,
+          );
+        },
+      ),
     );
   group
     .command('list')
@@ -156,7 +208,10 @@ export function registerSnapshots(program: Command): void {
         emit(globals(command), { ok: true, snapshots }, () =>
           snapshots.length === 0
             ? 'no snapshots'
-            : table([['id', 'state', 'strategy', 'slots', 'seq', 'keys', 'size', 'created'], ...snapshots.map(describe)]),
+            : table([
+                ['id', 'state', 'strategy', 'slots', 'seq', 'keys', 'size', 'created'],
+                ...snapshots.map(describe),
+              ]),
         );
       }),
     );
@@ -167,7 +222,11 @@ export function registerSnapshots(program: Command): void {
     .action(
       action(async (options: { at: string; id: string }, command: Command) => {
         await withClient(options.at, (client) => client.deleteSnapshot(options.id));
-        emit(globals(command), { ok: true, deleted: options.id }, () => `deleted snapshot ${options.id}`);
+        emit(
+          globals(command),
+          { ok: true, deleted: options.id },
+          () => `deleted snapshot ${options.id}`,
+        );
       }),
     );
 }

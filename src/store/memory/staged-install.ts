@@ -1,5 +1,4 @@
 import {
-  type SlotRange,
   type StoreRecord,
   dataLoss,
   slotMask,
@@ -26,7 +25,7 @@ export class MemoryStagedInstall implements StagedInstall {
     readonly target: InstallTarget,
     private readonly swapIn: (target: InstallTarget, staged: StagedSlots) => { seq: number },
   ) {
-    this.mask = slotMask(target.slots as SlotRange[]);
+    this.mask = slotMask(target.slots);
   }
 
   get recordCount(): number {
@@ -50,7 +49,10 @@ export class MemoryStagedInstall implements StagedInstall {
       const previous = map.get(k);
       if (previous) throw dataLoss(`duplicate key "${k}" in artifact`);
       map.set(k, entry);
-      this.staged.bytes.set(slot, (this.staged.bytes.get(slot) ?? 0) + key.length + valueBytes(entry.value));
+      this.staged.bytes.set(
+        slot,
+        (this.staged.bytes.get(slot) ?? 0) + key.length + valueBytes(entry.value),
+      );
       this.count++;
     }
   }

@@ -49,7 +49,8 @@ export class MemoryView implements StoreView {
   ) {
     this.mask = slotMask(slots);
     let keys = 0;
-    for (const r of slots) for (let s = r.start; s <= r.end; s++) keys += keyspace.map(s)?.size ?? 0;
+    for (const r of slots)
+      for (let s = r.start; s <= r.end; s++) keys += keyspace.map(s)?.size ?? 0;
     this.keyCountHint = keys;
   }
 
@@ -83,6 +84,7 @@ export class MemoryView implements StoreView {
     return this.frozen.has(slot) ? this.frozen.get(slot) : this.keyspace.map(slot);
   }
 
+  // eslint-disable-next-line @typescript-eslint/require-await -- async for the StoreView contract; yields between batches
   async *batches(limits: BatchLimits): AsyncGenerator<StoreRecord[]> {
     if (this.closed) throw new Error('view is closed');
     let batch: StoreRecord[] = [];

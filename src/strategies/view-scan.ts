@@ -1,0 +1,52 @@
+import { cloneEntry } from '../core';
+import { RecordsWriter } from '../snapshot';
+import type { Store } from '../store';
+import type { BuildRequest, PreparedBuild, SnapshotStrategy } from './strategy';
+
+const BATCH = { maxRecords: 2048, maxBytes: 1 << 20 };
+
+/**
+ * Walks a point-in-time view of the requested slots in batches, yielding to the event
+ * loop between batches, and writes a records artifact. The view is the backend's own:
+ * a copy-on-write view for the memory store, an iterator over a pinned RocksDB snapshot
+ * bounded to the slot-prefix ranges for RocksDB.
+ */
+export function viewScanStrategy(name: string, backend: string): SnapshotStrategy {
+  return {
+    name,
+    kind: 'records',
+    unsupported(store: Store): string | undefined {
+      return store.backend === backend
+        ? undefined
+        : `${name} needs the ${backend} backend, not ${store.backend}`;
+    },
+    async prepare(store: Store, request: BuildRequest): Promise<PreparedBuild> {
+      const view = await store.openView(request.slots);
+      return {
+        seq: view.seq,
+        keyCountHint: view.keyCountHint,
+        async write(out, header, signal) {
+          const records = new RecordsWriter(out);
+          await records.writeHeader(header);
+          for await (const batch of view.batches({ ...BATCH, signal })) {
+            // A memory view's batch holds live entries of slots it has already passed,
+            // which a write may change in place while writeRecords awaits the disk: copy
+            // them now, before any await, so the artifact stays exactly the store at `seq`.
+            await records.writeRecords(batch.map((r) => ({ key: r.key, entry: cloneEntry(r.entry) })));
+            // Let writes and RPCs run between batches even when the disk keeps up.
+            await new Promise<void>((resolve) => setImmediate(resolve));
+          }
+          await records.writeTrailer();
+          return { keyCount: records.keyCount };
+        },
+        release() {
+          view.close();
+          return Promise.resolve();
+        },
+      };
+    },
+  };
+}
+
+export const memoryScan = viewScanStrategy('memory-scan', 'memory');
+export const rocksdbIterator = viewScanStrategy('rocksdb-iterator', 'rocksdb');
