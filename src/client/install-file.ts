@@ -13,7 +13,17 @@ import { fromServiceError } from '../wire/status';
 import type { Connection } from './connection';
 import { dataLoss } from '../core';
 
+function finalSha(hash: ReturnType<typeof createHash>, expected: string | undefined, path: string): string {
+  const sha256 = hash.digest('hex');
+  if (expected && expected !== sha256) {
+    throw dataLoss(`${path}: SHA-256 ${sha256} differs from the expected ${expected}`);
+  }
+  return sha256;
+}
+
 export interface InstallFileOptions {
+  /** The artifact's known SHA-256 (e.g. from its `.json` sidecar), checked before the last chunk. */
+  expectedSha256?: string;
   chunkSize?: number;
   compression?: ChunkCompression;
   signal?: AbortSignal;
@@ -55,13 +65,29 @@ export async function installFile(
     let stopped = false;
     void result.catch(() => (stopped = true));
     do {
-      const length = Math.min(chunkSize, total - offset);
+      let length = Math.min(chunkSize, total - offset);
+      // The last chunk carries the whole 32-byte inner digest, checked below.
+      const rest = total - offset - length;
+      if (rest > 0 && rest < 32) length -= 32;
       const raw = Buffer.allocUnsafe(length);
       const { bytesRead } = await file.read(raw, 0, length, offset);
       if (bytesRead !== length) throw dataLoss(`${path}: file shrank while being read`);
-      hash.update(raw);
-      const chunk = encodeChunk(offset, raw, options.compression ?? 'none');
       const last = offset + length === total;
+      if (last) {
+        // Every artifact ends with the SHA-256 of all its bytes before those 32: check it
+        // (and the sidecar's whole-file SHA-256, when there is one) before the last chunk
+        // goes out, so a file corrupted at rest is never installed.
+        const split = raw.length - 32;
+        if (split < 0) throw dataLoss(`${path}: too short to be an artifact`);
+        hash.update(raw.subarray(0, split));
+        if (!hash.copy().digest().equals(raw.subarray(split))) {
+          throw dataLoss(`${path}: artifact does not match its inner SHA-256 (corrupted file)`);
+        }
+        hash.update(raw.subarray(split));
+      } else {
+        hash.update(raw);
+      }
+      const chunk = encodeChunk(offset, raw, options.compression ?? 'none');
       const message: SnapshotChunk = {
         snapshotId: parsed.header.snapshot_id,
         offset,
@@ -70,7 +96,7 @@ export async function installFile(
         compression: compressionToWire(chunk.compression),
         rawLength: chunk.rawLength,
         last,
-        sha256: last ? hash.digest('hex') : '',
+        sha256: last ? finalSha(hash, options.expectedSha256, path) : '',
         info:
           offset === 0
             ? {

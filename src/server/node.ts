@@ -80,7 +80,7 @@ export class ShardNode implements NodeContext {
       );
       return node;
     } catch (error) {
-      catalog.close();
+      await catalog.close();
       await store.close();
       throw error;
     }
@@ -90,7 +90,7 @@ export class ShardNode implements NodeContext {
   async stop(graceMs = 2_000): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.catalog.close();
+    const builds = this.catalog.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.server.forceShutdown();
@@ -101,6 +101,7 @@ export class ShardNode implements NodeContext {
         resolve();
       });
     });
+    await builds;
     await this.store.close();
   }
 }

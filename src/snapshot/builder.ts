@@ -53,7 +53,7 @@ export async function startBuild(ctx: BuildContext, spec: BuildSpec): Promise<Sn
   }
   entry.meta.seq = prepared.seq;
   entry.meta.keyCount = prepared.keyCountHint;
-  void runBuild(ctx, entry, prepared);
+  entry.buildDone = runBuild(ctx, entry, prepared);
   return entry;
 }
 

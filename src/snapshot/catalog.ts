@@ -184,11 +184,15 @@ export class SnapshotCatalog {
     }
   }
 
-  close(): void {
+  /** Stops collection and running builds, and waits until the builds have cleaned up. */
+  async close(): Promise<void> {
     if (this.gcTimer) clearInterval(this.gcTimer);
+    const builds: Array<Promise<void>> = [];
     for (const entry of this.entries.values()) {
       entry.build.abort(new ShardsnapError(ErrorCodes.unavailable, 'node is shutting down'));
+      builds.push(entry.buildDone);
     }
+    await Promise.allSettled(builds);
   }
 }
 

@@ -11,3 +11,4 @@ export * from './installer';
 export * from './builder';
 export * from './verify-file';
 export * from './sha256-stream';
+export * from './files-format';

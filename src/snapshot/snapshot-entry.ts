@@ -12,6 +12,8 @@ export class SnapshotEntry {
   lastUsedAtMs = Date.now();
   deleted = false;
   readonly build = new AbortController();
+  /** Settles when the build has ended and cleaned up (resolved at once for reloaded snapshots). */
+  buildDone: Promise<void> = Promise.resolve();
   private readonly events = new EventEmitter();
 
   constructor(

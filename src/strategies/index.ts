@@ -1,3 +1,4 @@
 export * from './strategy';
 export * from './registry';
 export * from './view-scan';
+export * from './rocksdb-checkpoint';

@@ -1,5 +1,6 @@
 import { ErrorCodes, ShardsnapError, invalidArgument } from '../core';
 import type { Store } from '../store';
+import { rocksdbCheckpoint } from './rocksdb-checkpoint';
 import { memoryScan, rocksdbIterator } from './view-scan';
 import type { BuildRequest, SnapshotStrategy } from './strategy';
 
@@ -48,6 +49,7 @@ export function defaultStrategies(): StrategyRegistry {
   return new StrategyRegistry()
     .register(memoryScan)
     .register(rocksdbIterator)
+    .register(rocksdbCheckpoint)
     .prefer('memory', ['memory-scan'])
-    .prefer('rocksdb', ['rocksdb-iterator']);
+    .prefer('rocksdb', ['rocksdb-checkpoint', 'rocksdb-iterator']);
 }

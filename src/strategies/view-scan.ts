@@ -1,4 +1,3 @@
-import { cloneEntry } from '../core';
 import { RecordsWriter } from '../snapshot';
 import type { Store } from '../store';
 import type { BuildRequest, PreparedBuild, SnapshotStrategy } from './strategy';
@@ -29,10 +28,7 @@ export function viewScanStrategy(name: string, backend: string): SnapshotStrateg
           const records = new RecordsWriter(out);
           await records.writeHeader(header);
           for await (const batch of view.batches({ ...BATCH, signal })) {
-            // A memory view's batch holds live entries of slots it has already passed,
-            // which a write may change in place while writeRecords awaits the disk: copy
-            // them now, before any await, so the artifact stays exactly the store at `seq`.
-            await records.writeRecords(batch.map((r) => ({ key: r.key, entry: cloneEntry(r.entry) })));
+            await records.writeRecords(batch);
             // Let writes and RPCs run between batches even when the disk keeps up.
             await new Promise<void>((resolve) => setImmediate(resolve));
           }

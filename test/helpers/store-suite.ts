@@ -1,4 +1,4 @@
-import type { TestFn } from 'ava';
+import type { ExecutionContext, TestFn } from 'ava';
 import {
   type Entry,
   type Mutation,
@@ -67,10 +67,7 @@ function str(entry: Entry | undefined): string | undefined {
 }
 
 export function runStoreSuite({ test, name, factory }: StoreSuiteOptions): void {
-  const withStore = (
-    title: string,
-    body: (t: Parameters<Parameters<TestFn>[1]>[0], store: Store) => Promise<void>,
-  ): void => {
+  const withStore = (title: string, body: (t: ExecutionContext, store: Store) => Promise<void>): void => {
     test(`${name}: ${title}`, async (t) => {
       const { store, cleanup } = await factory();
       try {

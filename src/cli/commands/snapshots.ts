@@ -21,6 +21,14 @@ function describe(info: SnapshotInfo__Output): string[] {
   ];
 }
 
+async function readSidecarSha(file: string): Promise<string | undefined> {
+  const sidecar = await readFile(infoPath(file), 'utf8').then(
+    (text) => JSON.parse(text) as { sha256?: string },
+    () => undefined,
+  );
+  return sidecar?.sha256 || undefined;
+}
+
 function compression(value: string): 'none' | 'zstd' {
   if (value !== 'none' && value !== 'zstd')
     throw invalidArgument(`--compression must be none or zstd, not "${value}"`);
@@ -110,8 +118,10 @@ export function registerSnapshots(program: Command): void {
           const json = globals(command).json ?? false;
           const bar = progressBar('install', !json);
           const started = performance.now();
+          const expectedSha256 = await readSidecarSha(file);
           const result = await withClient(options.to, (client) =>
             client.installFile(file, {
+              expectedSha256,
               compression: compression(options.compression),
               onProgress: (sent, total) => bar.update(sent, total),
             }),

@@ -33,8 +33,14 @@ function approximateBytes(entry: Entry): number {
 export class MemoryView implements StoreView {
   readonly keyCountHint: number;
   private readonly mask: Uint8Array;
-  /** Slots below the cursor are done; preservation is needed from the cursor up. */
+  /** Slots below the cursor are listed; preservation is needed from the cursor up. */
   private cursor = 0;
+  /**
+   * First slot of the batch the consumer holds: its entries are live objects, so their
+   * slots stay protected (changes are copied, not made in place) until the consumer asks
+   * for the next batch.
+   */
+  private heldFrom = Number.MAX_SAFE_INTEGER;
   private closed = false;
   /** Per slot: key → entry as of `seq`, or null if the key did not exist then. */
   private readonly preserved = new Map<number, Map<string, Entry | null>>();
@@ -56,7 +62,12 @@ export class MemoryView implements StoreView {
 
   /** Whether a change to `slot` must be preserved for this view. */
   watches(slot: number): boolean {
-    return !this.closed && this.mask[slot] === 1 && slot >= this.cursor && !this.frozen.has(slot);
+    return (
+      !this.closed &&
+      this.mask[slot] === 1 &&
+      slot >= Math.min(this.cursor, this.heldFrom) &&
+      !this.frozen.has(slot)
+    );
   }
 
   /** Records `current` as the key's value at `seq` unless already recorded. Returns true if it did. */
@@ -89,8 +100,10 @@ export class MemoryView implements StoreView {
     if (this.closed) throw new Error('view is closed');
     let batch: StoreRecord[] = [];
     let batchBytes = 0;
+    let batchFrom = 0;
     const keys = new SlabAllocator();
     const push = (key: string, entry: Entry): boolean => {
+      if (batch.length === 0) batchFrom = this.cursor;
       batch.push({ key: keys.latin1(key), entry });
       batchBytes += key.length + approximateBytes(entry);
       return batch.length >= limits.maxRecords || batchBytes >= limits.maxBytes;
@@ -113,7 +126,9 @@ export class MemoryView implements StoreView {
             fromPreserved.add(key);
           }
           if (entry && push(key, entry)) {
+            this.heldFrom = batchFrom;
             yield batch;
+            this.release();
             throwIfAborted(limits.signal);
             batch = [];
             batchBytes = 0;
@@ -128,7 +143,9 @@ export class MemoryView implements StoreView {
           for (const [key, entry] of saved) {
             if (entry === null || fromPreserved.has(key) || listedSet.has(key)) continue;
             if (push(key, entry)) {
+              this.heldFrom = batchFrom;
               yield batch;
+              this.release();
               throwIfAborted(limits.signal);
               batch = [];
               batchBytes = 0;
@@ -141,7 +158,17 @@ export class MemoryView implements StoreView {
       }
     }
     this.cursor = Number.MAX_SAFE_INTEGER;
-    if (batch.length > 0) yield batch;
+    if (batch.length > 0) {
+      this.heldFrom = batchFrom;
+      yield batch;
+      this.release();
+    }
+  }
+
+  /** The consumer is done with its batch: finished slots need no protection any more. */
+  private release(): void {
+    this.heldFrom = Number.MAX_SAFE_INTEGER;
+    for (const slot of this.preserved.keys()) if (slot < this.cursor) this.preserved.delete(slot);
   }
 
   close(): void {
