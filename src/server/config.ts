@@ -11,6 +11,8 @@ export interface NodeConfig {
   /** Unused snapshots are removed this long after their last use. */
   snapshotTtlMs: number;
   maxConcurrentBuilds: number;
+  /** Keep at most this many READY snapshots; 0 = no limit (the TTL still applies). */
+  keepRecent: number;
   chunkSize: number;
   logLevel: string;
 }
@@ -21,6 +23,7 @@ export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
   nodeId: `${hostname()}-${process.pid}`,
   snapshotTtlMs: 60 * 60 * 1000,
   maxConcurrentBuilds: 2,
+  keepRecent: 0,
   chunkSize: DEFAULT_CHUNK_SIZE,
   logLevel: 'info',
 };

@@ -41,6 +41,7 @@ export class ShardNode implements NodeContext {
       dataDir: config.dataDir,
       ttlMs: config.snapshotTtlMs,
       maxConcurrentBuilds: config.maxConcurrentBuilds,
+      keepRecent: config.keepRecent,
       onError: (err, context) => logger.warn({ err }, context),
     });
     try {

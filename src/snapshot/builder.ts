@@ -92,6 +92,7 @@ async function runBuild(
     // Durable first: a READY snapshot in memory is always READY on disk too.
     if (!entry.deleted) await catalog.saveManifest(entry, ready);
     entry.meta = ready;
+    await catalog.applyRetention();
   } catch (error) {
     await writer?.abandon();
     entry.meta.state = 'FAILED';

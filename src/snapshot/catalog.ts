@@ -11,6 +11,8 @@ export interface CatalogOptions {
   /** Unused READY/FAILED snapshots are removed this long after their last use. */
   ttlMs: number;
   maxConcurrentBuilds: number;
+  /** Keep at most this many READY snapshots (oldest removed first); 0 = no limit. */
+  keepRecent?: number;
   /** How often to look for expired snapshots. */
   gcIntervalMs?: number;
   onError?: (error: unknown, context: string) => void;
@@ -164,6 +166,23 @@ export class SnapshotCatalog {
     await rm(entry.artifactPath, { force: true });
   }
 
+  /**
+   * Applies the retention: removes the oldest READY snapshots beyond `keepRecent`.
+   * A snapshot being streamed is skipped and goes in a later round.
+   */
+  async applyRetention(): Promise<string[]> {
+    const keep = this.options.keepRecent ?? 0;
+    if (keep <= 0) return [];
+    const ready = this.list().filter((e) => e.meta.state === 'READY');
+    const removed: string[] = [];
+    for (const entry of ready.slice(0, Math.max(0, ready.length - keep))) {
+      if (entry.leases > 0) continue;
+      await this.delete(entry.meta.id);
+      removed.push(entry.meta.id);
+    }
+    return removed;
+  }
+
   async collectGarbage(now = Date.now()): Promise<string[]> {
     const removed: string[] = [];
     for (const entry of this.list()) {
@@ -173,6 +192,7 @@ export class SnapshotCatalog {
         removed.push(entry.meta.id);
       }
     }
+    removed.push(...(await this.applyRetention()));
     return removed;
   }
 
