@@ -160,30 +160,27 @@ test('a truncated artifact presented as complete (with its own SHA-256) is refus
 
 // installFile computes the whole-file SHA-256 from the file itself, so it must check the
 // artifact's inner SHA-256 before it sends the last chunk.
-test(
-  'installing a file corrupted at rest (a flipped value byte) is refused and changes nothing',
-  async (t) => {
-    const f = await fixture(t);
-    // A value whose bytes are known, so the flip leaves the structure intact.
-    const canary = Buffer.from('CANARY-VALUE-'.repeat(8));
-    await f.source.client.write([{ op: 'set', key: b('canary'), value: canary, expireAtMs: 0 }]);
-    const dir = await tempDirFor(t);
-    const out = join(dir, 'c.snap');
-    await f.source.client.fetchToFile({ out });
-    const corrupt = await readFile(out);
-    const at = corrupt.indexOf(canary) + 20;
-    t.true(at > 20);
-    flipByte(corrupt, at, 0x01);
-    await writeFile(out, corrupt);
-    // The file itself is caught by verify…
-    const verifyError = await t.throwsAsync(verifyArtifactFile(out));
-    t.is((verifyError as { code?: string }).code, 'data_loss');
-    // …and must be refused by an install as well.
-    const error = await t.throwsAsync(f.target.client.installFile(out));
-    t.is((error as { code?: string }).code, 'data_loss');
-    await assertUnchanged(t, f);
-  },
-);
+test('installing a file corrupted at rest (a flipped value byte) is refused and changes nothing', async (t) => {
+  const f = await fixture(t);
+  // A value whose bytes are known, so the flip leaves the structure intact.
+  const canary = Buffer.from('CANARY-VALUE-'.repeat(8));
+  await f.source.client.write([{ op: 'set', key: b('canary'), value: canary, expireAtMs: 0 }]);
+  const dir = await tempDirFor(t);
+  const out = join(dir, 'c.snap');
+  await f.source.client.fetchToFile({ out });
+  const corrupt = await readFile(out);
+  const at = corrupt.indexOf(canary) + 20;
+  t.true(at > 20);
+  flipByte(corrupt, at, 0x01);
+  await writeFile(out, corrupt);
+  // The file itself is caught by verify…
+  const verifyError = await t.throwsAsync(verifyArtifactFile(out));
+  t.is((verifyError as { code?: string }).code, 'data_loss');
+  // …and must be refused by an install as well.
+  const error = await t.throwsAsync(f.target.client.installFile(out));
+  t.is((error as { code?: string }).code, 'data_loss');
+  await assertUnchanged(t, f);
+});
 
 test('a stream that ends without its last chunk fails and changes nothing', async (t) => {
   const f = await fixture(t);

@@ -178,7 +178,11 @@ test('an unused READY snapshot is removed after its TTL, a leased one is kept', 
     return !r.ok && r.error.code === status.NOT_FOUND;
   }, 3_500);
   t.true(gone, 'GetSnapshot says NOT_FOUND');
-  t.false(existsSync(snapshotDir(node, unused.id)), 'directory removed');
+  // The entry goes first (no new stream can start), its directory right after.
+  t.true(
+    await waitFor(() => !existsSync(snapshotDir(node, unused.id)), 2_000),
+    'directory removed',
+  );
 
   // The leased one survived the same GC passes.
   t.is((await node.client.getSnapshot(leased.id)).state, 'READY');
@@ -262,31 +266,28 @@ test('a build deleted while running is stopped and leaves nothing behind', async
 });
 
 // ShardNode.stop() aborts running builds and waits for them to clean up.
-test(
-  'after stop() returns, a build it aborted no longer changes the data dir',
-  async (t) => {
-    const dataDir = await tempDirFor(t);
-    // Big batches (a flush comes soon) with long pauses (the abort is seen only after one).
-    const node = await startNode({
-      dataDir,
-      strategies: strategiesWith(slowScan({ batch: 800, delayMs: 250 })),
-    });
-    let stopped = false;
-    t.teardown(async () => {
-      if (!stopped) await node.stop();
-    });
-    await loadSynthetic(node.client, { keys: 3000, valueSize: 700, types: 'string', seed: 8 });
-    const created = await node.client.createSnapshot({ strategy: 'slow-scan' });
-    await waitFor(
-      async () => Number((await node.client.getSnapshot(created.id)).bytesWritten) > 0,
-      5_000,
-    );
-    const dir = join(dataDir, 'snapshots', created.id);
-    await node.stop();
-    stopped = true;
-    const atStop = (await readdir(dir).catch(() => [])).sort();
-    await sleep(600);
-    const later = (await readdir(dir).catch(() => [])).sort();
-    t.deepEqual(later, atStop, 'nothing changes in the data dir after stop() returned');
-  },
-);
+test('after stop() returns, a build it aborted no longer changes the data dir', async (t) => {
+  const dataDir = await tempDirFor(t);
+  // Big batches (a flush comes soon) with long pauses (the abort is seen only after one).
+  const node = await startNode({
+    dataDir,
+    strategies: strategiesWith(slowScan({ batch: 800, delayMs: 250 })),
+  });
+  let stopped = false;
+  t.teardown(async () => {
+    if (!stopped) await node.stop();
+  });
+  await loadSynthetic(node.client, { keys: 3000, valueSize: 700, types: 'string', seed: 8 });
+  const created = await node.client.createSnapshot({ strategy: 'slow-scan' });
+  await waitFor(
+    async () => Number((await node.client.getSnapshot(created.id)).bytesWritten) > 0,
+    5_000,
+  );
+  const dir = join(dataDir, 'snapshots', created.id);
+  await node.stop();
+  stopped = true;
+  const atStop = (await readdir(dir).catch(() => [])).sort();
+  await sleep(600);
+  const later = (await readdir(dir).catch(() => [])).sort();
+  t.deepEqual(later, atStop, 'nothing changes in the data dir after stop() returned');
+});

@@ -1,6 +1,7 @@
 #include "db.h"
 
 #include <utility>
+#include <vector>
 
 #include "addon.h"
 #include "args.h"
@@ -74,6 +75,59 @@ class GetWorker : public DbWorker {
   bool found_ = false;
 };
 
+// Reads many keys in one threadpool hop, all at one point in time (the given
+// snapshot, or an implicit one taken when the read starts).
+class MultiGetWorker : public DbWorker {
+ public:
+  MultiGetWorker(Napi::Env env, std::shared_ptr<DbCore> core, std::vector<std::string> keys,
+                 std::shared_ptr<SnapshotState> snapshot)
+      : DbWorker(env, "shardsnap:multiGet", std::move(core)),
+        keys_(std::move(keys)),
+        snapshot_(std::move(snapshot)) {
+    if (snapshot_) snapshot_->Pin();
+  }
+
+ protected:
+  rocksdb::Status Run() override {
+    size_t n = keys_.size();
+    if (n == 0) return rocksdb::Status::OK();
+    rocksdb::ReadOptions options;
+    if (snapshot_) options.snapshot = snapshot_->snap;
+    std::vector<rocksdb::Slice> slices(keys_.begin(), keys_.end());
+    values_.resize(n);
+    statuses_.resize(n);
+    db()->MultiGet(options, db()->DefaultColumnFamily(), n, slices.data(), values_.data(),
+                   statuses_.data());
+    for (const rocksdb::Status& status : statuses_) {
+      if (!status.ok() && !status.IsNotFound()) return status;
+    }
+    return rocksdb::Status::OK();
+  }
+
+  void Done(Napi::Env env) override {
+    if (snapshot_) snapshot_->Unpin();
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array result = Napi::Array::New(env, keys_.size());
+    for (size_t i = 0; i < statuses_.size(); ++i) {
+      uint32_t index = static_cast<uint32_t>(i);
+      if (statuses_[i].ok()) {
+        result.Set(index, Napi::Buffer<char>::Copy(env, values_[i].data(), values_[i].size()));
+      } else {
+        result.Set(index, env.Undefined());
+      }
+    }
+    return result;
+  }
+
+ private:
+  std::vector<std::string> keys_;
+  std::shared_ptr<SnapshotState> snapshot_;
+  std::vector<rocksdb::PinnableSlice> values_;
+  std::vector<rocksdb::Status> statuses_;
+};
+
 }  // namespace
 
 Napi::Function DbWrap::Define(Napi::Env env) {
@@ -82,6 +136,7 @@ Napi::Function DbWrap::Define(Napi::Env env) {
                          InstanceMethod<&DbWrap::Close>("close"),
                          InstanceAccessor<&DbWrap::IsClosed>("closed"),
                          InstanceMethod<&DbWrap::Get>("get"),
+                         InstanceMethod<&DbWrap::MultiGet>("multiGet"),
                          InstanceMethod<&DbWrap::Write>("write"),
                          InstanceMethod<&DbWrap::LatestSequence>("latestSequence"),
                          InstanceMethod<&DbWrap::GetSnapshot>("getSnapshot"),
@@ -131,6 +186,20 @@ Napi::Value DbWrap::Get(const Napi::CallbackInfo& info) {
     std::string key = CopyBytesArg(info[0], "key");
     std::shared_ptr<SnapshotState> snapshot = SnapshotArg(info[1], core_);
     return (new GetWorker(env, core_, std::move(key), std::move(snapshot)))->Start();
+  });
+}
+
+Napi::Value DbWrap::MultiGet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return AsPromise(env, [&]() -> Napi::Value {
+    EnsureOpen(env);
+    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "keys must be an array");
+    Napi::Array list = info[0].As<Napi::Array>();
+    std::vector<std::string> keys;
+    keys.reserve(list.Length());
+    for (uint32_t i = 0; i < list.Length(); ++i) keys.push_back(CopyBytesArg(list.Get(i), "key"));
+    std::shared_ptr<SnapshotState> snapshot = SnapshotArg(info[1], core_);
+    return (new MultiGetWorker(env, core_, std::move(keys), std::move(snapshot)))->Start();
   });
 }
 

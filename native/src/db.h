@@ -25,6 +25,7 @@ class DbWrap : public Napi::ObjectWrap<DbWrap> {
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value IsClosed(const Napi::CallbackInfo& info);
   Napi::Value Get(const Napi::CallbackInfo& info);
+  Napi::Value MultiGet(const Napi::CallbackInfo& info);
   Napi::Value LatestSequence(const Napi::CallbackInfo& info);
   Napi::Value GetProperty(const Napi::CallbackInfo& info);
   Napi::Value GetIntProperty(const Napi::CallbackInfo& info);

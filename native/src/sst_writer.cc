@@ -133,6 +133,7 @@ Napi::Function SstWriterWrap::Define(Napi::Env env) {
                      {
                          InstanceMethod<&SstWriterWrap::Put>("put"),
                          InstanceMethod<&SstWriterWrap::PutBatch>("putBatch"),
+                         InstanceMethod<&SstWriterWrap::DeleteRange>("deleteRange"),
                          InstanceMethod<&SstWriterWrap::Finish>("finish"),
                          InstanceMethod<&SstWriterWrap::Abandon>("abandon"),
                      });
@@ -167,6 +168,18 @@ Napi::Value SstWriterWrap::Put(const Napi::CallbackInfo& info) {
   EnsureWritable(env);
   rocksdb::Status status =
       state_->writer->Put(BytesArg(info[0], "key"), BytesArg(info[1], "value"));
+  if (!status.ok()) throw StatusError(env, status);
+  return env.Undefined();
+}
+
+// Range tombstones go to their own block, so they may be added in any order
+// relative to point keys. Once ingested they share the file's global seqno and
+// therefore never delete the file's own point keys.
+Napi::Value SstWriterWrap::DeleteRange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EnsureWritable(env);
+  rocksdb::Status status =
+      state_->writer->DeleteRange(BytesArg(info[0], "start"), BytesArg(info[1], "end"));
   if (!status.ok()) throw StatusError(env, status);
   return env.Undefined();
 }

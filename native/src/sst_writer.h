@@ -31,6 +31,7 @@ class SstWriterWrap : public Napi::ObjectWrap<SstWriterWrap> {
  private:
   Napi::Value Put(const Napi::CallbackInfo& info);
   Napi::Value PutBatch(const Napi::CallbackInfo& info);
+  Napi::Value DeleteRange(const Napi::CallbackInfo& info);
   Napi::Value Finish(const Napi::CallbackInfo& info);
   Napi::Value Abandon(const Napi::CallbackInfo& info);
 

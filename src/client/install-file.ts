@@ -13,7 +13,11 @@ import { fromServiceError } from '../wire/status';
 import type { Connection } from './connection';
 import { dataLoss } from '../core';
 
-function finalSha(hash: ReturnType<typeof createHash>, expected: string | undefined, path: string): string {
+function finalSha(
+  hash: ReturnType<typeof createHash>,
+  expected: string | undefined,
+  path: string,
+): string {
   const sha256 = hash.digest('hex');
   if (expected && expected !== sha256) {
     throw dataLoss(`${path}: SHA-256 ${sha256} differs from the expected ${expected}`);

@@ -42,6 +42,7 @@ export async function loadSynthetic(
     if (inFlight.size >= concurrency) await Promise.race(inFlight);
   }
   await Promise.all(inFlight);
-  if (failure) throw failure instanceof Error ? failure : new Error(`load failed: ${JSON.stringify(failure)}`);
+  if (failure)
+    throw failure instanceof Error ? failure : new Error(`load failed: ${JSON.stringify(failure)}`);
   return { keys, batches, bytes, lastSeq, elapsedMs: performance.now() - started };
 }

@@ -217,3 +217,139 @@ export function decodeRecord(
   if (r.pos !== end) throw dataLoss(`record has ${end - r.pos} trailing bytes`);
   return { key, entry: { value, expireAtMs } };
 }
+
+/*
+ * Values without their key, for stores that keep the key elsewhere (RocksDB keys):
+ *
+ *   u8 type | u64 expire_at_ms | payload
+ *
+ * i.e. the record layout above minus `u32 key_len | key`.
+ */
+
+const VALUE_HEADER_BYTES = 1 + 8;
+const EMPTY_KEY = Buffer.alloc(0);
+
+/** Bytes of `encodeValue(entry)`. */
+export function encodedValueLength(entry: Entry): number {
+  return encodedRecordLength(EMPTY_KEY, entry) - 4;
+}
+
+function writePayload(out: Buffer, pos: number, v: Value): number {
+  switch (v.type) {
+    case 'string':
+      return writeBytes(out, pos, v.value);
+    case 'list':
+      out.writeUInt32LE(v.items.length, pos);
+      pos += 4;
+      for (const item of v.items) pos = writeBytes(out, pos, item);
+      return pos;
+    case 'hash':
+      out.writeUInt32LE(v.fields.size, pos);
+      pos += 4;
+      for (const [field, value] of v.fields) {
+        pos = writeLatin1(out, pos, field);
+        pos = writeBytes(out, pos, value);
+      }
+      return pos;
+    case 'set':
+      out.writeUInt32LE(v.members.size, pos);
+      pos += 4;
+      for (const member of v.members) pos = writeLatin1(out, pos, member);
+      return pos;
+    case 'zset':
+      out.writeUInt32LE(v.members.size, pos);
+      pos += 4;
+      for (const [member, score] of v.members) {
+        pos = writeLatin1(out, pos, member);
+        out.writeDoubleLE(score, pos);
+        pos += 8;
+      }
+      return pos;
+  }
+}
+
+/** Encodes an entry (type, expiry, contents in insertion order) without a key. */
+export function encodeValue(entry: Entry): Buffer {
+  const out = Buffer.allocUnsafe(encodedValueLength(entry));
+  out.writeUInt8(VALUE_TYPE_CODES[entry.value.type], 0);
+  out.writeUInt32LE(entry.expireAtMs % 0x1_0000_0000, 1);
+  out.writeUInt32LE(Math.floor(entry.expireAtMs / 0x1_0000_0000), 5);
+  writePayload(out, VALUE_HEADER_BYTES, entry.value);
+  return out;
+}
+
+/** Type and expiry of an encoded value, without decoding its contents. */
+export function readValueHeader(
+  buf: Buffer,
+  start = 0,
+  end = buf.length,
+): { type: Value['type']; expireAtMs: number } {
+  if (end - start < VALUE_HEADER_BYTES) {
+    throw dataLoss(`value truncated: ${end - start} bytes, header needs ${VALUE_HEADER_BYTES}`);
+  }
+  const type = TYPE_BY_CODE.get(buf.readUInt8(start));
+  if (type === undefined) throw dataLoss(`unknown value type ${buf.readUInt8(start)}`);
+  const expireAtMs = buf.readUInt32LE(start + 1) + buf.readUInt32LE(start + 5) * 0x1_0000_0000;
+  return { type, expireAtMs };
+}
+
+/**
+ * `valueBytes` of an encoded value, computed from its length and element count alone
+ * (every element carries a fixed overhead: u32 lengths, and a u32 per hash value).
+ */
+export function encodedValueBytes(buf: Buffer, start = 0, end = buf.length): number {
+  const { type } = readValueHeader(buf, start, end);
+  if (end - start < VALUE_HEADER_BYTES + 4) throw dataLoss('value truncated before its payload');
+  const body = end - start - VALUE_HEADER_BYTES - 4;
+  const n = buf.readUInt32LE(start + VALUE_HEADER_BYTES);
+  switch (type) {
+    case 'string':
+      return body;
+    case 'hash':
+      return body - 8 * n;
+    default:
+      return body - 4 * n;
+  }
+}
+
+/** Decodes a value written by `encodeValue`; byte strings are copied, into `slab` when given. */
+export function decodeValue(buf: Buffer, start = 0, end = buf.length, slab?: SlabAllocator): Entry {
+  const { type, expireAtMs } = readValueHeader(buf, start, end);
+  const r = new Reader(buf, start + VALUE_HEADER_BYTES, end, slab);
+  let value: Value;
+  switch (type) {
+    case 'string':
+      value = { type, value: r.bytes() };
+      break;
+    case 'list': {
+      const n = r.u32();
+      const items: Buffer[] = new Array<Buffer>(n);
+      for (let i = 0; i < n; i++) items[i] = r.bytes();
+      value = { type, items };
+      break;
+    }
+    case 'hash': {
+      const n = r.u32();
+      const fields = new Map<string, Buffer>();
+      for (let i = 0; i < n; i++) fields.set(r.latin1(), r.bytes());
+      value = { type, fields };
+      break;
+    }
+    case 'set': {
+      const n = r.u32();
+      const members = new Set<string>();
+      for (let i = 0; i < n; i++) members.add(r.latin1());
+      value = { type, members };
+      break;
+    }
+    case 'zset': {
+      const n = r.u32();
+      const members = new Map<string, number>();
+      for (let i = 0; i < n; i++) members.set(r.latin1(), r.f64());
+      value = { type, members };
+      break;
+    }
+  }
+  if (r.pos !== end) throw dataLoss(`value has ${end - r.pos} trailing bytes`);
+  return { value, expireAtMs };
+}

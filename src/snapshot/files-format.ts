@@ -55,7 +55,9 @@ export class FilesDecoder {
   private readonly hash: Hash = createHash('sha256');
   private trailer: Buffer | undefined;
 
-  constructor(private readonly onData: (file: ArtifactFile, index: number, data: Buffer) => Promise<void>) {}
+  constructor(
+    private readonly onData: (file: ArtifactFile, index: number, data: Buffer) => Promise<void>,
+  ) {}
 
   get header(): FilesHeader | undefined {
     return this.headerValue;
@@ -67,7 +69,8 @@ export class FilesDecoder {
       this.buffered = Buffer.concat([this.buffered, piece]);
       const parsed = tryDecodeHeader(this.buffered);
       if (!parsed) return;
-      if (parsed.header.kind !== 'files') throw dataLoss(`expected a files artifact, got ${parsed.header.kind}`);
+      if (parsed.header.kind !== 'files')
+        throw dataLoss(`expected a files artifact, got ${parsed.header.kind}`);
       this.headerValue = parsed.header as FilesHeader;
       this.files = checkFileList(this.headerValue.files);
       this.crcs = this.files.map(() => 0);
@@ -100,7 +103,8 @@ export class FilesDecoder {
   }
 
   private skipEmptyFiles(): void {
-    while (this.fileIndex < this.files.length && this.files[this.fileIndex]?.size === 0) this.fileIndex++;
+    while (this.fileIndex < this.files.length && this.files[this.fileIndex]?.size === 0)
+      this.fileIndex++;
   }
 
   finish(): FilesHeader {

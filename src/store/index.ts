@@ -2,3 +2,4 @@ export * from './store';
 export * from './digest';
 export * from './registry';
 export { MemoryStore } from './memory/memory-store';
+export { RocksDbStore, type RocksDbStoreOptions } from './rocksdb';

@@ -10,6 +10,7 @@ export type StoreFactory = (options: StoreOpenOptions) => Promise<Store>;
 
 const factories = new Map<string, StoreFactory>([
   ['memory', () => Promise.resolve(new MemoryStore())],
+  ['rocksdb', (o) => import('./rocksdb/rocksdb-store').then((m) => m.RocksDbStore.open(o.dataDir))],
 ]);
 
 export function registerStoreBackend(name: string, factory: StoreFactory): void {

@@ -30,13 +30,19 @@ export const rocksdbCheckpoint: SnapshotStrategy = {
   name: 'rocksdb-checkpoint',
   kind: 'files',
   unsupported(store: Store, request: BuildRequest): string | undefined {
-    if (!isCheckpointSource(store)) return `rocksdb-checkpoint needs the rocksdb backend, not ${store.backend}`;
-    if (!request.full) return 'rocksdb-checkpoint makes full snapshots only; use rocksdb-iterator for slot ranges';
+    if (!isCheckpointSource(store))
+      return `rocksdb-checkpoint needs the rocksdb backend, not ${store.backend}`;
+    if (!request.full)
+      return 'rocksdb-checkpoint makes full snapshots only; use rocksdb-iterator for slot ranges';
     return undefined;
   },
   async prepare(store: Store): Promise<PreparedBuild> {
     if (!isCheckpointSource(store)) throw new Error('not a checkpoint source');
-    const dir = join(store.dataDir, 'checkpoints', `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`);
+    const dir = join(
+      store.dataDir,
+      'checkpoints',
+      `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`,
+    );
     let released = false;
     const release = async (): Promise<void> => {
       if (released) return;
@@ -56,7 +62,9 @@ export const rocksdbCheckpoint: SnapshotStrategy = {
           await out.append(encodeHeader(filesHeader));
           const crcs: number[] = [];
           for (const file of files) {
-            crcs.push(await copyFile(join(dir, file.name), file.size, (piece) => out.append(piece), signal));
+            crcs.push(
+              await copyFile(join(dir, file.name), file.size, (piece) => out.append(piece), signal),
+            );
           }
           const trailer = Buffer.allocUnsafe(8 + 4 * crcs.length);
           trailer.writeUInt32LE(END_MARKER, 0);

@@ -67,7 +67,10 @@ function str(entry: Entry | undefined): string | undefined {
 }
 
 export function runStoreSuite({ test, name, factory }: StoreSuiteOptions): void {
-  const withStore = (title: string, body: (t: ExecutionContext, store: Store) => Promise<void>): void => {
+  const withStore = (
+    title: string,
+    body: (t: ExecutionContext, store: Store) => Promise<void>,
+  ): void => {
     test(`${name}: ${title}`, async (t) => {
       const { store, cleanup } = await factory();
       try {
@@ -277,12 +280,10 @@ export function runStoreSuite({ test, name, factory }: StoreSuiteOptions): void 
 
       const staged = await store.beginInstall({ slots: [range], full: false, seq: 1 });
       await staged.add(
-        inRange
-          .slice(1)
-          .map((key) => ({
-            key,
-            entry: { value: { type: 'string', value: b('after') }, expireAtMs: 0 },
-          })),
+        inRange.slice(1).map((key) => ({
+          key,
+          entry: { value: { type: 'string', value: b('after') }, expireAtMs: 0 },
+        })),
       );
       const seqBefore = (await store.stats()).seq;
       const result = await staged.commit();

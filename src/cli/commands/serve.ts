@@ -30,7 +30,12 @@ export function registerServe(program: Command): void {
     .option('--node-id <id>', 'name of this node in snapshots and logs')
     .option('--snapshot-ttl <duration>', 'remove unused snapshots after this long', '1h')
     .option('--max-builds <n>', 'snapshot builds allowed at once', positiveInt, 2)
-    .option('--keep-recent <n>', 'keep at most N ready snapshots, removing the oldest (0 = no limit)', positiveInt, 0)
+    .option(
+      '--keep-recent <n>',
+      'keep at most N ready snapshots, removing the oldest (0 = no limit)',
+      positiveInt,
+      0,
+    )
     .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
     .action(
       action(async (options: ServeOptions, command: Command) => {

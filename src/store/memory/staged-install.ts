@@ -1,11 +1,4 @@
-import {
-  type StoreRecord,
-  dataLoss,
-  slotMask,
-  slotOf,
-  toMemberKey,
-  valueBytes,
-} from '../../core';
+import { type StoreRecord, dataLoss, slotMask, slotOf, toMemberKey, valueBytes } from '../../core';
 import type { InstallTarget, StagedInstall } from '../store';
 import type { SlotMap } from './keyspace';
 

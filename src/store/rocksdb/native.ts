@@ -187,6 +187,11 @@ export interface SstWriter {
   /** Keys must be strictly ascending (bytewise); otherwise throws InvalidArgument. */
   put(key: Buffer, value: Buffer): void;
   putBatch(keys: readonly Buffer[], values: readonly Buffer[]): Promise<void>;
+  /**
+   * Adds a range tombstone over [start, end). It may be added in any order relative to
+   * puts; once ingested it deletes older keys of the range, never the file's own keys.
+   */
+  deleteRange(start: Buffer, end: Buffer): void;
   finish(): Promise<SstFileInfo>;
   /** Drops an unfinished writer and deletes its partial file; no-op after finish(). */
   abandon(): Promise<void>;
@@ -197,6 +202,11 @@ export interface Db {
   /** Waits for in-flight operations, closes open iterators and snapshots. Idempotent. */
   close(): Promise<void>;
   get(key: Buffer, snapshot?: Snapshot): Promise<Buffer | undefined>;
+  /**
+   * Values of many keys (undefined = missing), all read at one point in time: the
+   * snapshot's, or the latest when the read starts.
+   */
+  multiGet(keys: readonly Buffer[], snapshot?: Snapshot): Promise<Array<Buffer | undefined>>;
   /** Applies all ops atomically; resolves with the latest sequence number after the write. */
   write(ops: readonly WriteOp[], options?: WriteOptions): Promise<number>;
   latestSequence(): number;
@@ -242,6 +252,7 @@ interface NativeDb {
   readonly closed: boolean;
   close(): Promise<void>;
   get(key: Buffer, snapshot?: NativeSnapshot): Promise<Buffer | undefined>;
+  multiGet(keys: readonly Buffer[], snapshot?: NativeSnapshot): Promise<Array<Buffer | undefined>>;
   write(ops: readonly WriteOp[], options?: WriteOptions): Promise<number>;
   latestSequence(): number;
   getSnapshot(): NativeSnapshot;
@@ -258,6 +269,7 @@ interface NativeDb {
 interface NativeSstWriter {
   put(key: Buffer, value: Buffer): void;
   putBatch(keys: readonly Buffer[], values: readonly Buffer[]): Promise<void>;
+  deleteRange(start: Buffer, end: Buffer): void;
   finish(): Promise<SstFileInfo>;
   abandon(): Promise<void>;
 }
@@ -383,6 +395,10 @@ class SstWriterHandle implements SstWriter {
     return settle(() => this.native.putBatch(keys, values));
   }
 
+  deleteRange(start: Buffer, end: Buffer): void {
+    sync(() => this.native.deleteRange(start, end));
+  }
+
   finish(): Promise<SstFileInfo> {
     return settle(() => this.native.finish());
   }
@@ -405,6 +421,10 @@ class DbHandle implements Db {
 
   get(key: Buffer, snapshot?: Snapshot): Promise<Buffer | undefined> {
     return settle(() => this.native.get(key, unwrapSnapshot(snapshot)));
+  }
+
+  multiGet(keys: readonly Buffer[], snapshot?: Snapshot): Promise<Array<Buffer | undefined>> {
+    return settle(() => this.native.multiGet(keys, unwrapSnapshot(snapshot)));
   }
 
   write(ops: readonly WriteOp[], options?: WriteOptions): Promise<number> {

@@ -1,0 +1,2 @@
+export { RocksDbStore, stagingRoot } from './rocksdb-store';
+export type { RocksDbStoreOptions } from './options';

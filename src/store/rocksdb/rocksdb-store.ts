@@ -1,0 +1,242 @@
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import {
+  type Entry,
+  ErrorCodes,
+  type Mutation,
+  type SlotRange,
+  ShardsnapError,
+  decodeValue,
+  formatSlotRanges,
+  invalidArgument,
+  isExpired,
+  normalizeSlotRanges,
+  slotOf,
+} from '../../core';
+import type { InstallTarget, StagedInstall, Store, StoreStats, StoreView } from '../store';
+import { storeClosed, storeError, withContext } from './errors';
+import { dataKey, describeKey } from './keys';
+import { SlotCounters, checkFormat, countKeysAt, readSeq, seqPut, slotCountOp } from './meta';
+import { type Db, openDb } from './native';
+import {
+  type ResolvedOptions,
+  type RocksDbStoreOptions,
+  openOptions,
+  resolveOptions,
+  sstOptions,
+} from './options';
+import { type InstallCommitter, RocksDbStagedInstall } from './staged-install';
+import { RocksDbView } from './view';
+import { planBatch, touchedKeys } from './write-batch';
+import { SerialQueue } from './write-queue';
+
+/**
+ * The RocksDB backend. One RocksDB value per Redis key under a 2-byte slot prefix; the
+ * store seq and per-slot counters live under a meta prefix and change in the same
+ * WriteBatch (or ingested file) as the data. Write batches and install commits run one
+ * at a time through a queue, so read-modify-write never interleaves; reads and views
+ * are not queued and see each batch or install entirely or not at all.
+ */
+export class RocksDbStore implements Store {
+  readonly backend = 'rocksdb';
+  private readonly queue = new SerialQueue();
+  private readonly views = new Set<RocksDbView>();
+  private readonly installs = new Set<RocksDbStagedInstall>();
+  private readonly committer: InstallCommitter;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly db: Db,
+    readonly dataDir: string,
+    private seq: number,
+    private readonly counters: SlotCounters,
+    private readonly options: ResolvedOptions,
+  ) {
+    this.committer = {
+      commitInstall: (install) => this.commitInstall(install),
+      forget: (install) => this.installs.delete(install),
+    };
+  }
+
+  /** Opens (creating if needed) the store of `dataDir`; the db lives in `<dataDir>/db`. */
+  static async open(dataDir: string, options: RocksDbStoreOptions = {}): Promise<RocksDbStore> {
+    const resolved = resolveOptions(options);
+    const dbDir = path.join(dataDir, 'db');
+    try {
+      await fs.mkdir(dbDir, { recursive: true });
+      await fs.access(dbDir, fs.constants.W_OK);
+    } catch (error) {
+      throw new ShardsnapError(
+        ErrorCodes.failedPrecondition,
+        `cannot use ${dbDir} for the rocksdb store: ${(error as Error).message} [op=open]`,
+        { cause: error },
+      );
+    }
+    const db = await withContext({ op: 'open', path: dbDir }, () =>
+      openDb(dbDir, openOptions(resolved)),
+    );
+    try {
+      return await withContext({ op: 'open', path: dbDir }, async () => {
+        await checkFormat(db, dbDir);
+        // Whatever a crashed process left staged can never be committed.
+        await fs.rm(stagingRoot(dataDir), { recursive: true, force: true });
+        const [seq, counters] = await Promise.all([readSeq(db), SlotCounters.load(db)]);
+        return new RocksDbStore(db, dataDir, seq, counters, resolved);
+      });
+    } catch (error) {
+      await db.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  write(mutations: readonly Mutation[]): Promise<{ seq: number }> {
+    if (this.closed) return Promise.reject(storeClosed('write'));
+    return this.queue.run(async () => {
+      const first = mutations[0]?.key;
+      const context = {
+        op: 'write',
+        mutations: mutations.length,
+        ...(first ? { key: describeKey(first) } : {}),
+      };
+      // Accepted before close(): runs to the end (close waits for the queue).
+      return withContext(context, async () => {
+        const keys = touchedKeys(mutations);
+        const stored =
+          keys.size > 0 ? await this.db.multiGet([...keys.values()].map((k) => k.dkey)) : [];
+        const { ops, deltas } = planBatch(mutations, keys, stored, this.options.now());
+        const seq = this.seq + 1;
+        const counts = new Map<number, { keys: number; bytes: number }>();
+        for (const [slot, delta] of deltas) {
+          const current = this.counters.get(slot);
+          const next = { keys: current.keys + delta.keys, bytes: current.bytes + delta.bytes };
+          counts.set(slot, next);
+          ops.push(slotCountOp(slot, next));
+        }
+        ops.push(seqPut(seq));
+        await this.db.write(ops, { sync: this.options.syncWrites });
+        for (const [slot, count] of counts) this.counters.set(slot, count);
+        this.seq = seq;
+        return { seq };
+      });
+    });
+  }
+
+  async read(keys: readonly Buffer[]): Promise<Array<Entry | undefined>> {
+    this.assertOpen('read');
+    if (keys.length === 0) return [];
+    const context = { op: 'read', keys: keys.length, key: describeKey(keys[0] as Buffer) };
+    return withContext(context, async () => {
+      // One multiGet: all keys at one point in time.
+      const raws = await this.db.multiGet(keys.map((key) => dataKey(slotOf(key), key)));
+      const now = this.options.now();
+      return raws.map((raw) => {
+        if (raw === undefined) return undefined;
+        const entry = decodeValue(raw);
+        return isExpired(entry, now) ? undefined : entry;
+      });
+    });
+  }
+
+  stats(): Promise<StoreStats> {
+    return Promise.resolve({
+      keyCount: this.counters.keyCount,
+      seq: this.seq,
+      dataBytes: this.counters.dataBytes,
+      openViews: this.views.size,
+    });
+  }
+
+  async openView(slots: readonly SlotRange[]): Promise<StoreView> {
+    this.assertOpen('openView');
+    const ranges = normalizeSlotRanges(slots);
+    return withContext({ op: 'openView', slots: formatSlotRanges(ranges) }, async () => {
+      const snapshot = this.db.getSnapshot();
+      try {
+        const [seq, keyCountHint] = await Promise.all([
+          readSeq(this.db, snapshot),
+          countKeysAt(this.db, ranges, snapshot),
+        ]);
+        this.assertOpen('openView');
+        const view = new RocksDbView(this.db, snapshot, seq, ranges, keyCountHint, (v) =>
+          this.views.delete(v),
+        );
+        this.views.add(view);
+        return view;
+      } catch (error) {
+        snapshot.release();
+        throw error;
+      }
+    });
+  }
+
+  async beginInstall(target: InstallTarget): Promise<StagedInstall> {
+    this.assertOpen('beginInstall');
+    if (target.full && !(Number.isSafeInteger(target.seq) && target.seq >= 0)) {
+      throw invalidArgument(`install seq ${target.seq} is not a non-negative integer`);
+    }
+    const install = await RocksDbStagedInstall.create(
+      target,
+      stagingRoot(this.dataDir),
+      sstOptions(this.options),
+      this.options.installFlushBytes,
+      this.committer,
+    );
+    if (this.closed) {
+      await install.abort();
+      throw storeClosed('beginInstall');
+    }
+    this.installs.add(install);
+    return install;
+  }
+
+  /** In the write queue: the install's file is sealed for the next seq and ingested. */
+  private commitInstall(install: RocksDbStagedInstall): Promise<number> {
+    return this.queue.run(() =>
+      withContext(
+        {
+          op: 'install.commit',
+          slots: formatSlotRanges(install.ranges),
+          full: String(install.full),
+        },
+        async () => {
+          const seq = install.full ? install.target.seq : this.seq + 1;
+          const file = await install.seal(seq);
+          await this.db.ingest([file], {
+            moveFiles: true,
+            snapshotConsistency: true,
+            allowGlobalSeqNo: true,
+          });
+          this.counters.replaceRanges(install.ranges, install.counts);
+          this.seq = seq;
+          return seq;
+        },
+      ),
+    );
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.closed = true;
+    for (const view of [...this.views]) view.close();
+    await Promise.all([...this.installs].map((install) => install.abort()));
+    await this.queue.idle();
+    try {
+      await this.db.close();
+    } catch (error) {
+      throw storeError(error, { op: 'close', path: path.join(this.dataDir, 'db') });
+    }
+  }
+
+  private assertOpen(op: string): void {
+    if (this.closed) throw storeClosed(op);
+  }
+}
+
+export function stagingRoot(dataDir: string): string {
+  return path.join(dataDir, 'staging');
+}
