@@ -15,6 +15,11 @@ export interface NodeConfig {
   keepRecent: number;
   chunkSize: number;
   logLevel: string;
+  /**
+   * Start from this: a RocksDB checkpoint directory (rocksdb backend), or an artifact
+   * file (records: any backend; files: rocksdb), installed before the node serves.
+   */
+  restoreFrom?: string;
 }
 
 export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {

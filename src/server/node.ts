@@ -1,7 +1,8 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
-import { SnapshotCatalog } from '../snapshot';
+import { invalidArgument } from '../core';
+import { SnapshotCatalog, installArtifactFile } from '../snapshot';
 import { type Store, openStore } from '../store';
 import { type StrategyRegistry, defaultStrategies } from '../strategies';
 import { SERVER_OPTIONS, loadProto } from '../wire/proto';
@@ -36,7 +37,20 @@ export class ShardNode implements NodeContext {
     const config = resolveConfig(options);
     const logger = options.logger ?? pino({ level: config.logLevel }, pino.destination(2));
     await mkdir(config.dataDir, { recursive: true });
-    const store = await openStore(config.backend, { dataDir: config.dataDir });
+    const restore = config.restoreFrom ? await restoreKind(config.restoreFrom) : undefined;
+    const store = await openStore(config.backend, {
+      dataDir: config.dataDir,
+      ...(restore === 'dir' ? { restoreDir: config.restoreFrom } : {}),
+    });
+    if (restore === 'file' && config.restoreFrom) {
+      try {
+        const outcome = await installArtifactFile(store, config.restoreFrom);
+        logger.info({ ...outcome, from: config.restoreFrom }, 'restored from artifact');
+      } catch (error) {
+        await store.close();
+        throw error;
+      }
+    }
     const catalog = new SnapshotCatalog({
       dataDir: config.dataDir,
       ttlMs: config.snapshotTtlMs,
@@ -105,4 +119,10 @@ export class ShardNode implements NodeContext {
     await builds;
     await this.store.close();
   }
+}
+
+async function restoreKind(path: string): Promise<'dir' | 'file'> {
+  const info = await stat(path).catch(() => undefined);
+  if (!info) throw invalidArgument(`--restore-from ${path}: no such file or directory`);
+  return info.isDirectory() ? 'dir' : 'file';
 }

@@ -30,6 +30,8 @@ export interface ArtifactHeader {
   /** True when the artifact holds every slot (a full snapshot). */
   full: boolean;
   created_at_ms: number;
+  /** Keys in the artifact, when known up front (files artifacts; records count them in the trailer). */
+  key_count?: number;
 }
 
 export function encodeHeader(header: ArtifactHeader): Buffer {

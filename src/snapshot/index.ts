@@ -12,3 +12,4 @@ export * from './builder';
 export * from './verify-file';
 export * from './sha256-stream';
 export * from './files-format';
+export * from './restore-file';

@@ -1,5 +1,7 @@
 import { ErrorCodes, ShardsnapError, dataLoss, normalizeSlotRanges } from '../core';
-import type { StagedInstall, Store } from '../store';
+import { type StagedImage, type StagedInstall, type Store, canInstallImages } from '../store';
+import { FilesDecoder } from './files-format';
+import { type ArtifactHeader, tryDecodeHeader } from './format';
 import { RecordsDecoder } from './records-decoder';
 import { sha256Stream } from './sha256-stream';
 
@@ -11,16 +13,101 @@ export interface InstallOutcome {
   bytes: number;
 }
 
+/** Where the artifact's bytes go once its header tells its kind. */
+interface Sink {
+  push(bytes: Buffer): Promise<void>;
+  readonly recordsStaged: number;
+  finish(): Promise<{ seq: number; keysInstalled: number }>;
+  abort(): Promise<void>;
+}
+
+/** Records are staged in the store as they arrive (any backend). */
+class RecordsSink implements Sink {
+  private readonly decoder = new RecordsDecoder();
+  private staged: StagedInstall | undefined;
+
+  constructor(
+    private readonly store: Store,
+    private readonly header: ArtifactHeader,
+  ) {}
+
+  get recordsStaged(): number {
+    return this.decoder.recordCount;
+  }
+
+  async push(bytes: Buffer): Promise<void> {
+    const records = this.decoder.push(bytes);
+    this.staged ??= await this.store.beginInstall({
+      slots: normalizeSlotRanges(this.header.slots),
+      full: this.header.full,
+      seq: this.header.seq,
+    });
+    if (records.length > 0) await this.staged.add(records);
+  }
+
+  async finish(): Promise<{ seq: number; keysInstalled: number }> {
+    this.decoder.finish();
+    if (!this.staged) throw dataLoss('artifact has no records section');
+    return this.staged.commit();
+  }
+
+  async abort(): Promise<void> {
+    await this.staged?.abort();
+  }
+}
+
+/** A checkpoint's files are staged beside the database, which is swapped at the end. */
+class FilesSink implements Sink {
+  private readonly decoder: FilesDecoder;
+  private staged: Promise<StagedImage> | undefined;
+
+  constructor(store: Store) {
+    if (!canInstallImages(store)) {
+      throw new ShardsnapError(
+        ErrorCodes.failedPrecondition,
+        `a ${store.backend} node cannot install a "files" artifact (a RocksDB checkpoint); fetch a records snapshot instead`,
+      );
+    }
+    this.decoder = new FilesDecoder(async (file, index, data) => {
+      this.staged ??= store.beginImageInstall({
+        seq: this.decoder.header?.seq ?? 0,
+        files: this.decoder.header?.files ?? [],
+      });
+      await (await this.staged).write(file, index, data);
+    });
+  }
+
+  get recordsStaged(): number {
+    return 0;
+  }
+
+  push(bytes: Buffer): Promise<void> {
+    return this.decoder.push(bytes);
+  }
+
+  async finish(): Promise<{ seq: number; keysInstalled: number }> {
+    this.decoder.finish();
+    if (!this.staged) throw dataLoss('files artifact holds no files');
+    return (await this.staged).commit();
+  }
+
+  async abort(): Promise<void> {
+    await (await this.staged?.catch(() => undefined))?.abort();
+  }
+}
+
 /**
- * Installs a records artifact fed in order, piece by piece. Records are staged in the
- * store as they arrive; nothing is visible until `finish` has checked the SHA-256 of the
- * whole artifact and its trailer. Any failure or `abort` drops what was staged.
+ * Installs an artifact fed in order, piece by piece: records are staged in the store,
+ * checkpoint files beside its database. Nothing is visible until `finish` has checked
+ * the SHA-256 of the whole artifact and its trailer. Any failure or `abort` drops what
+ * was staged.
  */
 export class ArtifactInstaller {
-  private readonly decoder = new RecordsDecoder();
   private readonly hash = sha256Stream();
   private received = 0;
-  private staged: StagedInstall | undefined;
+  private head: Buffer[] = [];
+  private sink: Sink | undefined;
+  private header: ArtifactHeader | undefined;
 
   constructor(private readonly store: Store) {}
 
@@ -29,7 +116,7 @@ export class ArtifactInstaller {
   }
 
   get recordsStaged(): number {
-    return this.decoder.recordCount;
+    return this.sink?.recordsStaged ?? 0;
   }
 
   async push(offset: number, raw: Buffer): Promise<void> {
@@ -41,22 +128,18 @@ export class ArtifactInstaller {
     }
     this.received += raw.length;
     this.hash.update(raw);
-    const records = this.decoder.push(raw);
-    if (!this.staged && this.decoder.header) {
-      const header = this.decoder.header;
-      if (header.kind !== 'records') {
-        throw new ShardsnapError(
-          ErrorCodes.failedPrecondition,
-          `a ${this.store.backend} node cannot install a "${header.kind}" artifact`,
-        );
-      }
-      this.staged = await this.store.beginInstall({
-        slots: normalizeSlotRanges(header.slots),
-        full: header.full,
-        seq: header.seq,
-      });
-    }
-    if (records.length > 0) await this.staged?.add(records);
+    if (this.sink) return this.sink.push(raw);
+    this.head.push(raw);
+    const parsed = tryDecodeHeader(Buffer.concat(this.head));
+    if (!parsed) return;
+    this.header = parsed.header;
+    this.sink =
+      parsed.header.kind === 'files'
+        ? new FilesSink(this.store)
+        : new RecordsSink(this.store, parsed.header);
+    const head = Buffer.concat(this.head);
+    this.head = [];
+    await this.sink.push(head);
   }
 
   async finish(expectedSha256: string): Promise<InstallOutcome> {
@@ -64,15 +147,20 @@ export class ArtifactInstaller {
     if (sha256 !== expectedSha256.toLowerCase()) {
       throw dataLoss(`artifact SHA-256 mismatch: got ${sha256}, expected ${expectedSha256}`);
     }
-    const { header } = this.decoder.finish();
-    if (!this.staged) throw dataLoss('artifact has no records section');
-    const { seq, keysInstalled } = await this.staged.commit();
-    return { snapshotId: header.snapshot_id, keysInstalled, seq, sha256, bytes: this.received };
+    if (!this.sink || !this.header) throw dataLoss('artifact ended before its header');
+    const { seq, keysInstalled } = await this.sink.finish();
+    return {
+      snapshotId: this.header.snapshot_id,
+      keysInstalled,
+      seq,
+      sha256,
+      bytes: this.received,
+    };
   }
 
   /** Drops what was staged; a no-op after a successful `finish`. */
   async abort(): Promise<void> {
     this.hash.discard();
-    await this.staged?.abort();
+    await this.sink?.abort();
   }
 }

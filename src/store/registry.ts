@@ -4,13 +4,32 @@ import type { Store } from './store';
 
 export interface StoreOpenOptions {
   dataDir: string;
+  /** A RocksDB checkpoint directory to start from (rocksdb backend only). */
+  restoreDir?: string;
 }
 
 export type StoreFactory = (options: StoreOpenOptions) => Promise<Store>;
 
 const factories = new Map<string, StoreFactory>([
-  ['memory', () => Promise.resolve(new MemoryStore())],
-  ['rocksdb', (o) => import('./rocksdb/rocksdb-store').then((m) => m.RocksDbStore.open(o.dataDir))],
+  [
+    'memory',
+    (o) => {
+      if (o.restoreDir) {
+        throw invalidArgument(
+          'a memory node restores from an artifact file, not a checkpoint directory',
+        );
+      }
+      return Promise.resolve(new MemoryStore());
+    },
+  ],
+  [
+    'rocksdb',
+    async (o) => {
+      const { RocksDbStore, restoreDatabaseDir } = await import('./rocksdb');
+      if (o.restoreDir) await restoreDatabaseDir(o.dataDir, o.restoreDir);
+      return RocksDbStore.open(o.dataDir);
+    },
+  ],
 ]);
 
 export function registerStoreBackend(name: string, factory: StoreFactory): void {

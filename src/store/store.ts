@@ -55,3 +55,25 @@ export interface Store {
   beginInstall(target: InstallTarget): Promise<StagedInstall>;
   close(): Promise<void>;
 }
+
+/** One file of a database image (a checkpoint), as a files artifact lists it. */
+export interface ImageFile {
+  name: string;
+  size: number;
+}
+
+/** A database image being staged file by file; `commit` swaps it in for the whole store. */
+export interface StagedImage {
+  write(file: ImageFile, index: number, data: Buffer): Promise<void>;
+  commit(): Promise<{ seq: number; keysInstalled: number }>;
+  abort(): Promise<void>;
+}
+
+/** Stores that can take a whole database image (the RocksDB backend takes checkpoints). */
+export interface ImageInstallTarget extends Store {
+  beginImageInstall(image: { seq: number; files: readonly ImageFile[] }): Promise<StagedImage>;
+}
+
+export function canInstallImages(store: Store): store is ImageInstallTarget {
+  return typeof (store as Partial<ImageInstallTarget>).beginImageInstall === 'function';
+}

@@ -58,7 +58,7 @@ export const rocksdbCheckpoint: SnapshotStrategy = {
         seq,
         keyCountHint: keyCount,
         async write(out, header, signal) {
-          const filesHeader: FilesHeader = { ...header, kind: 'files', files };
+          const filesHeader: FilesHeader = { ...header, kind: 'files', key_count: keyCount, files };
           await out.append(encodeHeader(filesHeader));
           const crcs: number[] = [];
           for (const file of files) {

@@ -12,6 +12,7 @@ interface ServeOptions {
   snapshotTtl: string;
   maxBuilds: number;
   keepRecent: number;
+  restoreFrom?: string;
   logLevel: string;
 }
 
@@ -36,6 +37,7 @@ export function registerServe(program: Command): void {
       positiveInt,
       0,
     )
+    .option('--restore-from <path>', 'start from a RocksDB checkpoint dir or an artifact file')
     .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
     .action(
       action(async (options: ServeOptions, command: Command) => {
@@ -47,6 +49,7 @@ export function registerServe(program: Command): void {
           snapshotTtlMs: parseDuration(options.snapshotTtl),
           maxConcurrentBuilds: options.maxBuilds,
           keepRecent: options.keepRecent,
+          ...(options.restoreFrom ? { restoreFrom: options.restoreFrom } : {}),
           logLevel: options.logLevel,
         });
         emit(

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { infoPath } from '../../client';
 import { type SlotRange, formatSlotRanges, invalidArgument } from '../../core';
 import type { SnapshotInfo__Output } from '../../generated/shardsnap/v1/SnapshotInfo';
-import { verifyArtifactFile } from '../../snapshot';
+import { unpackArtifactFile, verifyArtifactFile } from '../../snapshot';
 import { action, address, globals, positiveInt, slots, withClient } from '../common';
 import { emit, formatBytes, mibPerSecond, table } from '../output';
 import { progressBar } from '../progress';
@@ -103,6 +103,23 @@ export function registerSnapshots(program: Command): void {
             `ok: ${file} is snapshot ${result.header.snapshot_id} (seq ${result.header.seq}, slots ` +
             `${formatSlotRanges(result.header.slots)}), ${result.keyCount} keys, ${formatBytes(result.bytes)}, sha256 ${result.sha256}` +
             (sidecar?.sha256 ? ' (matches its .json)' : ''),
+        );
+      }),
+    );
+
+  program
+    .command('unpack <file>')
+    .description('write the files of a checkpoint artifact into a RocksDB database directory')
+    .requiredOption('--out <dir>', 'directory to create (must not hold the files yet)')
+    .action(
+      action(async (file: string, options: { out: string }, command: Command) => {
+        const result = await unpackArtifactFile(file, options.out);
+        emit(
+          globals(command),
+          { ok: true, ...result, dir: options.out },
+          () =>
+            `unpacked checkpoint ${result.header.snapshot_id} (seq ${result.header.seq}, ${result.files.length} files, ` +
+            `${formatBytes(result.bytes)}) into ${options.out}`,
         );
       }),
     );

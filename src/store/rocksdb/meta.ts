@@ -145,6 +145,14 @@ export class SlotCounters {
     this.bytes[slot] = count.bytes;
   }
 
+  /** Takes over every counter of `other` (after the whole database was replaced). */
+  adopt(other: SlotCounters): void {
+    this.keys.set(other.keys);
+    this.bytes.set(other.bytes);
+    this.totalKeys = other.totalKeys;
+    this.totalBytes = other.totalBytes;
+  }
+
   /** Sets every slot of `ranges` to its count in `counts` (absent = empty). */
   replaceRanges(ranges: readonly SlotRange[], counts: ReadonlyMap<number, SlotCount>): void {
     const empty = { keys: 0, bytes: 0 };

@@ -6,6 +6,7 @@ import {
   type Mutation,
   type SlotRange,
   ShardsnapError,
+  dataLoss,
   decodeValue,
   formatSlotRanges,
   invalidArgument,
@@ -13,7 +14,16 @@ import {
   normalizeSlotRanges,
   slotOf,
 } from '../../core';
-import type { InstallTarget, StagedInstall, Store, StoreStats, StoreView } from '../store';
+import type {
+  ImageFile,
+  ImageInstallTarget,
+  InstallTarget,
+  StagedImage,
+  StagedInstall,
+  StoreStats,
+  StoreView,
+} from '../store';
+import { RocksDbStagedImage, syncDir } from './image-install';
 import { storeClosed, storeError, withContext } from './errors';
 import { dataKey, describeKey } from './keys';
 import { SlotCounters, checkFormat, countKeysAt, readSeq, seqPut, slotCountOp } from './meta';
@@ -37,7 +47,7 @@ import { SerialQueue } from './write-queue';
  * at a time through a queue, so read-modify-write never interleaves; reads and views
  * are not queued and see each batch or install entirely or not at all.
  */
-export class RocksDbStore implements Store {
+export class RocksDbStore implements ImageInstallTarget {
   readonly backend = 'rocksdb';
   private readonly queue = new SerialQueue();
   private readonly views = new Set<RocksDbView>();
@@ -47,7 +57,7 @@ export class RocksDbStore implements Store {
   private closing: Promise<void> | undefined;
 
   private constructor(
-    private readonly db: Db,
+    private db: Db,
     readonly dataDir: string,
     private seq: number,
     private readonly counters: SlotCounters,
@@ -64,6 +74,9 @@ export class RocksDbStore implements Store {
     const resolved = resolveOptions(options);
     const dbDir = path.join(dataDir, 'db');
     try {
+      await recoverSwap(dbDir);
+      // Checkpoints are taken for one build each; a crashed process leaves them behind.
+      await fs.rm(checkpointsRoot(dataDir), { recursive: true, force: true });
       await fs.mkdir(dbDir, { recursive: true });
       await fs.access(dbDir, fs.constants.W_OK);
     } catch (error) {
@@ -215,6 +228,78 @@ export class RocksDbStore implements Store {
     );
   }
 
+  /**
+   * A checkpoint of the whole store in `dir` (hard links to the live SST files plus a
+   * copy of the WAL; no walk of the data). Taken in the write queue, so its seq and key
+   * count are exact; writes wait only for the links to be made.
+   */
+  createCheckpoint(dir: string): Promise<{ seq: number; keyCount: number }> {
+    this.assertOpen('checkpoint');
+    return this.queue.run(() =>
+      withContext({ op: 'checkpoint', path: dir }, async () => {
+        await fs.mkdir(path.dirname(dir), { recursive: true });
+        await this.db.createCheckpoint(dir, Number.MAX_SAFE_INTEGER);
+        return { seq: this.seq, keyCount: this.counters.keyCount };
+      }),
+    );
+  }
+
+  async beginImageInstall(image: {
+    seq: number;
+    files: readonly ImageFile[];
+  }): Promise<StagedImage> {
+    this.assertOpen('beginImageInstall');
+    return RocksDbStagedImage.create(stagingRoot(this.dataDir), image.files, (dir) =>
+      this.swapDatabase(dir, image.seq),
+    );
+  }
+
+  /**
+   * Replaces the database with the one in `stagedDir`, which is checked first (format,
+   * seq). The old directory is renamed aside before the new one takes its place, and
+   * `recoverSwap` finishes or rolls back a swap cut short by a crash: after a restart the
+   * store holds the old data or the new, never a mix. Open views are closed.
+   */
+  private swapDatabase(
+    stagedDir: string,
+    expectedSeq: number,
+  ): Promise<{ seq: number; keysInstalled: number }> {
+    return this.queue.run(() =>
+      withContext({ op: 'install.image', path: stagedDir }, async () => {
+        const staged = await openDb(stagedDir, {
+          ...openOptions(this.options),
+          createIfMissing: false,
+        });
+        try {
+          await checkFormat(staged, stagedDir);
+          const seq = await readSeq(staged);
+          if (seq !== expectedSeq) {
+            throw dataLoss(`checkpoint holds seq ${seq}, but its artifact says ${expectedSeq}`);
+          }
+        } finally {
+          await staged.close();
+        }
+        this.assertOpen('install.image');
+        for (const view of [...this.views]) view.close();
+        const dbDir = path.join(this.dataDir, 'db');
+        await this.db.close();
+        await fs.rm(`${dbDir}.old`, { recursive: true, force: true });
+        await fs.rename(dbDir, `${dbDir}.old`);
+        await fs.rename(stagedDir, dbDir);
+        await syncDir(this.dataDir);
+        this.db = await openDb(dbDir, openOptions(this.options));
+        await fs.rm(`${dbDir}.old`, { recursive: true, force: true });
+        const [newSeq, counters] = await Promise.all([
+          readSeq(this.db),
+          SlotCounters.load(this.db),
+        ]);
+        this.seq = newSeq;
+        this.counters.adopt(counters);
+        return { seq: newSeq, keysInstalled: counters.keyCount };
+      }),
+    );
+  }
+
   close(): Promise<void> {
     this.closing ??= this.shutdown();
     return this.closing;
@@ -239,4 +324,24 @@ export class RocksDbStore implements Store {
 
 export function stagingRoot(dataDir: string): string {
   return path.join(dataDir, 'staging');
+}
+
+export function checkpointsRoot(dataDir: string): string {
+  return path.join(dataDir, 'checkpoints');
+}
+
+/**
+ * Finishes what an interrupted database swap left: `db.old` beside a complete `db` means
+ * the swap happened (drop the old one); `db.old` without `db` means it did not (put the
+ * old one back).
+ */
+export async function recoverSwap(dbDir: string): Promise<void> {
+  const exists = (p: string): Promise<boolean> =>
+    fs.access(p).then(
+      () => true,
+      () => false,
+    );
+  if (!(await exists(`${dbDir}.old`))) return;
+  if (await exists(dbDir)) await fs.rm(`${dbDir}.old`, { recursive: true, force: true });
+  else await fs.rename(`${dbDir}.old`, dbDir);
 }
