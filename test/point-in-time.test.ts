@@ -141,7 +141,7 @@ async function raceSnapshot(
   t: ExecutionContext,
   node: TestNode,
   nextMutation: () => Mutation,
-  options: { before?: number; concurrency?: number } = {},
+  options: { before?: number; concurrency?: number; strategy?: string } = {},
 ) {
   const before = options.before ?? 40;
   const writes: Raced[] = [];
@@ -163,7 +163,9 @@ async function raceSnapshot(
   };
   const writers = Array.from({ length: options.concurrency ?? 8 }, () => writer(node.client));
   await beforeReached;
-  const created = await node.client.createSnapshot();
+  const created = await node.client.createSnapshot(
+    options.strategy ? { strategy: options.strategy } : {},
+  );
   current.snapshotId = created.id;
   const info = await node.client.waitReady(created.id, undefined, 5).finally(() => {
     stop = true;
@@ -220,158 +222,170 @@ function checkRaced(
   );
 }
 
-test('overwrites, deletes and new keys racing a build: the artifact is exactly the store at its seq', async (t) => {
-  const node = await nodeFor(t);
-  const total = 20_000;
-  await loadSynthetic(node.client, { keys: total, valueSize: 200, types: 'string', seed: 31 });
-  const random = prng(1);
-  const pool = Array.from({ length: 600 }, () => keyName(Math.floor(random() * total)));
-  const fresh = Array.from({ length: 200 }, (_, i) => b(`fresh:${i}`));
-  const originals = await originalsOf(node.client, [...pool, ...fresh]);
-  let n = 0;
-  const next = (): Mutation => {
-    const r = random();
-    n++;
-    if (r < 0.6) {
-      const key = pool[Math.floor(random() * pool.length)]!;
-      return { op: 'set', key, value: b(`overwrite #${n}`), expireAtMs: 0 };
-    }
-    if (r < 0.8) return { op: 'del', key: pool[Math.floor(random() * pool.length)]! };
-    return {
-      op: 'set',
-      key: fresh[Math.floor(random() * fresh.length)]!,
-      value: b(`fresh #${n}`),
-      expireAtMs: 0,
+// RocksDB's full snapshots are checkpoints (files); its records come from the bounded
+// iterator over a pinned snapshot, which these tests race.
+for (const [backend, recordsStrategy] of [
+  ['memory', 'memory-scan'],
+  ['rocksdb', 'rocksdb-iterator'],
+] as const) {
+  test(`overwrites, deletes and new keys racing a build: the artifact is exactly the store at its seq (${backend})`, async (t) => {
+    const node = await nodeFor(t, { backend });
+    const total = 20_000;
+    await loadSynthetic(node.client, { keys: total, valueSize: 200, types: 'string', seed: 31 });
+    const random = prng(1);
+    const pool = Array.from({ length: 600 }, () => keyName(Math.floor(random() * total)));
+    const fresh = Array.from({ length: 200 }, (_, i) => b(`fresh:${i}`));
+    const originals = await originalsOf(node.client, [...pool, ...fresh]);
+    let n = 0;
+    const next = (): Mutation => {
+      const r = random();
+      n++;
+      if (r < 0.6) {
+        const key = pool[Math.floor(random() * pool.length)]!;
+        return { op: 'set', key, value: b(`overwrite #${n}`), expireAtMs: 0 };
+      }
+      if (r < 0.8) return { op: 'del', key: pool[Math.floor(random() * pool.length)]! };
+      return {
+        op: 'set',
+        key: fresh[Math.floor(random() * fresh.length)]!,
+        value: b(`fresh #${n}`),
+        expireAtMs: 0,
+      };
     };
-  };
-  const { info, writes } = await raceSnapshot(t, node, next);
-  const snapSeq = Number(info.seq);
-  const after = writes.filter((w) => w.seq > snapSeq);
-  t.true(writes.filter((w) => w.seq <= snapSeq).length >= 40, 'writes before the snapshot point');
-  t.true(
-    after.some((w) => w.duringBuild),
-    `writes landed while the build ran (${after.length} after its seq)`,
-  );
+    const { info, writes } = await raceSnapshot(t, node, next, { strategy: recordsStrategy });
+    const snapSeq = Number(info.seq);
+    const after = writes.filter((w) => w.seq > snapSeq);
+    t.true(writes.filter((w) => w.seq <= snapSeq).length >= 40, 'writes before the snapshot point');
+    t.true(
+      after.some((w) => w.duringBuild),
+      `writes landed while the build ran (${after.length} after its seq)`,
+    );
 
-  const artifact = decodeArtifact(await fetchArtifact(node, info.id));
-  t.is(artifact.header.seq, snapSeq);
-  t.is(artifact.keyCount, Number(info.keyCount));
-  const expected = expectedAt(originals, writes, snapSeq);
-  checkRaced(t, artifact, expected);
+    const artifact = decodeArtifact(await fetchArtifact(node, info.id));
+    t.is(artifact.header.seq, snapSeq);
+    t.is(artifact.keyCount, Number(info.keyCount));
+    const expected = expectedAt(originals, writes, snapSeq);
+    checkRaced(t, artifact, expected);
 
-  // Every other key is there, untouched, and nothing else is.
-  const racedPresent = [...expected.values()].filter((m) => m.found).length;
-  const untouched = new Set(Array.from({ length: total }, (_, i) => keyName(i).toString('latin1')));
-  for (const k of expected.keys()) untouched.delete(k);
-  t.is(artifact.keyCount, untouched.size + racedPresent);
-  let missing = 0;
-  for (const k of untouched) if (!artifact.byKey.has(k)) missing++;
-  t.is(missing, 0);
-});
-
-test('in-place collection changes and expiries racing a build are not seen by the snapshot', async (t) => {
-  const node = await nodeFor(t);
-  const total = 20_000;
-  await loadSynthetic(node.client, {
-    keys: total,
-    valueSize: 160,
-    types: 'mixed',
-    seed: 32,
-    nowMs: 1_900_000_000_000,
+    // Every other key is there, untouched, and nothing else is.
+    const racedPresent = [...expected.values()].filter((m) => m.found).length;
+    const untouched = new Set(
+      Array.from({ length: total }, (_, i) => keyName(i).toString('latin1')),
+    );
+    for (const k of expected.keys()) untouched.delete(k);
+    t.is(artifact.keyCount, untouched.size + racedPresent);
+    let missing = 0;
+    for (const k of untouched) if (!artifact.byKey.has(k)) missing++;
+    t.is(missing, 0);
   });
-  const random = prng(2);
-  // Keys by synthetic type: i % 5 = 0 string, 1 list, 2 hash, 3 set, 4 zset.
-  const ofType = (type: number): Buffer[] =>
-    Array.from({ length: 300 }, () => keyName(Math.floor(random() * (total / 5)) * 5 + type));
-  const lists = ofType(1);
-  const hashes = ofType(2);
-  const sets = ofType(3);
-  const zsets = ofType(4);
-  const any = [...ofType(0), ...lists, ...hashes, ...sets, ...zsets];
-  const originals = await originalsOf(
-    node.client,
-    [...new Set(any.map((k) => k.toString('latin1')))].map((s) => Buffer.from(s, 'latin1')),
-  );
-  const pick = (keys: Buffer[]): Buffer => keys[Math.floor(random() * keys.length)]!;
-  let n = 0;
-  const next = (): Mutation => {
-    n++;
-    const tag = b(`w${n}`);
-    switch (Math.floor(random() * 6)) {
-      case 0:
-        return { op: 'rpush', key: pick(lists), values: [tag] };
-      case 1:
-        return { op: 'hset', key: pick(hashes), fields: [{ field: b('f0'), value: tag }] };
-      case 2:
-        return { op: 'sadd', key: pick(sets), members: [tag] };
-      case 3:
-        return { op: 'zadd', key: pick(zsets), members: [{ member: tag, score: n }] };
-      case 4:
-        return { op: 'lpush', key: pick(lists), values: [tag] };
-      default:
-        return { op: 'expire', key: pick(any), expireAtMs: 2_000_000_000_000 + n };
-    }
-  };
-  const { info, writes } = await raceSnapshot(t, node, next);
-  const snapSeq = Number(info.seq);
-  t.true(
-    writes.some((w) => w.seq > snapSeq && w.duringBuild),
-    'writes landed while the build ran',
-  );
 
-  const artifact = decodeArtifact(await fetchArtifact(node, info.id));
-  t.is(artifact.header.seq, snapSeq);
-  t.is(artifact.keyCount, total);
-  checkRaced(t, artifact, expectedAt(originals, writes, snapSeq), (key) => ({
-    snapSeq,
-    writes: writes
-      .filter((w) => w.mutation.key.toString('latin1') === key)
-      .map((w) => [w.mutation.op, w.seq, w.duringBuild]),
-  }));
-});
+  test(`in-place collection changes and expiries racing a build are not seen by the snapshot (${backend})`, async (t) => {
+    const node = await nodeFor(t, { backend });
+    const total = 20_000;
+    await loadSynthetic(node.client, {
+      keys: total,
+      valueSize: 160,
+      types: 'mixed',
+      seed: 32,
+      nowMs: 1_900_000_000_000,
+    });
+    const random = prng(2);
+    // Keys by synthetic type: i % 5 = 0 string, 1 list, 2 hash, 3 set, 4 zset.
+    const ofType = (type: number): Buffer[] =>
+      Array.from({ length: 300 }, () => keyName(Math.floor(random() * (total / 5)) * 5 + type));
+    const lists = ofType(1);
+    const hashes = ofType(2);
+    const sets = ofType(3);
+    const zsets = ofType(4);
+    const any = [...ofType(0), ...lists, ...hashes, ...sets, ...zsets];
+    const originals = await originalsOf(
+      node.client,
+      [...new Set(any.map((k) => k.toString('latin1')))].map((s) => Buffer.from(s, 'latin1')),
+    );
+    const pick = (keys: Buffer[]): Buffer => keys[Math.floor(random() * keys.length)]!;
+    let n = 0;
+    const next = (): Mutation => {
+      n++;
+      const tag = b(`w${n}`);
+      switch (Math.floor(random() * 6)) {
+        case 0:
+          return { op: 'rpush', key: pick(lists), values: [tag] };
+        case 1:
+          return { op: 'hset', key: pick(hashes), fields: [{ field: b('f0'), value: tag }] };
+        case 2:
+          return { op: 'sadd', key: pick(sets), members: [tag] };
+        case 3:
+          return { op: 'zadd', key: pick(zsets), members: [{ member: tag, score: n }] };
+        case 4:
+          return { op: 'lpush', key: pick(lists), values: [tag] };
+        default:
+          return { op: 'expire', key: pick(any), expireAtMs: 2_000_000_000_000 + n };
+      }
+    };
+    const { info, writes } = await raceSnapshot(t, node, next, { strategy: recordsStrategy });
+    const snapSeq = Number(info.seq);
+    t.true(
+      writes.some((w) => w.seq > snapSeq && w.duringBuild),
+      'writes landed while the build ran',
+    );
 
-test('a slot-range snapshot holds exactly the keys of its slots', async (t) => {
-  const node = await nodeFor(t);
-  const total = 4000;
-  await loadSynthetic(node.client, { keys: total, valueSize: 60, types: 'mixed', seed: 33 });
-  const ranges: SlotRange[] = [
-    { start: 0, end: 2999 },
-    { start: 9000, end: 9000 },
-    { start: 12000, end: 16383 },
-  ];
-  const inRanges = (slot: number): boolean => ranges.some((r) => slot >= r.start && slot <= r.end);
-  const keys = Array.from({ length: total }, (_, i) => keyName(i));
-  // A key in the single slot 9000, found by search so that range is not empty.
-  let extra = 0;
-  while (slotOf(b(`x${extra}`)) !== 9000) extra++;
-  await node.client.write([
-    { op: 'set', key: b(`x${extra}`), value: b('in slot 9000'), expireAtMs: 0 },
-  ]);
-  keys.push(b(`x${extra}`));
-  const wanted = new Set(keys.filter((k) => inRanges(slotOf(k))).map((k) => k.toString('latin1')));
+    const artifact = decodeArtifact(await fetchArtifact(node, info.id));
+    t.is(artifact.header.seq, snapSeq);
+    t.is(artifact.keyCount, total);
+    checkRaced(t, artifact, expectedAt(originals, writes, snapSeq), (key) => ({
+      snapSeq,
+      writes: writes
+        .filter((w) => w.mutation.key.toString('latin1') === key)
+        .map((w) => [w.mutation.op, w.seq, w.duringBuild]),
+    }));
+  });
 
-  const created = await node.client.createSnapshot({ slots: ranges });
-  const info = await node.client.waitReady(created.id);
-  t.deepEqual(info.slots, ranges);
-  const artifact = decodeArtifact(await fetchArtifact(node, info.id));
-  t.deepEqual(artifact.header.slots, ranges);
-  t.false(artifact.header.full);
-  t.is(artifact.keyCount, wanted.size);
-  t.is(Number(info.keyCount), wanted.size);
-  const outside = artifact.records.filter((r) => !inRanges(slotOf(r.key)));
-  t.is(outside.length, 0, 'no key outside the ranges');
-  t.deepEqual([...artifact.byKey.keys()].sort(), [...wanted].sort(), 'every key of the ranges');
-  t.true(artifact.byKey.has(`x${extra}`));
-  // And the content matches what the node serves.
-  const sample = keys.filter((k) => wanted.has(k.toString('latin1'))).slice(0, 200);
-  const values = await node.client.read(sample);
-  t.deepEqual(
-    sample.map((k) => comparableEntry(artifact.byKey.get(k.toString('latin1')))),
-    values.map((v) => comparable(v)),
-  );
-  // The digest of those ranges counts the same keys.
-  t.is(Number((await node.client.digest(ranges)).keyCount), wanted.size);
-});
+  test(`a slot-range snapshot holds exactly the keys of its slots (${backend})`, async (t) => {
+    const node = await nodeFor(t, { backend });
+    const total = 4000;
+    await loadSynthetic(node.client, { keys: total, valueSize: 60, types: 'mixed', seed: 33 });
+    const ranges: SlotRange[] = [
+      { start: 0, end: 2999 },
+      { start: 9000, end: 9000 },
+      { start: 12000, end: 16383 },
+    ];
+    const inRanges = (slot: number): boolean =>
+      ranges.some((r) => slot >= r.start && slot <= r.end);
+    const keys = Array.from({ length: total }, (_, i) => keyName(i));
+    // A key in the single slot 9000, found by search so that range is not empty.
+    let extra = 0;
+    while (slotOf(b(`x${extra}`)) !== 9000) extra++;
+    await node.client.write([
+      { op: 'set', key: b(`x${extra}`), value: b('in slot 9000'), expireAtMs: 0 },
+    ]);
+    keys.push(b(`x${extra}`));
+    const wanted = new Set(
+      keys.filter((k) => inRanges(slotOf(k))).map((k) => k.toString('latin1')),
+    );
+
+    const created = await node.client.createSnapshot({ slots: ranges });
+    const info = await node.client.waitReady(created.id);
+    t.deepEqual(info.slots, ranges);
+    const artifact = decodeArtifact(await fetchArtifact(node, info.id));
+    t.deepEqual(artifact.header.slots, ranges);
+    t.false(artifact.header.full);
+    t.is(artifact.keyCount, wanted.size);
+    t.is(Number(info.keyCount), wanted.size);
+    const outside = artifact.records.filter((r) => !inRanges(slotOf(r.key)));
+    t.is(outside.length, 0, 'no key outside the ranges');
+    t.deepEqual([...artifact.byKey.keys()].sort(), [...wanted].sort(), 'every key of the ranges');
+    t.true(artifact.byKey.has(`x${extra}`));
+    // And the content matches what the node serves.
+    const sample = keys.filter((k) => wanted.has(k.toString('latin1'))).slice(0, 200);
+    const values = await node.client.read(sample);
+    t.deepEqual(
+      sample.map((k) => comparableEntry(artifact.byKey.get(k.toString('latin1')))),
+      values.map((v) => comparable(v)),
+    );
+    // The digest of those ranges counts the same keys.
+    t.is(Number((await node.client.digest(ranges)).keyCount), wanted.size);
+  });
+}
 
 /**
  * A deterministic form of the race above: the build's writer is held (a slow disk) while
