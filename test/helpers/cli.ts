@@ -56,8 +56,9 @@ export interface ServedNode {
 export async function serve(
   t: ExecutionContext,
   extra: readonly string[] = [],
+  existingDataDir?: string,
 ): Promise<ServedNode> {
-  const dataDir = await tempDirFor(t, 'shardsnap-cli-');
+  const dataDir = existingDataDir ?? (await tempDirFor(t, 'shardsnap-cli-'));
   const child = spawn(
     process.execPath,
     [
