@@ -125,11 +125,8 @@ asNobody(
     await chmod(dataDir, 0o755);
     const child = spawn(
       SETPRIV,
-      ...NOBODY,
       [
-        '-u',
-        'nobody',
-        '--',
+        ...NOBODY,
         process.execPath,
         BIN,
         'serve',
