@@ -2,6 +2,8 @@ import { open } from 'node:fs/promises';
 import { ErrorCodes, ShardsnapError, invalidArgument, notFound, throwIfAborted } from '../core';
 import type { SnapshotEntry } from './snapshot-entry';
 
+const READ_AHEAD = 4;
+
 export interface ArtifactPiece {
   offset: number;
   data: Buffer;
@@ -40,34 +42,52 @@ export async function* readArtifact(
   await entry.waitForBytes(Math.min(position, chunkSize - 1), signal);
   check();
   const file = await open(entry.artifactPath, 'r');
+  // Reads run ahead of the consumer (up to READ_AHEAD pieces), so the disk works while
+  // the previous piece is encoded and sent.
+  const ahead: Array<{ offset: number; last: boolean; data: Promise<Buffer> }> = [];
+  let next = position;
+  const readPiece = async (at: number, length: number): Promise<Buffer> => {
+    const data = Buffer.allocUnsafe(length);
+    let read = 0;
+    while (read < length) {
+      const { bytesRead } = await file.read(data, read, length - read, at + read);
+      if (bytesRead === 0) {
+        throw new ShardsnapError(
+          ErrorCodes.dataLoss,
+          `artifact of snapshot ${entry.meta.id} is shorter than its manifest [offset=${at + read}]`,
+        );
+      }
+      read += bytesRead;
+    }
+    return data;
+  };
   try {
+    if (entry.meta.state === 'READY' && position === entry.meta.sizeBytes) {
+      yield { offset: position, data: Buffer.alloc(0), last: true };
+      return;
+    }
     for (;;) {
       check();
-      const ready = entry.meta.state === 'READY';
-      const available = entry.meta.bytesWritten - position;
-      if (!ready && available < chunkSize) {
-        await entry.waitForBytes(position + chunkSize - 1, signal);
+      for (;;) {
+        const ready = entry.meta.state === 'READY';
+        const available = entry.meta.bytesWritten - next;
+        if (ahead.length >= READ_AHEAD || (ready ? available <= 0 : available < chunkSize)) break;
+        const length = Math.min(chunkSize, available);
+        const data = readPiece(next, length);
+        data.catch(() => undefined);
+        ahead.push({ offset: next, last: ready && next + length === entry.meta.sizeBytes, data });
+        next += length;
+      }
+      const piece = ahead.shift();
+      if (!piece) {
+        await entry.waitForBytes(next + chunkSize - 1, signal);
         continue;
       }
-      const length = Math.min(chunkSize, available);
-      const data = Buffer.allocUnsafe(length);
-      let read = 0;
-      while (read < length) {
-        const { bytesRead } = await file.read(data, read, length - read, position + read);
-        if (bytesRead === 0) {
-          throw new ShardsnapError(
-            ErrorCodes.dataLoss,
-            `artifact of snapshot ${entry.meta.id} is shorter than its manifest [offset=${position + read}]`,
-          );
-        }
-        read += bytesRead;
-      }
-      const last = ready && position + length === entry.meta.sizeBytes;
-      yield { offset: position, data, last };
-      position += length;
-      if (last) return;
+      yield { offset: piece.offset, data: await piece.data, last: piece.last };
+      if (piece.last) return;
     }
   } finally {
+    await Promise.allSettled(ahead.map((p) => p.data));
     await file.close();
   }
 }

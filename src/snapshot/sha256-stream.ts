@@ -26,7 +26,10 @@ parentPort.on('message', (m) => {
   let h = hashes.get(m.id);
   if (!h) { h = createHash('sha256'); hashes.set(m.id, h); }
   if (m.drop) { hashes.delete(m.id); return; }
-  if (m.data) h.update(new Uint8Array(m.data));
+  if (m.data) {
+    h.update(new Uint8Array(m.data, 0, m.length));
+    parentPort.postMessage({ recycle: m.data }, [m.data]);
+  }
   if (m.peek) parentPort.postMessage({ id: m.id, hex: h.copy().digest('hex'), peek: true });
   if (m.digest) {
     hashes.delete(m.id);
@@ -43,6 +46,7 @@ class HashThread {
   private nextId = 1;
   private readonly waiting = new Map<number, Settle>();
   private open = 0;
+  private readonly free: ArrayBuffer[] = [];
 
   begin(): number {
     const worker = this.ensure();
@@ -50,8 +54,17 @@ class HashThread {
     return this.nextId++;
   }
 
-  send(id: number, data: ArrayBuffer): void {
-    this.ensure().postMessage({ id, data }, [data]);
+  /**
+   * Copies `piece` into a transferable buffer and hands it over. Buffers come back from
+   * the thread once hashed and are reused, so a long stream allocates (and faults in) no
+   * fresh memory per piece.
+   */
+  send(id: number, piece: Buffer): void {
+    let data = this.free.pop();
+    if (!data || data.byteLength < piece.length)
+      data = new ArrayBuffer(Math.max(piece.length, POOLED_BYTES));
+    new Uint8Array(data).set(piece);
+    this.ensure().postMessage({ id, data, length: piece.length }, [data]);
   }
 
   finish(id: number, peek = false): Promise<string> {
@@ -69,11 +82,18 @@ class HashThread {
   private ensure(): Worker {
     if (this.worker) return this.worker;
     const worker = new Worker(WORKER_SOURCE, { eval: true });
-    worker.on('message', (m: { id: number; hex: string; peek?: boolean }) => {
-      this.waiting.get(m.id)?.resolve(m.hex);
-      this.waiting.delete(m.id);
-      if (!m.peek && --this.open === 0) worker.unref();
-    });
+    worker.on(
+      'message',
+      (m: { id: number; hex: string; peek?: boolean; recycle?: ArrayBuffer }) => {
+        if (m.recycle) {
+          if (this.free.length < MAX_POOLED) this.free.push(m.recycle);
+          return;
+        }
+        this.waiting.get(m.id)?.resolve(m.hex);
+        this.waiting.delete(m.id);
+        if (!m.peek && --this.open === 0) worker.unref();
+      },
+    );
     const fail = (error: Error): void => {
       this.worker = undefined;
       this.open = 0;
@@ -87,6 +107,8 @@ class HashThread {
   }
 }
 
+const POOLED_BYTES = 1 << 20;
+const MAX_POOLED = 16;
 const thread = new HashThread();
 const BACKGROUND_AFTER_BYTES = 4 << 20;
 
@@ -112,10 +134,7 @@ class AdaptiveSha256 implements Sha256Stream {
   }
 
   private post(piece: Buffer): void {
-    // An unpooled, unzeroed buffer owns its whole ArrayBuffer, so it can be transferred.
-    const copy = Buffer.allocUnsafeSlow(piece.length);
-    piece.copy(copy);
-    thread.send(this.id, copy.buffer);
+    thread.send(this.id, piece);
   }
 
   private localHash(): ReturnType<typeof createHash> {

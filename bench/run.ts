@@ -1,0 +1,262 @@
+/**
+ * shardsnap benchmark harness (`make bench`). See docs/BENCHMARKS.md.
+ *
+ * Starts a memory node as a separate process, loads BENCH_KEYS string keys of
+ * BENCH_VALUE_SIZE random bytes, and measures six things against their baselines:
+ * fetch throughput, create + fetch vs Redis, slot-range build time, server RSS during a
+ * build, write latency during a build, and install by pull. Prints a table on stdout and
+ * writes bench/out/results-<date>.json. Everything it starts is stopped by pid and every
+ * temp dir removed, on success, failure or Ctrl-C.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { ShardsnapClient } from '../src/client/client';
+import { loadSynthetic } from '../src/client/load';
+import { cleanupAll, installCleanupHandlers, isStopping, trackDir } from './cleanup';
+import { type BenchConfig, readConfig } from './config';
+import {
+  type Context,
+  artifactSize,
+  measureCreateFetch,
+  measureFetch,
+  measurePull,
+  measureSlotRange,
+  measureWritesDuringBuild,
+  rssRow,
+} from './measure';
+import { type NodeProcess, readRss, shebangFlags, startNodeProcess } from './node-process';
+import { type Row, renderTable, skippedRow, writeResults } from './report';
+import { findRedis } from './redis-baseline';
+import { type SampledBuild, sampledBuild } from './snapshot-builds';
+import { REPO_ROOT, formatBytes, formatCount, formatMs, log, withTimeout } from './util';
+
+const ROW_NAMES: Record<number, [string, string]> = {
+  1: ['fetch READY full snapshot → verified file', 'ratio ≥ 0.35'],
+  2: ['create + fetch full snapshot (end to end)', 'ratio ≤ 0.5'],
+  3: ['build slots 0-2047 (1/8) until READY', 'ratio ≤ 0.2'],
+  4: ['server peak RSS during a full build', 'ratio ≤ 1.25'],
+  5: ['single-key write latency during full build', 'p99 ≤ 20 ms'],
+  6: ['install by pull into a second node', '≥ 500,000 keys/s'],
+};
+
+function errorRow(n: number, error: unknown): Row {
+  const [name, target] = ROW_NAMES[n] ?? [`measurement ${n}`, '-'];
+  const message = error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error);
+  return skippedRow(n, name, target, `ERROR: ${message}`, 'ERROR');
+}
+
+function gitCommit(): string | undefined {
+  try {
+    return execFileSync('git', ['rev-parse', 'HEAD'], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function machine(): Record<string, unknown> {
+  const cpu = cpus();
+  return {
+    cpus: cpu.length,
+    cpuModel: cpu[0]?.model,
+    memoryBytes: totalmem(),
+    loadavg: loadavg(),
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+  };
+}
+
+/** One measurement; a failure becomes an ERROR row and the others still run. */
+async function attempt(
+  n: number,
+  rows: Row[],
+  errors: string[],
+  body: () => Promise<Row>,
+): Promise<void> {
+  if (isStopping()) return;
+  log(`measurement ${n}: ${ROW_NAMES[n]?.[0] ?? ''}`);
+  const load = loadavg()[0];
+  const started = performance.now();
+  try {
+    const row = await body();
+    // The machine is shared: keep how busy it was next to each figure.
+    row.details = { ...row.details, loadavg1mAtStart: load, wallMs: performance.now() - started };
+    rows.push(row);
+  } catch (error) {
+    if (isStopping()) return;
+    log(`measurement ${n} failed: ${error instanceof Error ? error.stack : String(error)}`);
+    errors.push(`${n}: ${error instanceof Error ? error.message : String(error)}`);
+    rows.push(errorRow(n, error));
+  }
+}
+
+async function setup(
+  config: BenchConfig,
+  tmp: string,
+): Promise<{
+  nodeA: NodeProcess;
+  a: ShardsnapClient;
+  load: Record<string, unknown>;
+  fullBuilds: SampledBuild[];
+}> {
+  const nodeA = await startNodeProcess({ name: 'bench-a', dataDir: join(tmp, 'node-a') });
+  log(
+    `node A (memory, pid ${nodeA.pid}, flags ${shebangFlags().join(' ') || 'none'}) on ${nodeA.address}`,
+  );
+  const a = new ShardsnapClient(nodeA.address);
+  await a.stats();
+  const rssEmpty = readRss(nodeA.pid);
+  let nextLog = 0;
+  const loaded = await withTimeout(
+    loadSynthetic(a, {
+      keys: config.keys,
+      valueSize: config.valueSize,
+      types: 'string',
+      seed: config.seed,
+      concurrency: 4,
+      onProgress: (done) => {
+        if (done >= nextLog) {
+          log(`  loaded ${formatCount(done)} / ${formatCount(config.keys)} keys`);
+          nextLog += Math.max(1, Math.ceil(config.keys / 5));
+        }
+      },
+    }),
+    config.stepTimeoutMs,
+    'loading the dataset',
+  );
+  const stats = await a.stats();
+  if (Number(stats.keyCount) !== config.keys)
+    throw new Error(`node A holds ${stats.keyCount} keys after loading ${config.keys}`);
+  const rssLoaded = readRss(nodeA.pid);
+  log(
+    `loaded ${formatCount(loaded.keys)} keys (${formatBytes(loaded.bytes)}) in ${formatMs(loaded.elapsedMs)}: ` +
+      `${formatCount(loaded.keys / (loaded.elapsedMs / 1000))} keys/s; node RSS ${formatBytes(rssEmpty)} → ${formatBytes(rssLoaded)}`,
+  );
+  const fullBuilds: SampledBuild[] = [];
+  for (let run = 0; run < config.runs; run++) {
+    const build = await sampledBuild(a, nodeA.pid, [], { timeoutMs: config.stepTimeoutMs });
+    fullBuilds.push(build);
+    log(
+      `  full build run ${run + 1}: ${formatMs(build.ms)}, ${formatBytes(Number(build.info.sizeBytes))}, ` +
+        `RSS ${formatBytes(build.rss.beforeBytes)} → peak ${formatBytes(build.rss.peakBytes)}`,
+    );
+    // The first stays READY for measurements 1 and 6; the rest are removed.
+    if (run > 0) await a.deleteSnapshot(build.id);
+  }
+  return {
+    nodeA,
+    a,
+    fullBuilds,
+    load: {
+      keys: loaded.keys,
+      bytes: loaded.bytes,
+      ms: loaded.elapsedMs,
+      keysPerSec: loaded.keys / (loaded.elapsedMs / 1000),
+      rssEmptyBytes: rssEmpty,
+      rssLoadedBytes: rssLoaded,
+      dataBytes: Number(stats.dataBytes),
+    },
+  };
+}
+
+async function main(): Promise<number> {
+  installCleanupHandlers();
+  const date = new Date();
+  const config = readConfig();
+  const startedLoad = loadavg();
+  const command =
+    `BENCH_KEYS=${config.keys} BENCH_VALUE_SIZE=${config.valueSize} BENCH_RUNS=${config.runs} node ${process.execArgv.join(' ')} ${process.argv
+      .slice(1)
+      .map((p) => p.replace(`${REPO_ROOT}/`, ''))
+      .join(' ')}`.replace(/\s+/g, ' ');
+  log(`${command}`);
+  log(
+    `${formatCount(config.keys)} keys × ${config.valueSize} B values, ${config.runs} run(s) per measurement, step timeout ${formatMs(config.stepTimeoutMs)}`,
+  );
+  const rows: Row[] = [];
+  const errors: string[] = [];
+  const results: Record<string, unknown> = {
+    date: date.toISOString(),
+    command,
+    commit: gitCommit(),
+    config,
+    machine: machine(),
+  };
+  const tmp = trackDir(await mkdtemp(join(tmpdir(), 'shardsnap-bench-')));
+  let a: ShardsnapClient | undefined;
+  try {
+    let ctx: Context | undefined;
+    try {
+      const ready = await setup(config, tmp);
+      a = ready.a;
+      const full = ready.fullBuilds[0] as SampledBuild;
+      const artifactPath = join(ready.nodeA.dataDir, 'snapshots', full.id, 'artifact.bin');
+      const artifactBytes = await artifactSize(artifactPath);
+      if (artifactBytes !== Number(full.info.sizeBytes)) {
+        throw new Error(
+          `${artifactPath} has ${artifactBytes} bytes, the snapshot says ${full.info.sizeBytes}`,
+        );
+      }
+      results.dataset = { ...ready.load, artifactBytes, snapshotKeys: Number(full.info.keyCount) };
+      ctx = {
+        config,
+        tmp,
+        nodeA: ready.nodeA,
+        a: ready.a,
+        full,
+        artifactPath,
+        artifactBytes,
+        fullBuilds: ready.fullBuilds,
+      };
+    } catch (error) {
+      log(`setup failed: ${error instanceof Error ? error.stack : String(error)}`);
+      errors.push(`setup: ${error instanceof Error ? error.message : String(error)}`);
+      for (const n of [1, 2, 3, 4, 5, 6]) rows.push(errorRow(n, error));
+    }
+    if (ctx) {
+      const c = ctx;
+      await attempt(1, rows, errors, () => measureFetch(c));
+      await attempt(2, rows, errors, () => measureCreateFetch(c));
+      await attempt(3, rows, errors, () => measureSlotRange(c));
+      await attempt(4, rows, errors, () => Promise.resolve(rssRow(c)));
+      // Pull before the write-latency build: that one overwrites keys on node A.
+      await attempt(6, rows, errors, () => measurePull(c));
+      await attempt(5, rows, errors, async () => (await measureWritesDuringBuild(c)).row);
+      const stderr = c.nodeA.stderr.toString().trim();
+      if (stderr) results.nodeAStderrTail = stderr.slice(-4000);
+    }
+  } finally {
+    a?.close();
+    await cleanupAll();
+  }
+  // Interrupted: the signal handler exits once everything is stopped; no partial results.
+  if (isStopping()) return 130;
+  rows.sort((x, y) => x.n - y.n);
+  results.rows = rows;
+  results.errors = errors;
+  results.loadavgBeforeAfter = [startedLoad, loadavg()];
+  const redis = findRedis();
+  results.redis = 'missing' in redis ? redis.missing : redis.version;
+
+  process.stdout.write(
+    `\nshardsnap benchmark — ${date.toISOString()} — ${formatCount(config.keys)} keys × ${config.valueSize} B, median of ${config.runs} run(s)\n\n`,
+  );
+  process.stdout.write(`${renderTable(rows)}\n`);
+  const path = await writeResults(date, results);
+  process.stdout.write(`\nresults: ${path.replace(`${REPO_ROOT}/`, '')}\n`);
+  return errors.length > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  async (error: unknown) => {
+    process.stderr.write(`bench: ${error instanceof Error ? error.stack : String(error)}\n`);
+    await cleanupAll();
+    process.exit(1);
+  },
+);
