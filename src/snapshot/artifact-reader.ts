@@ -21,7 +21,7 @@ export async function* readArtifact(
   options: { offset: number; chunkSize: number; signal?: AbortSignal },
 ): AsyncGenerator<ArtifactPiece> {
   const { chunkSize, signal } = options;
-  let position = options.offset;
+  const position = options.offset;
   const check = (): void => {
     throwIfAborted(signal);
     if (entry.deleted) throw notFound(`snapshot ${entry.meta.id} was deleted`);
