@@ -38,7 +38,7 @@ test: build
 
 bench: build
 	@bash scripts/setup-system.sh $(BENCH_PACKAGES)
-	node --expose-gc dist/bench/run.js
+	node --expose-gc --max-semi-space-size=64 dist/bench/run.js
 
 lint: build
 	npx eslint .
