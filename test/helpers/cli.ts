@@ -13,7 +13,7 @@ export interface CliResult {
 }
 
 /** Runs `shardsnap ...args` to its end (bounded), never throwing on a non-zero exit. */
-export function cli(args: readonly string[], timeoutMs = 15_000): Promise<CliResult> {
+export function cli(args: readonly string[], timeoutMs = 60_000): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
@@ -92,7 +92,7 @@ export async function serve(
     let out = '';
     const timer = setTimeout(
       () => reject(new Error(`serve did not start in time: ${out} ${stderr}`)),
-      15_000,
+      60_000,
     );
     child.stdout.on('data', (data: Buffer) => {
       out += data.toString();
