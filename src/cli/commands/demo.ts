@@ -51,8 +51,16 @@ export function registerDemo(program: Command): void {
             nodeId: 'node-b',
             logger,
           });
+          const rocks = await ShardNode.start({
+            listen: '127.0.0.1:0',
+            backend: 'rocksdb',
+            dataDir: join(dir, 'node-c'),
+            nodeId: 'node-c',
+            logger,
+          });
           const a = new ShardsnapClient(source.address);
           const b = new ShardsnapClient(target.address);
+          const c = new ShardsnapClient(rocks.address);
           const steps: Step[] = [];
           const timed = async <T>(
             step: string,
@@ -66,7 +74,8 @@ export function registerDemo(program: Command): void {
           };
           try {
             say(
-              `node A (memory) on ${source.address}, node B (memory) on ${target.address}, data in ${dir}`,
+              `node A (memory) on ${source.address}, node B (memory) on ${target.address}, ` +
+                `node C (rocksdb) on ${rocks.address}, data in ${dir}`,
             );
             const loadBar = progressBar('load', !json, 'keys');
             const loaded = await timed(
@@ -131,10 +140,42 @@ export function registerDemo(program: Command): void {
             pullBar.stop();
             const rangeA = await a.digest(range);
             const rangeB = await b.digest(range);
+
+            // RocksDB: C pulls all of A (records → one ingested SST), then C's own full
+            // snapshot is a checkpoint, fetched to a file like any artifact.
+            const rocksBar = progressBar('pull', !json);
+            await timed(
+              'pull all A → C (rocksdb, SST ingest)',
+              async () => {
+                for await (const p of c.pull({ source: source.address })) {
+                  rocksBar.update(Number(p.bytesReceived), Number(p.totalBytes));
+                  if (p.done && p.result) return p.result;
+                }
+                throw new Error('pull ended without a result');
+              },
+              (r) => ({ keys: Number(r.keysInstalled), bytes: Number(r.bytes) }),
+            );
+            rocksBar.stop();
+            const checkpointOut = join(dir, 'checkpoint.snap');
+            const checkpointBar = progressBar('fetch', !json);
+            const checkpoint = await timed(
+              'checkpoint C → file',
+              () =>
+                c.fetchToFile({
+                  out: checkpointOut,
+                  onProgress: (r, t) => checkpointBar.update(r, t),
+                }),
+              (r) => ({ keys: Number(r.info.keyCount), bytes: r.bytes }),
+            );
+            checkpointBar.stop();
+            const allA = await a.digest();
+            const allC = await c.digest();
+            const rocksMatch = allA.digest === allC.digest;
+
             const fullMatch = fullA.digest === fullB.digest;
             const rangeMatch = rangeA.digest === rangeB.digest;
             const summary = {
-              ok: fullMatch && rangeMatch,
+              ok: fullMatch && rangeMatch && rocksMatch,
               keysLoaded: loaded.keys,
               snapshot: {
                 id: fetched.info.id,
@@ -148,6 +189,12 @@ export function registerDemo(program: Command): void {
               digests: {
                 full: { a: fullA.digest, b: fullB.digest, match: fullMatch },
                 range: { a: rangeA.digest, b: rangeB.digest, match: rangeMatch },
+                rocksdb: { a: allA.digest, c: allC.digest, match: rocksMatch },
+              },
+              checkpoint: {
+                id: checkpoint.info.id,
+                strategy: checkpoint.info.strategy,
+                bytes: checkpoint.bytes,
               },
               steps,
             };
@@ -167,13 +214,16 @@ export function registerDemo(program: Command): void {
               '',
               `full digest   A ${fullA.digest.slice(0, 16)}…  B ${fullB.digest.slice(0, 16)}…  ${fullMatch ? 'MATCH' : 'DIFFER'} (${fullA.keyCount} keys)`,
               `slots ${formatSlotRanges(range)}  A ${rangeA.digest.slice(0, 16)}…  B ${rangeB.digest.slice(0, 16)}…  ${rangeMatch ? 'MATCH' : 'DIFFER'} (${rangeA.keyCount} keys)`,
+              `rocksdb       A ${allA.digest.slice(0, 16)}…  C ${allC.digest.slice(0, 16)}…  ${rocksMatch ? 'MATCH' : 'DIFFER'} (${allC.keyCount} keys; checkpoint ${checkpoint.info.strategy}, ${formatBytes(checkpoint.bytes)})`,
             ]);
-            if (!fullMatch || !rangeMatch) process.exitCode = 1;
+            if (!fullMatch || !rangeMatch || !rocksMatch) process.exitCode = 1;
           } finally {
             a.close();
             b.close();
+            c.close();
             await source.stop(500);
             await target.stop(500);
+            await rocks.stop(500);
             if (!options.keep) await rm(dir, { recursive: true, force: true });
           }
         },
