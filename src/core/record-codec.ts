@@ -165,6 +165,38 @@ class Reader {
   }
 }
 
+/** The payload of a value of `type`, read at the reader's position. */
+function readPayload(r: Reader, type: Value['type']): Value {
+  switch (type) {
+    case 'string':
+      return { type, value: r.bytes() };
+    case 'list': {
+      const n = r.u32();
+      const items: Buffer[] = new Array<Buffer>(n);
+      for (let i = 0; i < n; i++) items[i] = r.bytes();
+      return { type, items };
+    }
+    case 'hash': {
+      const n = r.u32();
+      const fields = new Map<string, Buffer>();
+      for (let i = 0; i < n; i++) fields.set(r.latin1(), r.bytes());
+      return { type, fields };
+    }
+    case 'set': {
+      const n = r.u32();
+      const members = new Set<string>();
+      for (let i = 0; i < n; i++) members.add(r.latin1());
+      return { type, members };
+    }
+    case 'zset': {
+      const n = r.u32();
+      const members = new Map<string, number>();
+      for (let i = 0; i < n; i++) members.set(r.latin1(), r.f64());
+      return { type, members };
+    }
+  }
+}
+
 /** Decodes one record; byte strings are copied, into `slab` when one is given. */
 export function decodeRecord(
   buf: Buffer,
@@ -180,40 +212,7 @@ export function decodeRecord(
   const expireAtMs = buf.readUInt32LE(r.pos + 1) + buf.readUInt32LE(r.pos + 5) * 0x1_0000_0000;
   r.pos += 9;
   const key = r.bytes();
-  let value: Value;
-  switch (type) {
-    case 'string':
-      value = { type, value: r.bytes() };
-      break;
-    case 'list': {
-      const n = r.u32();
-      const items: Buffer[] = new Array<Buffer>(n);
-      for (let i = 0; i < n; i++) items[i] = r.bytes();
-      value = { type, items };
-      break;
-    }
-    case 'hash': {
-      const n = r.u32();
-      const fields = new Map<string, Buffer>();
-      for (let i = 0; i < n; i++) fields.set(r.latin1(), r.bytes());
-      value = { type, fields };
-      break;
-    }
-    case 'set': {
-      const n = r.u32();
-      const members = new Set<string>();
-      for (let i = 0; i < n; i++) members.add(r.latin1());
-      value = { type, members };
-      break;
-    }
-    case 'zset': {
-      const n = r.u32();
-      const members = new Map<string, number>();
-      for (let i = 0; i < n; i++) members.set(r.latin1(), r.f64());
-      value = { type, members };
-      break;
-    }
-  }
+  const value = readPayload(r, type);
   if (r.pos !== end) throw dataLoss(`record has ${end - r.pos} trailing bytes`);
   return { key, entry: { value, expireAtMs } };
 }
@@ -316,40 +315,7 @@ export function encodedValueBytes(buf: Buffer, start = 0, end = buf.length): num
 export function decodeValue(buf: Buffer, start = 0, end = buf.length, slab?: SlabAllocator): Entry {
   const { type, expireAtMs } = readValueHeader(buf, start, end);
   const r = new Reader(buf, start + VALUE_HEADER_BYTES, end, slab);
-  let value: Value;
-  switch (type) {
-    case 'string':
-      value = { type, value: r.bytes() };
-      break;
-    case 'list': {
-      const n = r.u32();
-      const items: Buffer[] = new Array<Buffer>(n);
-      for (let i = 0; i < n; i++) items[i] = r.bytes();
-      value = { type, items };
-      break;
-    }
-    case 'hash': {
-      const n = r.u32();
-      const fields = new Map<string, Buffer>();
-      for (let i = 0; i < n; i++) fields.set(r.latin1(), r.bytes());
-      value = { type, fields };
-      break;
-    }
-    case 'set': {
-      const n = r.u32();
-      const members = new Set<string>();
-      for (let i = 0; i < n; i++) members.add(r.latin1());
-      value = { type, members };
-      break;
-    }
-    case 'zset': {
-      const n = r.u32();
-      const members = new Map<string, number>();
-      for (let i = 0; i < n; i++) members.set(r.latin1(), r.f64());
-      value = { type, members };
-      break;
-    }
-  }
+  const value = readPayload(r, type);
   if (r.pos !== end) throw dataLoss(`value has ${end - r.pos} trailing bytes`);
   return { value, expireAtMs };
 }
