@@ -9,6 +9,7 @@ import { SERVER_OPTIONS, loadProto } from '../wire/proto';
 import { type NodeConfig, parseHostPort, resolveConfig } from './config';
 import type { NodeContext } from './node-context';
 import { shardService } from './shard-service';
+import { chunkSerializer } from './chunk-serializer';
 import { snapshotService } from './snapshot-service';
 
 export interface StartOptions extends Partial<NodeConfig> {
@@ -83,7 +84,17 @@ export class ShardNode implements NodeContext {
       };
       const proto = loadProto().shardsnap.v1;
       server.addService(proto.Shard.service, shardService(node, hooks));
-      server.addService(proto.Snapshots.service, snapshotService(node, hooks));
+      const snapshots = proto.Snapshots.service;
+      server.addService(
+        {
+          ...snapshots,
+          FetchSnapshot: {
+            ...snapshots.FetchSnapshot,
+            responseSerialize: chunkSerializer(snapshots.FetchSnapshot.responseSerialize),
+          },
+        },
+        snapshotService(node, hooks),
+      );
       logger.info(
         {
           address: node.address,

@@ -6,6 +6,7 @@ import type { SnapshotChunk, SnapshotChunk__Output } from '../generated/shardsna
 import type { SnapshotsHandlers } from '../generated/shardsnap/v1/Snapshots';
 import {
   ArtifactInstaller,
+  BufferPool,
   type SnapshotEntry,
   decodeChunk,
   encodeChunk,
@@ -20,6 +21,7 @@ import {
   snapshotInfoToWire,
 } from '../wire/convert';
 import { type CallHooks, clientStream, serverStream, unary } from './calls';
+import { AFTER_SERIALIZE, type OutgoingChunk } from './chunk-serializer';
 import { parseHostPort } from './config';
 import type { NodeContext } from './node-context';
 

@@ -1,5 +1,6 @@
 import { open } from 'node:fs/promises';
 import { ErrorCodes, ShardsnapError, invalidArgument, notFound, throwIfAborted } from '../core';
+import type { BufferPool } from './buffer-pool';
 import type { SnapshotEntry } from './snapshot-entry';
 
 const READ_AHEAD = 4;
@@ -7,6 +8,8 @@ const READ_AHEAD = 4;
 export interface ArtifactPiece {
   offset: number;
   data: Buffer;
+  /** Gives the piece's buffer back to the pool it came from, once its bytes are used. */
+  release: () => void;
   /** True on the piece that ends the artifact. */
   last: boolean;
 }
@@ -18,7 +21,7 @@ export interface ArtifactPiece {
  */
 export async function* readArtifact(
   entry: SnapshotEntry,
-  options: { offset: number; chunkSize: number; signal?: AbortSignal },
+  options: { offset: number; chunkSize: number; signal?: AbortSignal; pool?: BufferPool },
 ): AsyncGenerator<ArtifactPiece> {
   const { chunkSize, signal } = options;
   const position = options.offset;
@@ -44,10 +47,11 @@ export async function* readArtifact(
   const file = await open(entry.artifactPath, 'r');
   // Reads run ahead of the consumer (up to READ_AHEAD pieces), so the disk works while
   // the previous piece is encoded and sent.
-  const ahead: Array<{ offset: number; last: boolean; data: Promise<Buffer> }> = [];
+  const ahead: Array<{ offset: number; last: boolean; data: Promise<Buffer>; buffer: Buffer }> = [];
   let next = position;
-  const readPiece = async (at: number, length: number): Promise<Buffer> => {
-    const data = Buffer.allocUnsafe(length);
+  const pool = options.pool?.size === chunkSize ? options.pool : undefined;
+  const readPiece = async (buffer: Buffer, at: number, length: number): Promise<Buffer> => {
+    const data = buffer.subarray(0, length);
     let read = 0;
     while (read < length) {
       const { bytesRead } = await file.read(data, read, length - read, at + read);
@@ -63,7 +67,7 @@ export async function* readArtifact(
   };
   try {
     if (entry.meta.state === 'READY' && position === entry.meta.sizeBytes) {
-      yield { offset: position, data: Buffer.alloc(0), last: true };
+      yield { offset: position, data: Buffer.alloc(0), last: true, release: () => undefined };
       return;
     }
     for (;;) {
@@ -73,9 +77,15 @@ export async function* readArtifact(
         const available = entry.meta.bytesWritten - next;
         if (ahead.length >= READ_AHEAD || (ready ? available <= 0 : available < chunkSize)) break;
         const length = Math.min(chunkSize, available);
-        const data = readPiece(next, length);
+        const buffer = pool ? pool.acquire() : Buffer.allocUnsafe(length);
+        const data = readPiece(buffer, next, length);
         data.catch(() => undefined);
-        ahead.push({ offset: next, last: ready && next + length === entry.meta.sizeBytes, data });
+        ahead.push({
+          offset: next,
+          last: ready && next + length === entry.meta.sizeBytes,
+          data,
+          buffer,
+        });
         next += length;
       }
       const piece = ahead.shift();
@@ -83,7 +93,8 @@ export async function* readArtifact(
         await entry.waitForBytes(next + chunkSize - 1, signal);
         continue;
       }
-      yield { offset: piece.offset, data: await piece.data, last: piece.last };
+      const release = (): void => pool?.release(piece.buffer);
+      yield { offset: piece.offset, data: await piece.data, last: piece.last, release };
       if (piece.last) return;
     }
   } finally {

@@ -13,3 +13,4 @@ export * from './verify-file';
 export * from './sha256-stream';
 export * from './files-format';
 export * from './restore-file';
+export * from './buffer-pool';
