@@ -90,9 +90,12 @@ export function snapshotService(node: NodeContext, hooks: CallHooks): SnapshotsH
         const compression =
           request.compression === 'COMPRESSION_ZSTD' ? 'zstd' : entry.meta.compression;
         let first = true;
-        for await (const piece of readArtifact(entry, { offset, chunkSize, signal })) {
+        // Read buffers go back to the pool once the serializer has copied them.
+        const pool = new BufferPool(chunkSize, 8);
+        for await (const piece of readArtifact(entry, { offset, chunkSize, signal, pool })) {
           const chunk = encodeChunk(piece.offset, piece.data, compression);
-          await send({
+          if (chunk.data !== piece.data) piece.release();
+          const message: OutgoingChunk = {
             snapshotId: id,
             offset: chunk.offset,
             data: chunk.data,
@@ -102,7 +105,9 @@ export function snapshotService(node: NodeContext, hooks: CallHooks): SnapshotsH
             last: piece.last,
             sha256: piece.last ? entry.meta.sha256 : '',
             info: first ? snapshotInfoToWire(entry.meta) : null,
-          });
+          };
+          if (chunk.data === piece.data) message[AFTER_SERIALIZE] = piece.release;
+          await send(message);
           first = false;
         }
       } finally {
