@@ -97,6 +97,11 @@ export async function removeDir(dir: string): Promise<void> {
   }
 }
 
+/** Stops every process still tracked (by pid, one after the other); temp dirs stay. */
+export async function stopTrackedProcesses(): Promise<void> {
+  for (const pid of [...processes.keys()]) await stopProcess(pid, 5_000);
+}
+
 /** Stops every process still tracked and removes every temp dir. */
 export async function cleanupAll(): Promise<void> {
   for (const pid of [...processes.keys()]) await stopProcess(pid, 5_000);

@@ -91,6 +91,8 @@ export async function startNodeProcess(options: {
   name: string;
   dataDir: string;
   logLevel?: string;
+  /** `--backend` of `shardsnap serve`; the node's default (memory) when absent. */
+  backend?: string;
 }): Promise<NodeProcess> {
   const args = [
     ...shebangFlags(),
@@ -104,6 +106,7 @@ export async function startNodeProcess(options: {
     options.name,
     '--log-level',
     options.logLevel ?? 'warn',
+    ...(options.backend ? ['--backend', options.backend] : []),
   ];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],

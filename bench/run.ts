@@ -1,20 +1,33 @@
 /**
  * shardsnap benchmark harness (`make bench`). See docs/BENCHMARKS.md.
  *
- * Starts a memory node as a separate process, loads BENCH_KEYS string keys of
- * BENCH_VALUE_SIZE random bytes, and measures six things against their baselines:
- * fetch throughput, create + fetch vs Redis, slot-range build time, server RSS during a
- * build, write latency during a build, and install by pull. Prints a table on stdout and
- * writes bench/out/results-<date>.json. Everything it starts is stopped by pid and every
- * temp dir removed, on success, failure or Ctrl-C.
+ * Two sections, chosen with BENCH_SUITES (default `memory,rocksdb`):
+ *
+ * - memory (rows 1-6): starts a memory node as a separate process, loads BENCH_KEYS string
+ *   keys of BENCH_VALUE_SIZE random bytes, and measures fetch throughput, create + fetch vs
+ *   Redis, slot-range build time, server RSS during a build, write latency during a build,
+ *   and install by pull.
+ * - rocksdb (rows 7-10, bench/rocksdb.ts): a `--backend rocksdb` node with
+ *   BENCH_ROCKSDB_KEYS keys: checkpoint creation, checkpoint fetch, slot-range build, and
+ *   slot-range install by SST ingest vs batched puts.
+ *
+ * Prints a table on stdout and writes bench/out/results-<date>.json. Everything it starts
+ * is stopped by pid and every temp dir removed, on success, failure or Ctrl-C.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ShardsnapClient } from '../src/client/client';
 import { loadSynthetic } from '../src/client/load';
-import { cleanupAll, installCleanupHandlers, isStopping, trackDir } from './cleanup';
+import {
+  cleanupAll,
+  installCleanupHandlers,
+  isStopping,
+  removeDir,
+  stopTrackedProcesses,
+  trackDir,
+} from './cleanup';
 import { type BenchConfig, readConfig } from './config';
 import {
   type Context,
@@ -29,6 +42,15 @@ import {
 import { type NodeProcess, readRss, shebangFlags, startNodeProcess } from './node-process';
 import { type Row, renderTable, skippedRow, writeResults } from './report';
 import { findRedis } from './redis-baseline';
+import {
+  ROCKSDB_ROWS,
+  type RocksContext,
+  measureCheckpoint,
+  measureCheckpointFetch,
+  measureRangeInstall,
+  measureRocksSlotRange,
+  setupRocksDb,
+} from './rocksdb';
 import { type SampledBuild, sampledBuild } from './snapshot-builds';
 import { REPO_ROOT, formatBytes, formatCount, formatMs, log, withTimeout } from './util';
 
@@ -39,6 +61,7 @@ const ROW_NAMES: Record<number, [string, string]> = {
   4: ['server peak RSS during a full build', 'ratio ≤ 1.25'],
   5: ['single-key write latency during full build', 'p99 ≤ 20 ms'],
   6: ['install by pull into a second node', '≥ 500,000 keys/s'],
+  ...ROCKSDB_ROWS,
 };
 
 function errorRow(n: number, error: unknown): Row {
@@ -164,30 +187,14 @@ async function setup(
   };
 }
 
-async function main(): Promise<number> {
-  installCleanupHandlers();
-  const date = new Date();
-  const config = readConfig();
-  const startedLoad = loadavg();
-  const command =
-    `BENCH_KEYS=${config.keys} BENCH_VALUE_SIZE=${config.valueSize} BENCH_RUNS=${config.runs} node ${process.execArgv.join(' ')} ${process.argv
-      .slice(1)
-      .map((p) => p.replace(`${REPO_ROOT}/`, ''))
-      .join(' ')}`.replace(/\s+/g, ' ');
-  log(`${command}`);
-  log(
-    `${formatCount(config.keys)} keys × ${config.valueSize} B values, ${config.runs} run(s) per measurement, step timeout ${formatMs(config.stepTimeoutMs)}`,
-  );
-  const rows: Row[] = [];
-  const errors: string[] = [];
-  const results: Record<string, unknown> = {
-    date: date.toISOString(),
-    command,
-    commit: gitCommit(),
-    config,
-    machine: machine(),
-  };
-  const tmp = trackDir(await mkdtemp(join(tmpdir(), 'shardsnap-bench-')));
+/** Rows 1-6: node A (memory) and the measurements against it. */
+async function memorySuite(
+  config: BenchConfig,
+  tmp: string,
+  rows: Row[],
+  errors: string[],
+  results: Record<string, unknown>,
+): Promise<void> {
   let a: ShardsnapClient | undefined;
   try {
     let ctx: Context | undefined;
@@ -214,6 +221,7 @@ async function main(): Promise<number> {
         fullBuilds: ready.fullBuilds,
       };
     } catch (error) {
+      if (isStopping()) return;
       log(`setup failed: ${error instanceof Error ? error.stack : String(error)}`);
       errors.push(`setup: ${error instanceof Error ? error.message : String(error)}`);
       for (const n of [1, 2, 3, 4, 5, 6]) rows.push(errorRow(n, error));
@@ -232,6 +240,87 @@ async function main(): Promise<number> {
     }
   } finally {
     a?.close();
+    // Free the memory node's RAM and disk before the next section.
+    await stopTrackedProcesses();
+    await removeDir(tmp);
+  }
+}
+
+/** Rows 7-10: node R (rocksdb) and the measurements against it (bench/rocksdb.ts). */
+async function rocksdbSuite(
+  config: BenchConfig,
+  tmp: string,
+  rows: Row[],
+  errors: string[],
+  results: Record<string, unknown>,
+): Promise<void> {
+  let ctx: RocksContext | undefined;
+  try {
+    try {
+      const ready = await setupRocksDb(config, tmp);
+      ctx = ready.ctx;
+      results.rocksdbDataset = ready.dataset;
+    } catch (error) {
+      if (isStopping()) return;
+      log(`rocksdb setup failed: ${error instanceof Error ? error.stack : String(error)}`);
+      errors.push(`rocksdb setup: ${error instanceof Error ? error.message : String(error)}`);
+      for (const n of [7, 8, 9, 10]) rows.push(errorRow(n, error));
+    }
+    if (ctx) {
+      const c = ctx;
+      await attempt(7, rows, errors, () => measureCheckpoint(c));
+      await attempt(8, rows, errors, () => measureCheckpointFetch(c));
+      await attempt(9, rows, errors, () => measureRocksSlotRange(c));
+      await attempt(10, rows, errors, () => measureRangeInstall(c));
+      const stderr = c.node.stderr.toString().trim();
+      if (stderr) results.nodeRStderrTail = stderr.slice(-4000);
+    }
+  } finally {
+    ctx?.client.close();
+    await stopTrackedProcesses();
+    await removeDir(tmp);
+  }
+}
+
+async function main(): Promise<number> {
+  installCleanupHandlers();
+  const date = new Date();
+  const config = readConfig();
+  const startedLoad = loadavg();
+  const command =
+    `BENCH_SUITES=${config.suites.join(',')} BENCH_KEYS=${config.keys} BENCH_ROCKSDB_KEYS=${config.rocksdbKeys} ` +
+    `BENCH_VALUE_SIZE=${config.valueSize} BENCH_RUNS=${config.runs} node ${process.execArgv.join(' ')} ${process.argv
+      .slice(1)
+      .map((p) => p.replace(`${REPO_ROOT}/`, ''))
+      .join(' ')}`.replace(/\s+/g, ' ');
+  log(`${command}`);
+  const sizes: string[] = [];
+  if (config.suites.includes('memory'))
+    sizes.push(`memory: ${formatCount(config.keys)} keys × ${config.valueSize} B`);
+  if (config.suites.includes('rocksdb'))
+    sizes.push(`rocksdb: ${formatCount(config.rocksdbKeys)} keys × ${config.valueSize} B`);
+  log(
+    `${sizes.join('; ')}; ${config.runs} run(s) per measurement, step timeout ${formatMs(config.stepTimeoutMs)} (memory), ${formatMs(config.rocksdbStepTimeoutMs)} (rocksdb)`,
+  );
+  const rows: Row[] = [];
+  const errors: string[] = [];
+  const results: Record<string, unknown> = {
+    date: date.toISOString(),
+    command,
+    commit: gitCommit(),
+    config,
+    machine: machine(),
+  };
+  const tmp = trackDir(await mkdtemp(join(tmpdir(), 'shardsnap-bench-')));
+  try {
+    for (const suite of config.suites) {
+      if (isStopping()) break;
+      const dir = join(tmp, suite);
+      await mkdir(dir, { recursive: true });
+      if (suite === 'memory') await memorySuite(config, dir, rows, errors, results);
+      else await rocksdbSuite(config, dir, rows, errors, results);
+    }
+  } finally {
     await cleanupAll();
   }
   // Interrupted: the signal handler exits once everything is stopped; no partial results.
@@ -244,7 +333,7 @@ async function main(): Promise<number> {
   results.redis = 'missing' in redis ? redis.missing : redis.version;
 
   process.stdout.write(
-    `\nshardsnap benchmark — ${date.toISOString()} — ${formatCount(config.keys)} keys × ${config.valueSize} B, median of ${config.runs} run(s)\n\n`,
+    `\nshardsnap benchmark — ${date.toISOString()} — ${sizes.join('; ')}, median of ${config.runs} run(s)\n\n`,
   );
   process.stdout.write(`${renderTable(rows)}\n`);
   const path = await writeResults(date, results);

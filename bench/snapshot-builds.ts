@@ -18,15 +18,20 @@ export interface BuildResult {
   polls: number;
 }
 
-/** CreateSnapshot, then GetSnapshot every `pollMs` until READY (FAILED or timeout throws). */
+/**
+ * CreateSnapshot (with the node's preferred strategy unless `strategy` is given), then
+ * GetSnapshot every `pollMs` until READY (FAILED or timeout throws).
+ */
 export async function buildUntilReady(
   client: ShardsnapClient,
   slots: SlotRange[],
-  options: { pollMs?: number; timeoutMs: number },
+  options: { pollMs?: number; timeoutMs: number; strategy?: string },
 ): Promise<BuildResult> {
   const pollMs = options.pollMs ?? 5;
   const started = now();
-  const created = await client.createSnapshot({ slots });
+  const created = await client.createSnapshot(
+    options.strategy ? { slots, strategy: options.strategy } : { slots },
+  );
   let polls = 0;
   for (;;) {
     const info = await client.getSnapshot(created.id);
