@@ -2,7 +2,7 @@ import { RecordsWriter } from '../snapshot';
 import type { Store } from '../store';
 import type { BuildRequest, PreparedBuild, SnapshotStrategy } from './strategy';
 
-const BATCH = { maxRecords: 2048, maxBytes: 1 << 20 };
+const BATCH = { maxRecords: 512, maxBytes: 256 << 10 };
 
 /**
  * Walks a point-in-time view of the requested slots in batches, yielding to the event
