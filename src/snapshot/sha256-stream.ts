@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
 /**
- * SHA-256 over a stream of pieces, computed on a background thread so that hashing a
- * large artifact overlaps with receiving, decoding or encoding it on the main thread.
+ * SHA-256 over a stream of pieces, computed on a background thread (on machines with
+ * cores to spare) so that hashing a large artifact overlaps with receiving, decoding or
+ * encoding it on the main thread.
  * Pieces are copied before they are handed over, so callers may reuse their buffers.
  * Streams shorter than a few MiB are hashed on the main thread, where starting the
  * thread would cost more than it saves.
@@ -165,6 +167,30 @@ class AdaptiveSha256 implements Sha256Stream {
   }
 }
 
-export function sha256Stream(): Sha256Stream {
-  return new AdaptiveSha256();
+/** Hashing on the calling thread. */
+class LocalSha256 implements Sha256Stream {
+  private readonly hash = createHash('sha256');
+  update(piece: Buffer): void {
+    this.hash.update(piece);
+  }
+  peek(): Promise<Buffer> {
+    return Promise.resolve(this.hash.copy().digest());
+  }
+  digest(): Promise<string> {
+    return Promise.resolve(this.hash.digest('hex'));
+  }
+  discard(): void {
+    // Nothing is held.
+  }
+}
+
+/**
+ * On two cores or fewer every thread competes with the node's own work and the handover
+ * copy costs more than it saves (measured on the fetch path), so hashing stays on the
+ * calling thread there.
+ */
+const BACKGROUND_BY_DEFAULT = availableParallelism() > 2;
+
+export function sha256Stream(options: { background?: boolean } = {}): Sha256Stream {
+  return (options.background ?? BACKGROUND_BY_DEFAULT) ? new AdaptiveSha256() : new LocalSha256();
 }
