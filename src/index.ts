@@ -5,3 +5,4 @@ export * from './strategies';
 export * from './wire';
 export * from './server';
 export * from './client';
+export * from './archive';

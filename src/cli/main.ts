@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { registerArchive } from './commands/archive';
 import { registerData } from './commands/data';
 import { registerDemo } from './commands/demo';
 import { registerServe } from './commands/serve';
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerData(program);
   registerSnapshots(program);
+  registerArchive(program);
   registerDemo(program);
   return program;
 }

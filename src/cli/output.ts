@@ -12,6 +12,7 @@ export const EXIT_CODES: Record<ErrorCode | 'usage', number> = {
   [ErrorCodes.unavailable]: 7,
   [ErrorCodes.cancelled]: 8,
   [ErrorCodes.outOfRange]: 2,
+  [ErrorCodes.permissionDenied]: 9,
   [ErrorCodes.internal]: 1,
 };
 

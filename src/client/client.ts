@@ -1,4 +1,6 @@
 import type { Mutation, SlotRange } from '../core';
+import type { ArchiveInfo__Output } from '../generated/shardsnap/v1/ArchiveInfo';
+import type { ArchiveProgress__Output } from '../generated/shardsnap/v1/ArchiveProgress';
 import type { DigestResponse__Output } from '../generated/shardsnap/v1/DigestResponse';
 import type { PullProgress__Output } from '../generated/shardsnap/v1/PullProgress';
 import type { ShardStats__Output } from '../generated/shardsnap/v1/ShardStats';
@@ -102,6 +104,61 @@ export class ShardsnapClient {
       signal?.removeEventListener('abort', onAbort);
       stream.cancel();
     }
+  }
+
+  /**
+   * Asks this node to upload a READY snapshot to its object store; yields progress, the
+   * last message (`done`) with the archive's info and URI.
+   */
+  async *archive(
+    request: { snapshotId: string; bucket: string; prefix?: string },
+    signal?: AbortSignal,
+  ): AsyncGenerator<ArchiveProgress__Output> {
+    const stream = this.connection.snapshots.ArchiveSnapshot({
+      snapshotId: request.snapshotId,
+      bucket: request.bucket,
+      prefix: request.prefix ?? '',
+    });
+    const onAbort = (): void => stream.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for await (const progress of stream as AsyncIterable<ArchiveProgress__Output>) yield progress;
+    } catch (error) {
+      throw fromServiceError(error, 'ArchiveSnapshot');
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      stream.cancel();
+    }
+  }
+
+  /** The complete archives in a bucket (under a prefix), as this node's object store sees them. */
+  async listArchives(
+    request: { bucket: string; prefix?: string },
+    signal?: AbortSignal,
+  ): Promise<ArchiveInfo__Output[]> {
+    const response = await call<{ archives: ArchiveInfo__Output[] }>(
+      'ListArchives',
+      (cb) =>
+        this.connection.snapshots.ListArchives(
+          { bucket: request.bucket, prefix: request.prefix ?? '' },
+          cb,
+        ),
+      signal,
+    );
+    return response.archives;
+  }
+
+  async deleteArchive(uri: string, signal?: AbortSignal): Promise<void> {
+    await call(
+      'DeleteArchive',
+      (cb) => this.connection.snapshots.DeleteArchive({ uri }, cb),
+      signal,
+    );
+  }
+
+  /** Asks this node to restore an archive (`s3://bucket/<dir>/manifest.json`); yields progress. */
+  restore(uri: string, signal?: AbortSignal): AsyncGenerator<PullProgress__Output> {
+    return this.pull({ source: uri }, signal);
   }
 
   close(): void {

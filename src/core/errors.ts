@@ -12,6 +12,8 @@ export const ErrorCodes = {
   cancelled: 'cancelled',
   unavailable: 'unavailable',
   outOfRange: 'out_of_range',
+  /** The object store refused the credentials or the request (archives). */
+  permissionDenied: 'permission_denied',
   internal: 'internal',
 } as const;
 

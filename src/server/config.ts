@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { type ArchiveSchedule, type S3Settings, validateBucket } from '../archive';
 import { invalidArgument } from '../core';
 import { DEFAULT_CHUNK_SIZE } from '../snapshot';
 
@@ -20,6 +21,10 @@ export interface NodeConfig {
    * file (records: any backend; files: rocksdb), installed before the node serves.
    */
   restoreFrom?: string;
+  /** The object store of archives; what is unset comes from the AWS_* env vars. */
+  s3?: S3Settings;
+  /** Archive a full snapshot on a schedule (`serve --archive-every ...`). */
+  archive?: ArchiveSchedule;
 }
 
 export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
@@ -42,7 +47,16 @@ export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }
     );
   }
   if (!(config.snapshotTtlMs > 0)) throw invalidArgument('snapshot TTL must be positive');
+  if (config.archive) validateSchedule(config.archive);
   return config;
+}
+
+function validateSchedule(schedule: ArchiveSchedule): void {
+  if (!(schedule.everyMs > 0) || !Number.isFinite(schedule.everyMs))
+    throw invalidArgument('the archive interval must be a positive duration');
+  validateBucket(schedule.bucket);
+  if (!Number.isSafeInteger(schedule.keep) || schedule.keep < 0)
+    throw invalidArgument(`archives to keep must be a non-negative integer, got ${schedule.keep}`);
 }
 
 export function parseHostPort(address: string): { host: string; port: number } {

@@ -1,8 +1,15 @@
 import { mkdir, stat } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
-import { invalidArgument } from '../core';
-import { SnapshotCatalog, installArtifactFile } from '../snapshot';
+import {
+  type ArchiveSchedule,
+  ArchiveScheduler,
+  type ArchiveTargets,
+  S3Targets,
+  resolveS3Settings,
+} from '../archive';
+import { MAX_SLOT, invalidArgument } from '../core';
+import { SnapshotCatalog, installArtifactFile, startBuild } from '../snapshot';
 import { type Store, openStore } from '../store';
 import { type StrategyRegistry, defaultStrategies } from '../strategies';
 import { SERVER_OPTIONS, loadProto } from '../wire/proto';
@@ -10,18 +17,24 @@ import { type NodeConfig, parseHostPort, resolveConfig } from './config';
 import type { NodeContext } from './node-context';
 import { shardService } from './shard-service';
 import { chunkSerializer } from './chunk-serializer';
+import { addIntrospection } from './introspection';
 import { snapshotService } from './snapshot-service';
 
 export interface StartOptions extends Partial<NodeConfig> {
   dataDir: string;
   logger?: Logger;
   strategies?: StrategyRegistry;
+  /** Where archives go; default: an S3 client from `s3` and the env (closed with the node). */
+  archiveTargets?: ArchiveTargets;
 }
 
 /** A running shard node: a store, its snapshot catalog and the gRPC server in front. */
 export class ShardNode implements NodeContext {
   readonly startedAtMs = Date.now();
   private stopped = false;
+  private scheduler: ArchiveScheduler | undefined;
+
+  private introspection: { notServing: () => void } | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -32,7 +45,15 @@ export class ShardNode implements NodeContext {
     private readonly server: grpc.Server,
     /** The address clients use, with the port actually bound. */
     readonly address: string,
+    /** The object store of archives. */
+    readonly archives: ArchiveTargets,
+    private readonly ownsArchives: boolean,
   ) {}
+
+  /** The archive schedule of `serve --archive-every`, when configured. */
+  get archiveScheduler(): ArchiveScheduler | undefined {
+    return this.scheduler;
+  }
 
   static async start(options: StartOptions): Promise<ShardNode> {
     const config = resolveConfig(options);
@@ -59,7 +80,14 @@ export class ShardNode implements NodeContext {
       keepRecent: config.keepRecent,
       onError: (err, context) => logger.warn({ err }, context),
     });
+    const ownsArchives = !options.archiveTargets;
+    let archives: ArchiveTargets | undefined;
     try {
+      archives =
+        options.archiveTargets ??
+        new S3Targets(resolveS3Settings(config.s3), (message, err) =>
+          logger.warn({ err }, message),
+        );
       await catalog.load();
       const strategies = options.strategies ?? defaultStrategies();
       const server = new grpc.Server(SERVER_OPTIONS);
@@ -77,6 +105,8 @@ export class ShardNode implements NodeContext {
         logger,
         server,
         `${host}:${port}`,
+        archives,
+        ownsArchives,
       );
       const hooks = {
         onError: (error: unknown, method: string) =>
@@ -93,8 +123,10 @@ export class ShardNode implements NodeContext {
             responseSerialize: chunkSerializer(snapshots.FetchSnapshot.responseSerialize),
           },
         },
-        snapshotService(node, hooks),
+        snapshotService(node, hooks, archives),
       );
+      node.introspection = addIntrospection(server);
+      if (config.archive) node.startArchiving(config.archive);
       logger.info(
         {
           address: node.address,
@@ -106,16 +138,48 @@ export class ShardNode implements NodeContext {
       );
       return node;
     } catch (error) {
+      if (ownsArchives) archives?.close();
       await catalog.close();
       await store.close();
       throw error;
     }
   }
 
+  private startArchiving(schedule: ArchiveSchedule): void {
+    const full = [{ start: 0, end: MAX_SLOT }];
+    this.scheduler = new ArchiveScheduler(schedule, {
+      catalog: this.catalog,
+      targets: this.archives,
+      nodeId: this.config.nodeId,
+      currentSeq: async () => (await this.store.stats()).seq,
+      createFullSnapshot: () =>
+        startBuild(
+          {
+            store: this.store,
+            catalog: this.catalog,
+            nodeId: this.config.nodeId,
+            onError: (err, context) => this.logger.warn({ err }, context),
+          },
+          {
+            strategy: this.strategies.choose(this.store, { slots: full, full: true }),
+            slots: full,
+            full: true,
+            compression: 'none',
+            chunkSize: this.config.chunkSize,
+          },
+        ),
+      log: this.logger,
+    });
+    this.scheduler.start();
+  }
+
   /** Stops accepting calls, waits up to `graceMs` for running ones, then closes everything. */
   async stop(graceMs = 2_000): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.introspection?.notServing();
+    // An upload in flight is aborted (and its multipart upload with it) before anything closes.
+    await this.scheduler?.stop(graceMs);
     const builds = this.catalog.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -129,6 +193,7 @@ export class ShardNode implements NodeContext {
     });
     await builds;
     await this.store.close();
+    if (this.ownsArchives) this.archives.close();
   }
 }
 

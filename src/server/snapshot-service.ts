@@ -1,3 +1,4 @@
+import { type ArchiveTargets, isArchiveUri } from '../archive';
 import { ErrorCodes, ShardsnapError, invalidArgument, isFullRange } from '../core';
 import { pullIntoStore } from '../client/pull';
 import type { CreateSnapshotRequest__Output } from '../generated/shardsnap/v1/CreateSnapshotRequest';
@@ -20,6 +21,7 @@ import {
   slotRangesFromWire,
   snapshotInfoToWire,
 } from '../wire/convert';
+import { archiveService, pullFromArchive } from './archive-service';
 import { type CallHooks, clientStream, serverStream, unary } from './calls';
 import { AFTER_SERIALIZE, type OutgoingChunk } from './chunk-serializer';
 import { parseHostPort } from './config';
@@ -58,8 +60,14 @@ async function create(
   );
 }
 
-export function snapshotService(node: NodeContext, hooks: CallHooks): SnapshotsHandlers {
+export function snapshotService(
+  node: NodeContext,
+  hooks: CallHooks,
+  archives: ArchiveTargets,
+): SnapshotsHandlers {
   return {
+    ...archiveService(node, archives, hooks),
+
     CreateSnapshot: unary('CreateSnapshot', hooks, async (request) =>
       snapshotInfoToWire((await create(node, request)).meta),
     ),
@@ -153,7 +161,9 @@ export function snapshotService(node: NodeContext, hooks: CallHooks): SnapshotsH
     ),
 
     PullSnapshot: serverStream('PullSnapshot', hooks, async (request, send, signal) => {
-      if (!request.source) throw invalidArgument('source (host:port) is required');
+      if (!request.source) throw invalidArgument('source (host:port or s3:// URI) is required');
+      if (isArchiveUri(request.source))
+        return pullFromArchive(node, archives, request, send, signal);
       parseHostPort(request.source);
       const slots = request.slots.length > 0 ? slotRangesFromWire(request.slots) : [];
       const outcome = await pullIntoStore(node.store, {

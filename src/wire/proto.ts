@@ -24,12 +24,17 @@ export const LOADER_OPTIONS: protoLoader.Options = {
   bytes: Buffer,
 };
 
+let definition: protoLoader.PackageDefinition | undefined;
 let cached: ProtoGrpcType | undefined;
 
+/** The loaded .proto, as proto-loader describes it (for reflection). */
+export function packageDefinition(): protoLoader.PackageDefinition {
+  definition ??= protoLoader.loadSync(protoPath(), LOADER_OPTIONS);
+  return definition;
+}
+
 export function loadProto(): ProtoGrpcType {
-  cached ??= grpc.loadPackageDefinition(
-    protoLoader.loadSync(protoPath(), LOADER_OPTIONS),
-  ) as unknown as ProtoGrpcType;
+  cached ??= grpc.loadPackageDefinition(packageDefinition()) as unknown as ProtoGrpcType;
   return cached;
 }
 

@@ -11,6 +11,7 @@ const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
   [ErrorCodes.cancelled]: grpc.status.CANCELLED,
   [ErrorCodes.unavailable]: grpc.status.UNAVAILABLE,
   [ErrorCodes.outOfRange]: grpc.status.OUT_OF_RANGE,
+  [ErrorCodes.permissionDenied]: grpc.status.PERMISSION_DENIED,
   [ErrorCodes.internal]: grpc.status.INTERNAL,
 };
 

@@ -1,10 +1,12 @@
 import type { Command } from 'commander';
+import { invalidArgument } from '../../core';
 import { ShardNode } from '../../server';
 import { parseDuration } from '../../server/config';
 import { action, address, globals, positiveInt } from '../common';
 import { emit } from '../output';
+import { type S3Flags, addS3Options, s3Settings } from './archive';
 
-interface ServeOptions {
+interface ServeOptions extends S3Flags {
   listen: string;
   backend: string;
   dataDir: string;
@@ -14,10 +16,30 @@ interface ServeOptions {
   keepRecent: number;
   restoreFrom?: string;
   logLevel: string;
+  archiveEvery?: string;
+  archiveBucket?: string;
+  archivePrefix: string;
+  archiveKeep: number;
+}
+
+/** `--archive-every` and `--archive-bucket` go together. */
+function archiveSchedule(options: ServeOptions) {
+  if (!options.archiveEvery && !options.archiveBucket) return {};
+  if (!options.archiveEvery || !options.archiveBucket) {
+    throw invalidArgument('--archive-every and --archive-bucket must be given together');
+  }
+  return {
+    archive: {
+      everyMs: parseDuration(options.archiveEvery),
+      bucket: options.archiveBucket,
+      prefix: options.archivePrefix,
+      keep: options.archiveKeep,
+    },
+  };
 }
 
 export function registerServe(program: Command): void {
-  program
+  const serve = program
     .command('serve')
     .description('run a shard node')
     .option(
@@ -39,33 +61,44 @@ export function registerServe(program: Command): void {
     )
     .option('--restore-from <path>', 'start from a RocksDB checkpoint dir or an artifact file')
     .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
-    .action(
-      action(async (options: ServeOptions, command: Command) => {
-        const node = await ShardNode.start({
-          listen: options.listen,
-          backend: options.backend,
-          dataDir: options.dataDir,
-          ...(options.nodeId ? { nodeId: options.nodeId } : {}),
-          snapshotTtlMs: parseDuration(options.snapshotTtl),
-          maxConcurrentBuilds: options.maxBuilds,
-          keepRecent: options.keepRecent,
-          ...(options.restoreFrom ? { restoreFrom: options.restoreFrom } : {}),
-          logLevel: options.logLevel,
-        });
-        emit(
-          globals(command),
-          { listening: node.address, backend: node.store.backend },
-          () => `listening on ${node.address}`,
-        );
-        const shutdown = (signal: string): void => {
-          node.logger.info({ signal }, 'stopping');
-          node.stop().then(
-            () => process.exit(0),
-            () => process.exit(1),
-          );
-        };
-        process.once('SIGINT', shutdown);
-        process.once('SIGTERM', shutdown);
-      }),
+    .option('--archive-every <duration>', 'archive a full snapshot this often (e.g. 1h)')
+    .option('--archive-bucket <bucket>', 'bucket of the scheduled archives')
+    .option('--archive-prefix <prefix>', 'key prefix of the scheduled archives', '')
+    .option(
+      '--archive-keep <n>',
+      "keep this node's newest N archives, deleting older ones (0 = keep all)",
+      positiveInt,
+      0,
     );
+  addS3Options(serve).action(
+    action(async (options: ServeOptions, command: Command) => {
+      const node = await ShardNode.start({
+        listen: options.listen,
+        backend: options.backend,
+        dataDir: options.dataDir,
+        ...(options.nodeId ? { nodeId: options.nodeId } : {}),
+        snapshotTtlMs: parseDuration(options.snapshotTtl),
+        maxConcurrentBuilds: options.maxBuilds,
+        keepRecent: options.keepRecent,
+        ...(options.restoreFrom ? { restoreFrom: options.restoreFrom } : {}),
+        logLevel: options.logLevel,
+        s3: s3Settings(options),
+        ...archiveSchedule(options),
+      });
+      emit(
+        globals(command),
+        { listening: node.address, backend: node.store.backend },
+        () => `listening on ${node.address}`,
+      );
+      const shutdown = (signal: string): void => {
+        node.logger.info({ signal }, 'stopping');
+        node.stop().then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+      };
+      process.once('SIGINT', shutdown);
+      process.once('SIGTERM', shutdown);
+    }),
+  );
 }
