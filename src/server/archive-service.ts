@@ -15,6 +15,7 @@ import type { PullSnapshotRequest__Output } from '../generated/shardsnap/v1/Pull
 import type { SnapshotsHandlers } from '../generated/shardsnap/v1/Snapshots';
 import { type CallHooks, serverStream, unary } from './calls';
 import type { NodeContext } from './node-context';
+import { pullDone, pullProgress } from './pull-progress';
 
 type ArchiveHandlers = Pick<
   SnapshotsHandlers,
@@ -129,25 +130,9 @@ export async function pullFromArchive(
     signal,
     onRetry: (error, offset, attempt) =>
       node.logger.warn({ err: error, offset, attempt }, 'archive download resumes'),
-    onProgress: (p) =>
-      progress.offer({
-        bytesReceived: p.bytesReceived,
-        totalBytes: p.totalBytes,
-        keysInstalled: 0,
-        done: false,
-        snapshotId: p.snapshotId,
-        resumes: p.resumes,
-      }),
+    onProgress: (p) => progress.offer(pullProgress(p)),
   });
   await progress.drain();
   node.logger.info({ ...outcome, source: request.source }, 'archive restored');
-  await send({
-    bytesReceived: outcome.bytes,
-    totalBytes: outcome.bytes,
-    keysInstalled: outcome.keysInstalled,
-    done: true,
-    snapshotId: outcome.snapshotId,
-    resumes: outcome.resumes,
-    result: outcome,
-  });
+  await send(pullDone(outcome));
 }

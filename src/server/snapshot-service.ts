@@ -26,6 +26,7 @@ import { type CallHooks, clientStream, serverStream, unary } from './calls';
 import { AFTER_SERIALIZE, type OutgoingChunk } from './chunk-serializer';
 import { parseHostPort } from './config';
 import type { NodeContext } from './node-context';
+import { pullDone, pullProgress } from './pull-progress';
 
 function requireId(id: string): string {
   if (!id) throw invalidArgument('snapshot id is required');
@@ -171,26 +172,10 @@ export function snapshotService(
         slots,
         snapshotId: request.snapshotId || undefined,
         signal,
-        onProgress: (p) =>
-          void send({
-            bytesReceived: p.bytesReceived,
-            totalBytes: p.totalBytes,
-            keysInstalled: 0,
-            done: false,
-            snapshotId: p.snapshotId,
-            resumes: p.resumes,
-          }).catch(() => undefined),
+        onProgress: (p) => void send(pullProgress(p)).catch(() => undefined),
       });
       node.logger.info({ ...outcome, source: request.source }, 'snapshot pulled');
-      await send({
-        bytesReceived: outcome.bytes,
-        totalBytes: outcome.bytes,
-        keysInstalled: outcome.keysInstalled,
-        done: true,
-        snapshotId: outcome.snapshotId,
-        resumes: outcome.resumes,
-        result: outcome,
-      });
+      await send(pullDone(outcome));
     }),
   };
 }
