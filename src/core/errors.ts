@@ -45,23 +45,6 @@ export function isShardsnapError(error: unknown, code?: ErrorCode): error is Sha
   return error instanceof ShardsnapError && (code === undefined || error.code === code);
 }
 
-/** Adds context (`[snapshot=…, offset=…]`) to a failure while keeping its code and cause. */
-export function wrapError(
-  error: unknown,
-  context: Record<string, string | number>,
-): ShardsnapError {
-  const where = Object.entries(context)
-    .map(([k, v]) => `${k}=${v}`)
-    .join(', ');
-  if (error instanceof ShardsnapError) {
-    return new ShardsnapError(error.code, `${error.message} [${where}]`, {
-      cause: error.cause ?? error,
-    });
-  }
-  const message = error instanceof Error ? error.message : String(error);
-  return new ShardsnapError(ErrorCodes.internal, `${message} [${where}]`, { cause: error });
-}
-
 /** Throws a `cancelled` error if the signal has fired. */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) {

@@ -46,10 +46,6 @@ export function isFullRange(ranges: readonly SlotRange[]): boolean {
   return ranges.length === 1 && ranges[0]?.start === 0 && ranges[0]?.end === MAX_SLOT;
 }
 
-export function slotCount(ranges: readonly SlotRange[]): number {
-  return ranges.reduce((n, r) => n + (r.end - r.start + 1), 0);
-}
-
 export function* slotsOf(ranges: readonly SlotRange[]): Generator<number> {
   for (const range of ranges) {
     for (let slot = range.start; slot <= range.end; slot++) yield slot;

@@ -26,11 +26,6 @@ export function dataKey(slot: number, key: Buffer): Buffer {
   return out;
 }
 
-/** The slot of a data key. */
-export function slotOfDataKey(dkey: Buffer): number {
-  return dkey.readUInt16BE(0);
-}
-
 /** [gte, lt) of the data keys of a slot range. */
 export function slotRangeBounds(range: SlotRange): { gte: Buffer; lt: Buffer } {
   return { gte: slotPrefix(range.start), lt: slotPrefix(range.end + 1) };
