@@ -24,6 +24,9 @@ export async function startNode(options: Partial<StartOptions> = {}): Promise<Te
     logger: pino({ level: process.env.SHARDSNAP_TEST_LOG ?? 'silent' }),
     ...options,
     dataDir,
+  }).catch(async (error: unknown) => {
+    if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
+    throw error;
   });
   const client = new ShardsnapClient(node.address);
   return {
