@@ -71,43 +71,7 @@ export function writeRecord(
   out.writeUInt32LE(entry.expireAtMs % 0x1_0000_0000, pos + 1);
   out.writeUInt32LE(Math.floor(entry.expireAtMs / 0x1_0000_0000), pos + 5);
   pos = writeBytes(out, pos + 9, key);
-  switch (v.type) {
-    case 'string':
-      return writeBytes(out, pos, v.value);
-    case 'list':
-      out.writeUInt32LE(v.items.length, pos);
-      pos += 4;
-      for (const item of v.items) pos = writeBytes(out, pos, item);
-      return pos;
-    case 'hash': {
-      out.writeUInt32LE(v.fields.size, pos);
-      pos += 4;
-      const fields = canonical ? [...v.fields.keys()].sort(byString) : v.fields.keys();
-      for (const field of fields) {
-        pos = writeLatin1(out, pos, field);
-        pos = writeBytes(out, pos, v.fields.get(field) as Buffer);
-      }
-      return pos;
-    }
-    case 'set': {
-      out.writeUInt32LE(v.members.size, pos);
-      pos += 4;
-      const members = canonical ? [...v.members].sort(byString) : v.members;
-      for (const member of members) pos = writeLatin1(out, pos, member);
-      return pos;
-    }
-    case 'zset': {
-      out.writeUInt32LE(v.members.size, pos);
-      pos += 4;
-      const members = canonical ? [...v.members.keys()].sort(byString) : v.members.keys();
-      for (const member of members) {
-        pos = writeLatin1(out, pos, member);
-        out.writeDoubleLE(v.members.get(member) as number, pos);
-        pos += 8;
-      }
-      return pos;
-    }
-  }
+  return writePayload(out, pos, v, canonical);
 }
 
 export function encodeRecord(key: Buffer, entry: Entry, canonical = false): Buffer {
@@ -233,7 +197,8 @@ export function encodedValueLength(entry: Entry): number {
   return encodedRecordLength(EMPTY_KEY, entry) - 4;
 }
 
-function writePayload(out: Buffer, pos: number, v: Value): number {
+/** The payload of a value; `canonical` sorts hash fields and set/zset members by bytes. */
+function writePayload(out: Buffer, pos: number, v: Value, canonical = false): number {
   switch (v.type) {
     case 'string':
       return writeBytes(out, pos, v.value);
@@ -242,28 +207,34 @@ function writePayload(out: Buffer, pos: number, v: Value): number {
       pos += 4;
       for (const item of v.items) pos = writeBytes(out, pos, item);
       return pos;
-    case 'hash':
+    case 'hash': {
       out.writeUInt32LE(v.fields.size, pos);
       pos += 4;
-      for (const [field, value] of v.fields) {
+      const fields = canonical ? [...v.fields.keys()].sort(byString) : v.fields.keys();
+      for (const field of fields) {
         pos = writeLatin1(out, pos, field);
-        pos = writeBytes(out, pos, value);
+        pos = writeBytes(out, pos, v.fields.get(field) as Buffer);
       }
       return pos;
-    case 'set':
+    }
+    case 'set': {
       out.writeUInt32LE(v.members.size, pos);
       pos += 4;
-      for (const member of v.members) pos = writeLatin1(out, pos, member);
+      const members = canonical ? [...v.members].sort(byString) : v.members;
+      for (const member of members) pos = writeLatin1(out, pos, member);
       return pos;
-    case 'zset':
+    }
+    case 'zset': {
       out.writeUInt32LE(v.members.size, pos);
       pos += 4;
-      for (const [member, score] of v.members) {
+      const members = canonical ? [...v.members.keys()].sort(byString) : v.members.keys();
+      for (const member of members) {
         pos = writeLatin1(out, pos, member);
-        out.writeDoubleLE(score, pos);
+        out.writeDoubleLE(v.members.get(member) as number, pos);
         pos += 8;
       }
       return pos;
+    }
   }
 }
 
