@@ -14,6 +14,8 @@ export const EXIT_CODES: Record<ErrorCode | 'usage', number> = {
   [ErrorCodes.outOfRange]: 2,
   [ErrorCodes.permissionDenied]: 9,
   [ErrorCodes.internal]: 1,
+  [ErrorCodes.moved]: 5,
+  [ErrorCodes.tryAgain]: 7,
 };
 
 export interface OutputOptions {

@@ -14,6 +14,10 @@ export const ErrorCodes = {
   outOfRange: 'out_of_range',
   /** The object store refused the credentials or the request (archives). */
   permissionDenied: 'permission_denied',
+  /** The key's slot is owned by another node (FAILED_PRECONDITION "MOVED <slot> <host:port>"). */
+  moved: 'moved',
+  /** The key's slot is being handed over; retry shortly (UNAVAILABLE "TRYAGAIN"). */
+  tryAgain: 'try_again',
   internal: 'internal',
 } as const;
 

@@ -43,6 +43,16 @@ export interface StagedInstall {
   abort(): Promise<void>;
 }
 
+/**
+ * What moved a store's seq forward: a write batch (exactly as applied, in order), or an
+ * install that replaced whole slots (a full install replaces every slot).
+ */
+export type StoreChange =
+  | { kind: 'write'; seq: number; mutations: readonly Mutation[] }
+  | { kind: 'replace'; seq: number; slots: readonly SlotRange[] };
+
+export type ChangeListener = (change: StoreChange) => void;
+
 /** A Redis-like store. Backends are chosen by name from the store registry. */
 export interface Store {
   readonly backend: string;
@@ -53,6 +63,11 @@ export interface Store {
   stats(): Promise<StoreStats>;
   openView(slots: readonly SlotRange[]): Promise<StoreView>;
   beginInstall(target: InstallTarget): Promise<StagedInstall>;
+  /**
+   * Calls `listener` for every change, synchronously, in seq order, once the change is
+   * visible to readers and before the write's promise resolves. Returns the unsubscribe.
+   */
+  onChange(listener: ChangeListener): () => void;
   close(): Promise<void>;
 }
 

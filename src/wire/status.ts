@@ -13,11 +13,16 @@ const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
   [ErrorCodes.outOfRange]: grpc.status.OUT_OF_RANGE,
   [ErrorCodes.permissionDenied]: grpc.status.PERMISSION_DENIED,
   [ErrorCodes.internal]: grpc.status.INTERNAL,
+  [ErrorCodes.moved]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.tryAgain]: grpc.status.UNAVAILABLE,
 };
+
+/** Codes that share a status with a more general one; a status maps back to the general one. */
+const NARROW_CODES = new Set<ErrorCode>([ErrorCodes.wrongType, ErrorCodes.moved, ErrorCodes.tryAgain]);
 
 const CODE_BY_STATUS = new Map<grpc.status, ErrorCode>(
   Object.entries(STATUS_BY_CODE)
-    .filter(([code]) => code !== ErrorCodes.wrongType)
+    .filter(([code]) => !NARROW_CODES.has(code as ErrorCode))
     .map(([code, status]) => [status, code as ErrorCode]),
 );
 
