@@ -6,3 +6,4 @@ export * from './wire';
 export * from './server';
 export * from './client';
 export * from './archive';
+export * from './changes';

@@ -4,6 +4,7 @@ import { registerData } from './commands/data';
 import { registerDemo } from './commands/demo';
 import { registerServe } from './commands/serve';
 import { registerSnapshots } from './commands/snapshots';
+import { registerSplit } from './commands/split';
 import { EXIT_CODES } from './output';
 
 export function buildProgram(): Command {
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerData(program);
   registerSnapshots(program);
   registerArchive(program);
+  registerSplit(program);
   registerDemo(program);
   return program;
 }

@@ -10,7 +10,7 @@ export interface Progress {
 export function progressBar(
   label: string,
   enabled: boolean,
-  unit: 'bytes' | 'keys' = 'bytes',
+  unit: 'bytes' | 'keys' | 'changes' = 'bytes',
 ): Progress {
   if (!enabled) return { update: () => undefined, stop: () => undefined };
   const bar = new SingleBar(
@@ -31,11 +31,11 @@ export function progressBar(
       const shown =
         unit === 'bytes'
           ? `${formatBytes(done)} / ${formatBytes(total)}`
-          : `${done} / ${total} keys`;
+          : `${done} / ${total} ${unit}`;
       const speed =
         unit === 'bytes'
           ? `${formatBytes(seconds > 0 ? done / seconds : 0)}/s`
-          : `${Math.round(seconds > 0 ? done / seconds : 0)} keys/s`;
+          : `${Math.round(seconds > 0 ? done / seconds : 0)} ${unit}/s`;
       if (!running) {
         bar.start(Math.max(total, 1), done, { shown, speed });
         running = true;

@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import type { MigrationClient } from '../generated/shardsnap/v1/Migration';
 import type { ShardClient } from '../generated/shardsnap/v1/Shard';
 import type { SnapshotsClient } from '../generated/shardsnap/v1/Snapshots';
 import { BULK_CHANNEL_OPTIONS, loadProto } from '../wire/proto';
@@ -8,6 +9,7 @@ import { fromServiceError } from '../wire/status';
 export class Connection {
   readonly shard: ShardClient;
   readonly snapshots: SnapshotsClient;
+  readonly migration: MigrationClient;
 
   constructor(readonly address: string) {
     const proto = loadProto().shardsnap.v1;
@@ -16,11 +18,16 @@ export class Connection {
       ...BULK_CHANNEL_OPTIONS,
       channelOverride: this.shard.getChannel(),
     });
+    this.migration = new proto.Migration(address, grpc.credentials.createInsecure(), {
+      ...BULK_CHANNEL_OPTIONS,
+      channelOverride: this.shard.getChannel(),
+    });
   }
 
   close(): void {
     this.shard.close();
     this.snapshots.close();
+    this.migration.close();
   }
 }
 

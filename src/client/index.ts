@@ -7,3 +7,6 @@ export * from './pull';
 export * from './snapshots';
 export * from './synthetic';
 export * from './load';
+export * from './changes';
+export * from './migrate';
+export * from './routing-client';

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { type ArchiveSchedule, type S3Settings, validateBucket } from '../archive';
-import { invalidArgument } from '../core';
+import { type SlotRange, invalidArgument } from '../core';
 import { DEFAULT_CHUNK_SIZE } from '../snapshot';
 
 export interface NodeConfig {
@@ -16,6 +16,8 @@ export interface NodeConfig {
   keepRecent: number;
   chunkSize: number;
   logLevel: string;
+  /** Bytes of recent changes held for change streams (`serve --change-log-size`). */
+  changeLogBytes: number;
   /**
    * Start from this: a RocksDB checkpoint directory (rocksdb backend), or an artifact
    * file (records: any backend; files: rocksdb), installed before the node serves.
@@ -25,6 +27,11 @@ export interface NodeConfig {
   s3?: S3Settings;
   /** Archive a full snapshot on a schedule (`serve --archive-every ...`). */
   archive?: ArchiveSchedule;
+  /**
+   * Slots this node owns when it has no ownership recorded yet (default: all; [] = none).
+   * Once recorded, ownership changes only by handoffs: other slots here fail the start.
+   */
+  slots?: SlotRange[];
 }
 
 export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
@@ -36,6 +43,7 @@ export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
   keepRecent: 0,
   chunkSize: DEFAULT_CHUNK_SIZE,
   logLevel: 'info',
+  changeLogBytes: 64 * 1024 * 1024,
 };
 
 export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }): NodeConfig {
@@ -47,6 +55,11 @@ export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }
     );
   }
   if (!(config.snapshotTtlMs > 0)) throw invalidArgument('snapshot TTL must be positive');
+  if (!Number.isSafeInteger(config.changeLogBytes) || config.changeLogBytes < 1) {
+    throw invalidArgument(
+      `the change log size must be a positive number of bytes, got ${config.changeLogBytes}`,
+    );
+  }
   if (config.archive) validateSchedule(config.archive);
   return config;
 }
@@ -64,6 +77,15 @@ export function parseHostPort(address: string): { host: string; port: number } {
   const port = Number(match?.[2]);
   if (!match || port > 65535) throw invalidArgument(`"${address}" is not a HOST:PORT address`);
   return { host: match[1] as string, port };
+}
+
+/** Parses `64MiB`, `512KiB`, `1GiB` (K, M, G are the same binary units) or plain bytes. */
+export function parseSize(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*(B|K|KiB|M|MiB|G|GiB)?$/i.exec(text.trim());
+  if (!match) throw invalidArgument(`"${text}" is not a size (e.g. 64MiB, 512KiB, 1048576)`);
+  const unit = (match[2] ?? 'b').charAt(0).toLowerCase();
+  const scale = { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[unit] ?? 1;
+  return Math.round(Number(match[1]) * scale);
 }
 
 /** Parses `30s`, `15m`, `2h`, `1d` or plain milliseconds. */

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir, stat } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
@@ -8,7 +9,10 @@ import {
   S3Targets,
   resolveS3Settings,
 } from '../archive';
+import { ChangeLog } from '../changes';
 import { MAX_SLOT, invalidArgument } from '../core';
+import { MigrationRegistry, type MigrationTuning, SourceHandoffs } from '../migration';
+import { Ownership, recoverOwnership } from '../ownership';
 import { SnapshotCatalog, installArtifactFile, startBuild } from '../snapshot';
 import { type Store, openStore } from '../store';
 import { type StrategyRegistry, defaultStrategies } from '../strategies';
@@ -18,6 +22,7 @@ import type { NodeContext } from './node-context';
 import { shardService } from './shard-service';
 import { chunkSerializer } from './chunk-serializer';
 import { addIntrospection } from './introspection';
+import { migrationService } from './migration-service';
 import { snapshotService } from './snapshot-service';
 
 export interface StartOptions extends Partial<NodeConfig> {
@@ -26,19 +31,28 @@ export interface StartOptions extends Partial<NodeConfig> {
   strategies?: StrategyRegistry;
   /** Where archives go; default: an S3 client from `s3` and the env (closed with the node). */
   archiveTargets?: ArchiveTargets;
+  /** Retry counts and buffer sizes of migrations (tests shrink them). */
+  migrationTuning?: Partial<MigrationTuning>;
 }
 
 /** A running shard node: a store, its snapshot catalog and the gRPC server in front. */
 export class ShardNode implements NodeContext {
   readonly startedAtMs = Date.now();
+  readonly incarnation = randomBytes(8).toString('hex');
   private stopped = false;
+  /** Cleanup left by a crash (see recoverOwnership); stop() waits for it before closing the store. */
+  private recovery: Promise<void> = Promise.resolve();
   private scheduler: ArchiveScheduler | undefined;
+  /** Migrations this node runs as the target, and handoffs it serves as the source. */
+  migrations!: MigrationRegistry;
+  handoffs!: SourceHandoffs;
 
   private introspection: { notServing: () => void } | undefined;
 
   private constructor(
     readonly config: NodeConfig,
     readonly store: Store,
+    readonly ownership: Ownership,
     readonly catalog: SnapshotCatalog,
     readonly strategies: StrategyRegistry,
     readonly logger: Logger,
@@ -48,6 +62,8 @@ export class ShardNode implements NodeContext {
     /** The object store of archives. */
     readonly archives: ArchiveTargets,
     private readonly ownsArchives: boolean,
+    readonly changeLog: ChangeLog,
+    private readonly unsubscribeChanges: () => void,
   ) {}
 
   /** The archive schedule of `serve --archive-every`, when configured. */
@@ -88,8 +104,15 @@ export class ShardNode implements NodeContext {
         new S3Targets(resolveS3Settings(config.s3), (message, err) =>
           logger.warn({ err }, message),
         );
+      const ownership = await Ownership.load(config.dataDir, config.slots);
       await catalog.load();
       const strategies = options.strategies ?? defaultStrategies();
+      // Before anything can write: the log must see every change after its start seq.
+      const changeLog = new ChangeLog({
+        maxBytes: config.changeLogBytes,
+        startSeq: (await store.stats()).seq,
+      });
+      const unsubscribeChanges = store.onChange((change) => changeLog.append(change));
       const server = new grpc.Server(SERVER_OPTIONS);
       const { host } = parseHostPort(config.listen);
       const port = await new Promise<number>((resolve, reject) => {
@@ -100,6 +123,7 @@ export class ShardNode implements NodeContext {
       const node = new ShardNode(
         config,
         store,
+        ownership,
         catalog,
         strategies,
         logger,
@@ -107,11 +131,26 @@ export class ShardNode implements NodeContext {
         `${host}:${port}`,
         archives,
         ownsArchives,
+        changeLog,
+        unsubscribeChanges,
       );
       const hooks = {
         onError: (error: unknown, method: string) =>
           logger.debug({ err: error, method }, 'call failed'),
       };
+      node.handoffs = new SourceHandoffs({
+        store,
+        ownership,
+        onError: (err, context) => logger.warn({ err }, context),
+        onInfo: (context, message) => logger.info(context, message),
+      });
+      node.migrations = new MigrationRegistry({
+        store,
+        ownership,
+        address: node.address,
+        logger,
+        ...(options.migrationTuning ? { tuning: options.migrationTuning } : {}),
+      });
       const proto = loadProto().shardsnap.v1;
       server.addService(proto.Shard.service, shardService(node, hooks));
       const snapshots = proto.Snapshots.service;
@@ -125,6 +164,7 @@ export class ShardNode implements NodeContext {
         },
         snapshotService(node, hooks, archives),
       );
+      server.addService(proto.Migration.service, migrationService(node, hooks));
       node.introspection = addIntrospection(server);
       if (config.archive) node.startArchiving(config.archive);
       logger.info(
@@ -136,6 +176,13 @@ export class ShardNode implements NodeContext {
         },
         'node started',
       );
+      node.migrations.recover();
+      node.recovery = recoverOwnership({
+        store,
+        ownership,
+        logger,
+        stopping: () => node.stopped,
+      });
       return node;
     } catch (error) {
       if (ownsArchives) archives?.close();
@@ -180,7 +227,13 @@ export class ShardNode implements NodeContext {
     this.introspection?.notServing();
     // An upload in flight is aborted (and its multipart upload with it) before anything closes.
     await this.scheduler?.stop(graceMs);
+    // Running migrations are cancelled (the source keeps their slots); pauses served end.
+    await this.migrations.close();
+    await this.handoffs.close();
     const builds = this.catalog.close();
+    // Change streams never end by themselves: ended here, they do not hold up the shutdown.
+    this.changeLog.close();
+    this.unsubscribeChanges();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.server.forceShutdown();
@@ -192,6 +245,7 @@ export class ShardNode implements NodeContext {
       });
     });
     await builds;
+    await this.recovery;
     await this.store.close();
     if (this.ownsArchives) this.archives.close();
   }

@@ -8,11 +8,15 @@ import type { NodeContext } from './node-context';
 export function shardService(node: NodeContext, hooks: CallHooks): ShardHandlers {
   return {
     Write: unary('Write', hooks, async (request) => {
-      const { seq } = await node.store.write(mutationsFromWire(request.mutations));
+      const mutations = mutationsFromWire(request.mutations);
+      const { seq } = await node.ownership.admit(
+        mutations.map((m) => m.key),
+        () => node.store.write(mutations),
+      );
       return { seq };
     }),
     Read: unary('Read', hooks, async (request) => {
-      const entries = await node.store.read(request.keys);
+      const entries = await node.ownership.admit(request.keys, () => node.store.read(request.keys));
       return { values: entries.map(valueToWire) };
     }),
     Stats: unary('Stats', hooks, async (): Promise<ShardStats> => {
@@ -22,7 +26,7 @@ export function shardService(node: NodeContext, hooks: CallHooks): ShardHandlers
         keyCount: stats.keyCount,
         seq: stats.seq,
         dataBytes: stats.dataBytes,
-        ownedSlots: [{ start: 0, end: 16383 }],
+        ownedSlots: node.ownership.owned(),
         activeSnapshots: stats.openViews,
         nodeId: node.config.nodeId,
         activeBuilds: node.catalog.buildingCount,
@@ -30,6 +34,10 @@ export function shardService(node: NodeContext, hooks: CallHooks): ShardHandlers
         storedSnapshots: node.catalog.list().length,
         storedBytes: node.catalog.storedBytes,
         uptimeMs: Date.now() - node.startedAtMs,
+        incarnation: node.incarnation,
+        changeLogEntries: node.changeLog.entries,
+        changeLogBytes: node.changeLog.bytes,
+        changeLogFloorSeq: node.changeLog.floorSeq,
       };
     }),
     Digest: unary('Digest', hooks, async (request, signal) => {

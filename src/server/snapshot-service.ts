@@ -22,6 +22,7 @@ import {
   snapshotInfoToWire,
 } from '../wire/convert';
 import { archiveService, pullFromArchive } from './archive-service';
+import { changesService } from './changes-service';
 import { type CallHooks, clientStream, serverStream, unary } from './calls';
 import { AFTER_SERIALIZE, type OutgoingChunk } from './chunk-serializer';
 import { parseHostPort } from './config';
@@ -68,6 +69,7 @@ export function snapshotService(
 ): SnapshotsHandlers {
   return {
     ...archiveService(node, archives, hooks),
+    ...changesService(node, hooks),
 
     CreateSnapshot: unary('CreateSnapshot', hooks, async (request) =>
       snapshotInfoToWire((await create(node, request)).meta),

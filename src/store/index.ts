@@ -1,5 +1,6 @@
 export * from './store';
 export * from './digest';
 export * from './registry';
+export { dropSlots } from './drop-slots';
 export { MemoryStore } from './memory/memory-store';
 export { RocksDbStore, type RocksDbStoreOptions } from './rocksdb';

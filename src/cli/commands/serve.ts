@@ -1,7 +1,8 @@
-import type { Command } from 'commander';
-import { invalidArgument } from '../../core';
+import { type Command, InvalidArgumentError } from 'commander';
+import { type SlotRange, invalidArgument } from '../../core';
+import { parseOwnedSlots } from '../../ownership';
 import { ShardNode } from '../../server';
-import { parseDuration } from '../../server/config';
+import { parseDuration, parseSize } from '../../server/config';
 import { action, address, globals, positiveInt } from '../common';
 import { emit } from '../output';
 import { type S3Flags, addS3Options, s3Settings } from './archive';
@@ -16,6 +17,8 @@ interface ServeOptions extends S3Flags {
   keepRecent: number;
   restoreFrom?: string;
   logLevel: string;
+  changeLogSize?: number;
+  slots?: SlotRange[];
   archiveEvery?: string;
   archiveBucket?: string;
   archivePrefix: string;
@@ -36,6 +39,26 @@ function archiveSchedule(options: ServeOptions) {
       keep: options.archiveKeep,
     },
   };
+}
+
+/** `--change-log-size`: `64MiB`, `512KiB` or plain bytes. */
+function byteSize(value: string): number {
+  try {
+    const bytes = parseSize(value);
+    if (bytes < 1) throw new Error(`"${value}" is not a positive size`);
+    return bytes;
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+/** `--slots`: ranges, `all` or `none`. */
+function ownedSlots(value: string): SlotRange[] {
+  try {
+    return parseOwnedSlots(value);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
 }
 
 export function registerServe(program: Command): void {
@@ -61,6 +84,16 @@ export function registerServe(program: Command): void {
     )
     .option('--restore-from <path>', 'start from a RocksDB checkpoint dir or an artifact file')
     .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
+    .option(
+      '--change-log-size <size>',
+      'recent changes kept for change streams, e.g. 64MiB, 512KiB or bytes (default 64MiB)',
+      byteSize,
+    )
+    .option(
+      '--slots <ranges>',
+      'slots a new node owns: A-B[,C-D], all or none (default all; later starts keep what is recorded)',
+      ownedSlots,
+    )
     .option('--archive-every <duration>', 'archive a full snapshot this often (e.g. 1h)')
     .option('--archive-bucket <bucket>', 'bucket of the scheduled archives')
     .option('--archive-prefix <prefix>', 'key prefix of the scheduled archives', '')
@@ -82,6 +115,8 @@ export function registerServe(program: Command): void {
         keepRecent: options.keepRecent,
         ...(options.restoreFrom ? { restoreFrom: options.restoreFrom } : {}),
         logLevel: options.logLevel,
+        ...(options.changeLogSize ? { changeLogBytes: options.changeLogSize } : {}),
+        ...(options.slots ? { slots: options.slots } : {}),
         s3: s3Settings(options),
         ...archiveSchedule(options),
       });

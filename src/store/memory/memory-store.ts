@@ -9,7 +9,15 @@ import {
   toMemberKey,
   valueBytes,
 } from '../../core';
-import type { InstallTarget, StagedInstall, Store, StoreStats, StoreView } from '../store';
+import { ChangeListeners } from '../change-listeners';
+import type {
+  ChangeListener,
+  InstallTarget,
+  StagedInstall,
+  Store,
+  StoreStats,
+  StoreView,
+} from '../store';
 import { applyMutation, checkTypes } from './apply';
 import { Keyspace } from './keyspace';
 import { MemoryStagedInstall, type StagedSlots } from './staged-install';
@@ -32,6 +40,7 @@ export class MemoryStore implements Store {
   private seq = 0;
   private closed = false;
   private readonly now: () => number;
+  private readonly listeners = new ChangeListeners();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -47,6 +56,7 @@ export class MemoryStore implements Store {
     });
     for (const m of mutations) this.apply(m, now);
     this.seq++;
+    this.listeners.emit({ kind: 'write', seq: this.seq, mutations });
     return { seq: this.seq };
   }
 
@@ -131,7 +141,12 @@ export class MemoryStore implements Store {
       }
     }
     this.seq = target.full ? target.seq : this.seq + 1;
+    this.listeners.emit({ kind: 'replace', seq: this.seq, slots: ranges });
     return { seq: this.seq };
+  }
+
+  onChange(listener: ChangeListener): () => void {
+    return this.listeners.add(listener);
   }
 
   close(): Promise<void> {

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import {
+  ALL_SLOTS,
   type Entry,
   ErrorCodes,
   type Mutation,
@@ -14,7 +15,9 @@ import {
   normalizeSlotRanges,
   slotOf,
 } from '../../core';
+import { ChangeListeners } from '../change-listeners';
 import type {
+  ChangeListener,
   ImageFile,
   ImageInstallTarget,
   InstallTarget,
@@ -53,6 +56,7 @@ export class RocksDbStore implements ImageInstallTarget {
   private readonly views = new Set<RocksDbView>();
   private readonly installs = new Set<RocksDbStagedInstall>();
   private readonly committer: InstallCommitter;
+  private readonly listeners = new ChangeListeners();
   private closed = false;
   private closing: Promise<void> | undefined;
 
@@ -130,6 +134,7 @@ export class RocksDbStore implements ImageInstallTarget {
         await this.db.write(ops, { sync: this.options.syncWrites });
         for (const [slot, count] of counts) this.counters.set(slot, count);
         this.seq = seq;
+        this.listeners.emit({ kind: 'write', seq, mutations });
         return { seq };
       });
     });
@@ -222,6 +227,7 @@ export class RocksDbStore implements ImageInstallTarget {
           });
           this.counters.replaceRanges(install.ranges, install.counts);
           this.seq = seq;
+          this.listeners.emit({ kind: 'replace', seq, slots: install.ranges });
           return seq;
         },
       ),
@@ -295,9 +301,14 @@ export class RocksDbStore implements ImageInstallTarget {
         ]);
         this.seq = newSeq;
         this.counters.adopt(counters);
+        this.listeners.emit({ kind: 'replace', seq: newSeq, slots: ALL_SLOTS });
         return { seq: newSeq, keysInstalled: counters.keyCount };
       }),
     );
+  }
+
+  onChange(listener: ChangeListener): () => void {
+    return this.listeners.add(listener);
   }
 
   close(): Promise<void> {

@@ -1,0 +1,475 @@
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import {
+  ErrorCodes,
+  type Mutation,
+  type SlotRange,
+  ShardsnapError,
+  cancelled,
+  formatSlotRanges,
+  isShardsnapError,
+} from '../core';
+import { Connection, call } from '../client/connection';
+import { streamChanges } from '../client/changes';
+import { abortHandoff, commitHandoff, prepareHandoff } from '../client/migrate';
+import { pullIntoStore } from '../client/pull';
+import { createSnapshot } from '../client/snapshots';
+import type { ShardStats__Output } from '../generated/shardsnap/v1/ShardStats';
+import type { Ownership } from '../ownership';
+import { type Store, dropSlots } from '../store';
+import { ChangeFeed, type FeedBatch } from './change-feed';
+import type { MigrationPhase, MigrationStatus } from './status';
+
+export interface MigrationTuning {
+  /** Fresh snapshots taken when the source's change log cannot cover an install. */
+  maxSnapshotAttempts: number;
+  maxHandoffAttempts: number;
+  /** Changes buffered here while the snapshot installs. */
+  feedBufferBytes: number;
+  /** How long the target waits for a commit answer before the outcome is in doubt. */
+  commitTimeoutMs: number;
+  /** How long an in-doubt commit is retried before the migration reports it. */
+  inDoubtRetryMs: number;
+  /** Minimum spacing of progress events. */
+  progressEveryMs: number;
+}
+
+export const DEFAULT_TUNING: MigrationTuning = {
+  maxSnapshotAttempts: 3,
+  maxHandoffAttempts: 3,
+  feedBufferBytes: 64 << 20,
+  commitTimeoutMs: 5_000,
+  inDoubtRetryMs: 30_000,
+  progressEveryMs: 100,
+};
+
+export interface MigrationDeps {
+  store: Store;
+  ownership: Ownership;
+  /** This node's address, where MOVED points once the slots are here. */
+  address: string;
+  logger: Logger;
+  tuning?: Partial<MigrationTuning>;
+  /** Takes over an import whose commit got no answer; `release` ends its local pause. */
+  resolveInDoubt: (migrationId: string, release: () => void) => void;
+  /** Fires when the node stops: an unanswered commit is then left to the next start. */
+  stopSignal?: AbortSignal;
+}
+
+export interface MigrationRequest {
+  id: string;
+  source: string;
+  slots: SlotRange[];
+  maxPauseMs: number;
+}
+
+const MAX_MERGED_MUTATIONS = 4096;
+
+/** Outcome of a commit that got no answer and still has none after retries. */
+class InDoubt extends ShardsnapError {
+  constructor(message: string, cause: unknown) {
+    super(ErrorCodes.unavailable, message, { cause });
+  }
+}
+
+/**
+ * One migration of slots from a source node to this node (the target):
+ *
+ * 1. SNAPSHOT: a slot-range snapshot of the source at seq S is pulled and installed; the
+ *    source's changes after S are read into a buffer meanwhile.
+ * 2. CATCH_UP: the buffered and live changes are applied until nothing is pending.
+ * 3. HANDOFF: the source pauses writes to the slots and names the seq that covers every
+ *    write it accepted; once that seq is applied here, the source commits (ownership moves,
+ *    durably, and writes resume there with MOVED to this node), then this node takes the
+ *    slots. A drain slower than the pause limit aborts the handoff; the source also ends
+ *    the pause by itself at the limit, and a late commit is refused.
+ *
+ * Until the commit is sent, failure or cancel leaves the slots with the source and drops
+ * what was imported here. The import is recorded durably first, so a restart finishes
+ * the cleanup (or, after a commit was sent, asks the source for the outcome).
+ */
+export class MigrationJob {
+  readonly status: MigrationStatus;
+  private readonly controller = new AbortController();
+  private readonly listeners = new Set<(status: MigrationStatus) => void>();
+  private readonly tuning: MigrationTuning;
+  private readonly startedAt = performance.now();
+  private lastProgressAt = 0;
+  private commitSent = false;
+  private appliedSeq = 0;
+  private releaseLocalPause: (() => void) | undefined;
+  /** Resolves with the final status (never rejects). */
+  readonly done: Promise<MigrationStatus>;
+
+  constructor(
+    private readonly deps: MigrationDeps,
+    readonly request: MigrationRequest,
+  ) {
+    this.tuning = { ...DEFAULT_TUNING, ...deps.tuning };
+    this.status = {
+      migrationId: request.id,
+      phase: 'SNAPSHOT',
+      slots: request.slots,
+      source: request.source,
+      target: deps.address,
+      bytes: 0,
+      totalBytes: 0,
+      keys: 0,
+      lag: 0,
+      changesApplied: 0,
+      writePauseMs: 0,
+      elapsedMs: 0,
+      snapshotAttempts: 0,
+      handoffAttempts: 0,
+      detail: '',
+      error: '',
+    };
+    this.done = this.run();
+  }
+
+  get finished(): boolean {
+    return (
+      this.status.phase === 'DONE' ||
+      this.status.phase === 'FAILED' ||
+      this.status.phase === 'CANCELLED'
+    );
+  }
+
+  /** Listens to every status change; returns the unsubscribe. */
+  subscribe(listener: (status: MigrationStatus) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Cancels unless the commit was already sent (then the migration runs to its end). */
+  cancel(reason = 'migration cancelled'): boolean {
+    if (this.commitSent || this.finished) return false;
+    this.controller.abort(cancelled(reason));
+    return true;
+  }
+
+  private get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  private emit(phase: MigrationPhase, changes: Partial<MigrationStatus> = {}, force = true): void {
+    const now = performance.now();
+    if (
+      !force &&
+      phase === this.status.phase &&
+      now - this.lastProgressAt < this.tuning.progressEveryMs
+    ) {
+      Object.assign(this.status, changes);
+      return;
+    }
+    this.lastProgressAt = now;
+    Object.assign(this.status, changes, { phase, elapsedMs: Math.round(now - this.startedAt) });
+    const snapshot = { ...this.status, slots: [...this.status.slots] };
+    for (const listener of this.listeners) listener(snapshot);
+  }
+
+  private async run(): Promise<MigrationStatus> {
+    const { ownership, logger } = this.deps;
+    const { id, slots, source } = this.request;
+    const log = logger.child({ migration: id, slots: formatSlotRanges(slots), source });
+    const conn = new Connection(source);
+    let feed: ChangeFeed | undefined;
+    try {
+      await ownership.beginImport({ id, slots, source });
+      this.emit('SNAPSHOT');
+      const incarnation = await this.checkSource(conn);
+      feed = await this.snapshotAndCatchUp(conn, incarnation);
+      await this.handOff(conn, feed, incarnation);
+      log.info(
+        { writePauseMs: this.status.writePauseMs, keys: this.status.keys },
+        'migration done',
+      );
+      this.emit('DONE', { lag: 0, detail: 'slots moved' });
+    } catch (error) {
+      await feed?.close();
+      await this.fail(conn, error, log);
+    } finally {
+      await feed?.close();
+      conn.close();
+    }
+    return { ...this.status };
+  }
+
+  /** The source must own every slot now; its incarnation pins the change stream's history. */
+  private async checkSource(conn: Connection): Promise<string> {
+    const stats = await call<ShardStats__Output>(
+      'Stats',
+      (cb) => conn.shard.Stats({}, cb),
+      this.signal,
+    );
+    const owned = stats.ownedSlots.map((r) => ({ start: r.start, end: r.end }));
+    const covered = this.request.slots.every((want) =>
+      owned.some((have) => have.start <= want.start && want.end <= have.end),
+    );
+    if (!covered) {
+      throw new ShardsnapError(
+        ErrorCodes.failedPrecondition,
+        `source ${this.request.source} does not own all of slots ${formatSlotRanges(this.request.slots)} (owns ${formatSlotRanges(owned) || 'none'})`,
+      );
+    }
+    return stats.incarnation;
+  }
+
+  /**
+   * Installs a snapshot and applies the changes after it. When the source's change log no
+   * longer holds the snapshot's seq, what was installed is dropped and a fresh snapshot taken.
+   */
+  private async snapshotAndCatchUp(conn: Connection, incarnation: string): Promise<ChangeFeed> {
+    const { store } = this.deps;
+    const { slots, source } = this.request;
+    for (let attempt = 1; ; attempt++) {
+      this.emit('SNAPSHOT', { snapshotAttempts: attempt, bytes: 0, keys: 0, totalBytes: 0 });
+      const info = await createSnapshot(conn, { slots });
+      const attemptController = new AbortController();
+      const signal = AbortSignal.any([this.signal, attemptController.signal]);
+      const feed = new ChangeFeed(
+        (feedSignal) =>
+          streamChanges(conn, {
+            slots,
+            fromSeq: info.seq,
+            incarnation,
+            signal: AbortSignal.any([this.signal, feedSignal]),
+          }),
+        this.tuning.feedBufferBytes,
+        (error) => attemptController.abort(error),
+      );
+      try {
+        const outcome = await pullIntoStore(store, {
+          source,
+          snapshotId: info.id,
+          signal,
+          onProgress: (p) =>
+            this.emit(
+              'SNAPSHOT',
+              { bytes: p.bytesReceived, totalBytes: p.totalBytes, keys: p.keysStaged },
+              false,
+            ),
+        });
+        this.appliedSeq = info.seq;
+        this.emit('CATCH_UP', {
+          keys: outcome.keysInstalled,
+          bytes: this.status.totalBytes || this.status.bytes,
+        });
+        await this.catchUp(feed);
+        return feed;
+      } catch (error) {
+        await feed.close();
+        const gap = feed.failed;
+        if (this.signal.aborted || !isShardsnapError(gap, ErrorCodes.outOfRange)) {
+          throw gap !== undefined && !this.signal.aborted ? gap : error;
+        }
+        if (attempt >= this.tuning.maxSnapshotAttempts) {
+          throw new ShardsnapError(
+            ErrorCodes.resourceExhausted,
+            `the source's change log could not cover ${attempt} snapshot installs; raise its --change-log-size [${(gap as Error).message}]`,
+            { cause: gap },
+          );
+        }
+        this.deps.logger.info(
+          { err: gap, migration: this.request.id },
+          'change log gap; taking a fresh snapshot',
+        );
+        this.emit('SNAPSHOT', {
+          detail: `the source's change log no longer holds seq ${info.seq}; taking a fresh snapshot`,
+        });
+        await dropSlots(store, slots);
+      } finally {
+        void deleteQuietly(conn, info.id);
+      }
+    }
+  }
+
+  /** Applies buffered changes until none is pending. */
+  private async catchUp(feed: ChangeFeed): Promise<void> {
+    for (;;) {
+      const batches = await feed.take(50, this.signal);
+      await this.apply(batches);
+      this.emit('CATCH_UP', { lag: Math.max(0, feed.headSeq - this.appliedSeq) }, false);
+      if (feed.established && feed.buffered === 0 && this.appliedSeq >= feed.receivedSeq) return;
+    }
+  }
+
+  /**
+   * Applies source batches in order, merged into few local writes: a merged batch has the
+   * effect of its parts in sequence (types are checked mutation by mutation), and fewer
+   * round trips let the target keep up with a source written from many clients.
+   */
+  private async apply(batches: readonly FeedBatch[]): Promise<void> {
+    let merged: Mutation[] = [];
+    let mergedSeq = this.appliedSeq;
+    let parts = 0;
+    const flush = async (): Promise<void> => {
+      if (merged.length > 0) await this.deps.store.write(merged);
+      this.appliedSeq = mergedSeq;
+      this.status.changesApplied += parts;
+      merged = [];
+      parts = 0;
+    };
+    for (const batch of batches) {
+      if (batch.seq <= mergedSeq) continue;
+      if (batch.mutations.length > 0) {
+        for (const m of batch.mutations) merged.push(m);
+        parts++;
+      }
+      mergedSeq = batch.seq;
+      if (merged.length >= MAX_MERGED_MUTATIONS) await flush();
+    }
+    await flush();
+  }
+
+  /** Applies changes until `seq` is reached, or gives up at `deadline` (performance.now()). */
+  private async drainTo(feed: ChangeFeed, seq: number, deadline: number): Promise<boolean> {
+    while (this.appliedSeq < seq) {
+      const wait = deadline - performance.now();
+      if (wait <= 0) return false;
+      await this.apply(await feed.take(Math.min(wait, 20), this.signal));
+    }
+    return true;
+  }
+
+  private async handOff(conn: Connection, feed: ChangeFeed, incarnation: string): Promise<void> {
+    const { ownership, address } = this.deps;
+    const { id, slots, maxPauseMs } = this.request;
+    let lastReason = '';
+    for (let attempt = 1; attempt <= this.tuning.maxHandoffAttempts; attempt++) {
+      this.emit('HANDOFF', {
+        handoffAttempts: attempt,
+        lag: Math.max(0, feed.headSeq - this.appliedSeq),
+      });
+      await this.catchUp(feed);
+      // Recorded before the pause: a restart from here asks the source for the outcome.
+      await ownership.markCommitting(id);
+      const pausedAt = performance.now();
+      this.releaseLocalPause = ownership.pause(slots);
+      const prepared = await prepareHandoff(
+        conn,
+        { migrationId: id, slots, target: address, maxPauseMs },
+        this.signal,
+      );
+      if (prepared.incarnation && prepared.incarnation !== incarnation) {
+        await abortHandoff(conn, id).catch(() => undefined);
+        throw new ShardsnapError(
+          ErrorCodes.failedPrecondition,
+          `source ${this.request.source} restarted during the migration`,
+        );
+      }
+      // Leave a quarter of the limit for the commit round trip.
+      const drained = await this.drainTo(feed, prepared.seq, pausedAt + maxPauseMs * 0.75);
+      if (!drained) {
+        await abortHandoff(conn, id).catch(() => undefined);
+        this.releasePause();
+        lastReason = `applying the last changes (to seq ${prepared.seq}) would pause writes for more than ${maxPauseMs} ms`;
+        this.emit('HANDOFF', { detail: `handoff aborted: ${lastReason}` });
+        continue;
+      }
+      this.commitSent = true;
+      const committed = await this.commit(conn);
+      if (!committed) {
+        this.commitSent = false;
+        this.releasePause();
+        lastReason = `the source ended the pause before the commit arrived (limit ${maxPauseMs} ms)`;
+        this.emit('HANDOFF', { detail: `handoff aborted: ${lastReason}` });
+        continue;
+      }
+      await feed.close();
+      await ownership.completeImport(id);
+      this.releasePause();
+      this.status.writePauseMs = committed.writePauseMs;
+      return;
+    }
+    throw new ShardsnapError(
+      ErrorCodes.failedPrecondition,
+      `handoff aborted ${this.tuning.maxHandoffAttempts} times; the source keeps the slots: ${lastReason}`,
+    );
+  }
+
+  /**
+   * Sends the commit; a lost answer is retried (the source answers the same for a commit it
+   * made). Resolves undefined when the source refused (it had ended the pause).
+   */
+  private async commit(conn: Connection): Promise<{ writePauseMs: number } | undefined> {
+    const { id } = this.request;
+    const giveUpAt = performance.now() + this.tuning.inDoubtRetryMs;
+    let delay = 100;
+    for (;;) {
+      try {
+        return await commitHandoff(conn, id, this.tuning.commitTimeoutMs);
+      } catch (error) {
+        if (isShardsnapError(error, ErrorCodes.failedPrecondition)) return undefined;
+        if (performance.now() > giveUpAt || this.deps.stopSignal?.aborted) {
+          throw new InDoubt(
+            `no answer from source ${this.request.source} to the commit of migration ${id}; the slots stay paused here until it answers`,
+            error,
+          );
+        }
+        this.emit('HANDOFF', {
+          detail: `commit unanswered, retrying: ${(error as Error).message}`,
+        });
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        delay = Math.min(delay * 2, 2_000);
+      }
+    }
+  }
+
+  private releasePause(): void {
+    this.releaseLocalPause?.();
+    this.releaseLocalPause = undefined;
+  }
+
+  private async fail(conn: Connection, error: unknown, log: Logger): Promise<void> {
+    const { ownership, store } = this.deps;
+    const { id, slots } = this.request;
+    const wasCancelled = this.signal.aborted && !(error instanceof InDoubt);
+    const reason = wasCancelled
+      ? ((this.signal.reason as Error | undefined)?.message ?? 'migration cancelled')
+      : error instanceof Error
+        ? error.message
+        : String(error);
+    this.failureError =
+      error instanceof ShardsnapError
+        ? error
+        : new ShardsnapError(ErrorCodes.internal, reason, { cause: error });
+    if (error instanceof InDoubt) {
+      // The slots stay paused here until the source tells the outcome.
+      log.error({ err: error }, 'migration in doubt');
+      const release = this.releaseLocalPause ?? (() => undefined);
+      this.releaseLocalPause = undefined;
+      this.deps.resolveInDoubt(id, release);
+      this.emit('FAILED', { error: reason });
+      return;
+    }
+    await abortHandoff(conn, id).catch(() => undefined);
+    this.releasePause();
+    try {
+      await dropSlots(store, slots);
+      await ownership.abandonImport(id);
+    } catch (cleanupError) {
+      log.error(
+        { err: cleanupError },
+        'cleanup after a failed migration failed; a restart finishes it',
+      );
+    }
+    log.warn({ err: error }, wasCancelled ? 'migration cancelled' : 'migration failed');
+    this.emit(wasCancelled ? 'CANCELLED' : 'FAILED', { error: reason });
+  }
+
+  /** The error a failed or cancelled migration ended with (for the RPC status). */
+  get failure(): ShardsnapError | undefined {
+    if (this.status.phase === 'CANCELLED') return cancelled(this.status.error);
+    if (this.status.phase !== 'FAILED') return undefined;
+    return this.failureError;
+  }
+
+  private failureError: ShardsnapError | undefined;
+}
+
+async function deleteQuietly(conn: Connection, snapshotId: string): Promise<void> {
+  await call('DeleteSnapshot', (cb) => conn.snapshots.DeleteSnapshot({ id: snapshotId }, cb)).catch(
+    () => undefined,
+  );
+}

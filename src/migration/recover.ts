@@ -1,0 +1,70 @@
+import type { Logger } from 'pino';
+import { formatSlotRanges } from '../core';
+import { Connection } from '../client/connection';
+import { abortHandoff } from '../client/migrate';
+import type { ImportRecord, Ownership } from '../ownership';
+import { type Store, dropSlots } from '../store';
+
+export interface RecoveryDeps {
+  store: Store;
+  ownership: Ownership;
+  logger: Logger;
+  /** Fires when the node stops; an unresolved import stays recorded for the next start. */
+  signal: AbortSignal;
+}
+
+/**
+ * Settles an import whose commit may or may not have reached the source. The source's
+ * answer to AbortHandoff is final: either the handoff committed (the slots are ours) or
+ * its pause is over and a commit would be refused (what was imported is dropped).
+ * Retries until the source answers; `release` ends the local pause of the slots.
+ */
+export async function resolveImport(
+  deps: RecoveryDeps,
+  record: Pick<ImportRecord, 'id' | 'slots' | 'source'>,
+  release: () => void,
+): Promise<void> {
+  const log = deps.logger.child({
+    migration: record.id,
+    slots: formatSlotRanges(record.slots),
+    source: record.source,
+  });
+  const conn = new Connection(record.source);
+  let delay = 200;
+  try {
+    while (!deps.signal.aborted) {
+      try {
+        const answer = await abortHandoff(conn, record.id);
+        if (answer.committed) {
+          await deps.ownership.completeImport(record.id);
+          log.info('in-doubt import resolved: the source committed, the slots are here');
+        } else {
+          await dropSlots(deps.store, record.slots);
+          await deps.ownership.abandonImport(record.id);
+          log.info('in-doubt import resolved: the source kept the slots; imported keys dropped');
+        }
+        return;
+      } catch (error) {
+        if (deps.signal.aborted) return;
+        log.warn({ err: error }, 'cannot reach the source to settle an import; retrying');
+        await sleep(delay, deps.signal);
+        delay = Math.min(delay * 2, 5_000);
+      }
+    }
+  } finally {
+    release();
+    conn.close();
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,206 @@
+import { performance } from 'node:perf_hooks';
+import {
+  type SlotRange,
+  ShardsnapError,
+  ErrorCodes,
+  formatSlotRanges,
+  invalidArgument,
+} from '../core';
+import type { Ownership } from '../ownership';
+import { type Store, dropSlots } from '../store';
+
+/** Longest pause a target may ask for: beyond this a handoff is not a short pause any more. */
+export const MAX_PAUSE_LIMIT_MS = 60_000;
+
+export interface SourceHandoffDeps {
+  store: Store;
+  ownership: Ownership;
+  onError: (error: unknown, context: string) => void;
+  onInfo: (context: object, message: string) => void;
+}
+
+interface ActiveHandoff {
+  id: string;
+  slots: SlotRange[];
+  target: string;
+  release: () => void;
+  timer: NodeJS.Timeout;
+  pausedAt: number;
+  committing?: Promise<{ writePauseMs: number }>;
+}
+
+const failed = (message: string): ShardsnapError =>
+  new ShardsnapError(ErrorCodes.failedPrecondition, message);
+
+/**
+ * The source's side of a handoff. `prepare` pauses writes to the slots (they answer
+ * TRYAGAIN) and returns the seq that covers every write admitted before the pause; the
+ * pause ends by `commit` (ownership moves to the target, persisted first), by `abort`,
+ * or by itself after `maxPauseMs` — so a target that dies mid-handoff never leaves the
+ * slots paused, and a commit that arrives after that is refused: the source decides.
+ */
+export class SourceHandoffs {
+  private readonly active = new Map<string, ActiveHandoff>();
+  /** Pause lengths of committed handoffs, so that a repeated commit answers the same. */
+  private readonly committedPauses = new Map<string, number>();
+  private readonly cleanups = new Set<Promise<void>>();
+  private closed = false;
+
+  constructor(private readonly deps: SourceHandoffDeps) {}
+
+  get activeCount(): number {
+    return this.active.size;
+  }
+
+  async prepare(request: {
+    id: string;
+    slots: SlotRange[];
+    target: string;
+    maxPauseMs: number;
+  }): Promise<{ seq: number }> {
+    const { id, slots, target, maxPauseMs } = request;
+    if (!id) throw invalidArgument('migration id is required');
+    if (!target) throw invalidArgument('target address is required');
+    if (!Number.isInteger(maxPauseMs) || maxPauseMs < 1 || maxPauseMs > MAX_PAUSE_LIMIT_MS) {
+      throw invalidArgument(`max pause must be 1..${MAX_PAUSE_LIMIT_MS} ms, got ${maxPauseMs}`);
+    }
+    if (this.closed) throw new ShardsnapError(ErrorCodes.unavailable, 'node is stopping');
+    if (this.active.has(id)) throw failed(`handoff ${id} is already prepared`);
+    const { ownership } = this.deps;
+    if (!ownership.ownsAll(slots)) {
+      throw failed(
+        `this node does not own all of slots ${formatSlotRanges(slots)} (owns ${formatSlotRanges(ownership.owned()) || 'none'})`,
+      );
+    }
+    for (const other of this.active.values()) {
+      if (overlaps(other.slots, slots)) {
+        throw failed(`slots ${formatSlotRanges(slots)} overlap handoff ${other.id} in progress`);
+      }
+    }
+    const handoff: ActiveHandoff = {
+      id,
+      slots,
+      target,
+      release: ownership.pause(slots),
+      pausedAt: performance.now(),
+      timer: setTimeout(() => this.expire(id), maxPauseMs),
+    };
+    this.active.set(id, handoff);
+    try {
+      await ownership.drain();
+      if (this.active.get(id) !== handoff) {
+        throw failed(`handoff ${id} expired after ${maxPauseMs} ms while writes drained`);
+      }
+      const { seq } = await this.deps.store.stats();
+      return { seq };
+    } catch (error) {
+      this.end(handoff);
+      throw error;
+    }
+  }
+
+  commit(id: string): Promise<{ writePauseMs: number }> {
+    const handoff = this.active.get(id);
+    if (!handoff) {
+      const pause = this.committedPauses.get(id);
+      if (pause !== undefined) return Promise.resolve({ writePauseMs: pause });
+      if (this.deps.ownership.transferred(id)) return Promise.resolve({ writePauseMs: 0 });
+      return Promise.reject(
+        failed(`handoff ${id} is not prepared on this node (it expired or was aborted)`),
+      );
+    }
+    handoff.committing ??= this.transfer(handoff);
+    return handoff.committing;
+  }
+
+  private async transfer(handoff: ActiveHandoff): Promise<{ writePauseMs: number }> {
+    // From here the handoff cannot expire: the decision is being made durable.
+    clearTimeout(handoff.timer);
+    try {
+      await this.deps.ownership.transfer(handoff.id, handoff.slots, handoff.target);
+    } catch (error) {
+      this.end(handoff);
+      throw error;
+    }
+    const writePauseMs = Math.round(performance.now() - handoff.pausedAt);
+    this.end(handoff);
+    this.committedPauses.set(handoff.id, writePauseMs);
+    if (this.committedPauses.size > 256) {
+      const oldest = this.committedPauses.keys().next().value;
+      if (oldest !== undefined) this.committedPauses.delete(oldest);
+    }
+    this.deps.onInfo(
+      { migration: handoff.id, slots: formatSlotRanges(handoff.slots), writePauseMs },
+      'slots handed over',
+    );
+    this.cleanUp(handoff.slots);
+    return { writePauseMs };
+  }
+
+  /** Removes the keys of slots this node gave away, in the background. */
+  cleanUp(slots: SlotRange[]): void {
+    const job = (async () => {
+      await dropSlots(this.deps.store, slots);
+      await this.deps.ownership.cleaned(slots);
+    })().catch((error: unknown) => {
+      if (!this.closed) this.deps.onError(error, `cleanup of slots ${formatSlotRanges(slots)}`);
+    });
+    this.cleanups.add(job);
+    void job.finally(() => this.cleanups.delete(job));
+  }
+
+  /**
+   * Ends the pause of `id` unless it is committing; reports whether the handoff committed
+   * (waiting for a commit in progress), so the answer is final either way.
+   */
+  async abort(id: string): Promise<{ aborted: boolean; committed: boolean }> {
+    const handoff = this.active.get(id);
+    if (handoff?.committing) {
+      const outcome = await handoff.committing.then(
+        () => true,
+        () => false,
+      );
+      return { aborted: false, committed: outcome };
+    }
+    if (handoff) {
+      this.end(handoff);
+      return { aborted: true, committed: false };
+    }
+    const committed =
+      this.committedPauses.has(id) || this.deps.ownership.transferred(id) !== undefined;
+    return { aborted: false, committed };
+  }
+
+  private expire(id: string): void {
+    const handoff = this.active.get(id);
+    if (!handoff || handoff.committing) return;
+    this.deps.onInfo(
+      { migration: id, slots: formatSlotRanges(handoff.slots) },
+      'handoff expired; writes resumed, slots kept',
+    );
+    this.end(handoff);
+  }
+
+  private end(handoff: ActiveHandoff): void {
+    clearTimeout(handoff.timer);
+    handoff.release();
+    if (this.active.get(handoff.id) === handoff) this.active.delete(handoff.id);
+  }
+
+  /** Ends every pause (the slots stay here) and waits for background cleanups. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const handoff of [...this.active.values()]) {
+      if (!handoff.committing) this.end(handoff);
+    }
+    const committing = [...this.active.values()].flatMap((h) =>
+      h.committing ? [h.committing] : [],
+    );
+    await Promise.allSettled(committing);
+    await Promise.all([...this.cleanups]);
+  }
+}
+
+export function overlaps(a: readonly SlotRange[], b: readonly SlotRange[]): boolean {
+  return a.some((x) => b.some((y) => x.start <= y.end && y.start <= x.end));
+}
