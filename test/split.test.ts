@@ -1,8 +1,11 @@
+import { type AddressInfo, createServer } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
 import test, { type ExecutionContext } from 'ava';
-import { Connection, migrateSlots } from '../src/client';
-import type { SlotRange } from '../src/core';
+import { Connection, getMigration, migrateSlots } from '../src/client';
+import type { ShardsnapError, SlotRange } from '../src/core';
 import type { MigrationStatus } from '../src/migration';
-import { nodeFor, waitFor } from './helpers/harness';
+import { cli, cliJson, serve } from './helpers/cli';
+import { nodeFor, rawUnary, slowScan, strategiesWith, unaryCode, waitFor } from './helpers/harness';
 import { SplitWriter, mixedData, modelDigest, modelOf, tagsIn } from './helpers/split';
 
 const MOVING: SlotRange = { start: 0, end: 8191 };
@@ -71,5 +74,214 @@ for (const [from, to] of [
   test(`split ${from} → ${to} under live writes loses no acknowledged write`, async (t) => {
     t.timeout(60_000);
     await splitUnderWrites(t, from, to);
+  });
+}
+
+test('a change log too small for the snapshot falls back to a fresh snapshot and still succeeds', async (t) => {
+  t.timeout(60_000);
+  const source = await nodeFor(t, {
+    changeLogBytes: 16 * 1024,
+    strategies: strategiesWith(slowScan({ batch: 50, delayMs: 50 })).prefer('memory', [
+      'slow-scan',
+    ]),
+  });
+  // The target buffers little while it installs, so the changes wait in the source's log.
+  const target = await nodeFor(t, { slots: [], migrationTuning: { feedBufferBytes: 4096 } });
+  const moving = tagsIn(MOVING, 20);
+  const initial = mixedData(moving, 50);
+  for (const batch of initial) await source.client.write(batch);
+  const model = await modelOf(initial);
+  // Large values: the changes made during the snapshot outgrow every buffer on the way.
+  const writer = new SplitWriter(source.node.address, moving, model, {
+    lanes: 2,
+    valueBytes: 32 * 1024,
+  }).start();
+  t.teardown(() => writer.close());
+  const conn = new Connection(target.node.address);
+  t.teardown(() => conn.close());
+  const details: string[] = [];
+  const done = await migrateSlots(conn, {
+    source: source.node.address,
+    slots: [MOVING],
+    onEvent: (event) => {
+      if (event.detail) details.push(event.detail);
+      // Once the log has overflowed, the writer stops so that the next snapshot fits.
+      if (event.snapshotAttempts > 1) void writer.stop();
+    },
+  });
+  await writer.stop();
+  t.is(done.phase, 'DONE');
+  t.true(done.snapshotAttempts >= 2, `${done.snapshotAttempts} snapshot attempts`);
+  t.true(
+    details.some((d) => /fresh snapshot/.test(d)),
+    details.join(' | '),
+  );
+  t.deepEqual(writer.failures, []);
+  const expected = await modelDigest(model, [MOVING]);
+  t.is((await target.client.digest([MOVING])).digest, expected.digest);
+});
+
+test('MigrateSlots and the handoff calls answer bad input with precise statuses', async (t) => {
+  const source = await nodeFor(t);
+  const target = await nodeFor(t, { slots: [] });
+  const owner = await nodeFor(t, { slots: [{ start: 0, end: 99 }] });
+  const conn = new Connection(target.node.address);
+  t.teardown(() => conn.close());
+  const migrate = (
+    request: { source?: string; slots?: SlotRange[]; maxPauseMs?: number },
+    via = conn,
+  ): Promise<string> =>
+    migrateSlots(via, {
+      source: request.source ?? source.node.address,
+      slots: request.slots ?? [MOVING],
+      maxPauseMs: request.maxPauseMs,
+    }).then(
+      () => 'ok',
+      (error: unknown) => `${(error as ShardsnapError).code}: ${(error as Error).message}`,
+    );
+  t.regex(await migrate({ slots: [] }), /^invalid_argument: .*slots are required/);
+  t.regex(await migrate({ source: 'no-port' }), /^invalid_argument: .*HOST:PORT/);
+  t.regex(await migrate({ source: target.node.address }), /^invalid_argument: .*is this node/);
+  t.regex(await migrate({ maxPauseMs: 120_000 }), /^invalid_argument: .*max pause/);
+  t.regex(await migrate({ slots: [{ start: 5, end: 20_000 }] }), /^invalid_argument: .*outside/);
+  const ownerConn = new Connection(owner.node.address);
+  t.teardown(() => ownerConn.close());
+  t.regex(await migrate({}, ownerConn), /^failed_precondition: .*already owns/);
+  // The source must own the slots; the migration then fails and leaves nothing behind.
+  t.regex(
+    await migrate({ source: owner.node.address, slots: [{ start: 200, end: 300 }] }),
+    /^failed_precondition: .*does not own/,
+  );
+  t.deepEqual(target.node.ownership.imports(), []);
+  const closed = await freePort();
+  t.regex(await migrate({ source: `127.0.0.1:${closed}` }), /^unavailable: /);
+
+  const get = await rawUnary((cb) => conn.migration.GetMigration({ migrationId: 'nope' }, cb));
+  t.is(get.ok ? 0 : get.error.code, grpc.status.NOT_FOUND);
+  const getEmpty = await rawUnary((cb) => conn.migration.GetMigration({ migrationId: '' }, cb));
+  t.is(getEmpty.ok ? 0 : getEmpty.error.code, grpc.status.INVALID_ARGUMENT);
+  const cancel = await rawUnary((cb) =>
+    conn.migration.CancelMigration({ migrationId: 'nope' }, cb),
+  );
+  t.is(cancel.ok ? 0 : cancel.error.code, grpc.status.NOT_FOUND);
+
+  const src = new Connection(source.node.address);
+  t.teardown(() => src.close());
+  const prepare = (request: Record<string, unknown>): Promise<number> =>
+    unaryCode((cb) =>
+      src.migration.PrepareHandoff(
+        { migrationId: 'm1', slots: [MOVING], target: '127.0.0.1:1', maxPauseMs: 100, ...request },
+        cb,
+      ),
+    );
+  t.is(await prepare({ slots: [] }), grpc.status.INVALID_ARGUMENT);
+  t.is(await prepare({ target: '' }), grpc.status.INVALID_ARGUMENT);
+  t.is(await prepare({ target: 'x' }), grpc.status.INVALID_ARGUMENT);
+  t.is(await prepare({ migrationId: '' }), grpc.status.INVALID_ARGUMENT);
+  t.is(await prepare({ maxPauseMs: 600_000 }), grpc.status.INVALID_ARGUMENT);
+  const notOwned = await unaryCode((cb) =>
+    new Connection(target.node.address).migration.PrepareHandoff(
+      { migrationId: 'm2', slots: [MOVING], target: source.node.address, maxPauseMs: 100 },
+      cb,
+    ),
+  );
+  t.is(notOwned, grpc.status.FAILED_PRECONDITION);
+  t.is(
+    await unaryCode((cb) => src.migration.CommitHandoff({ migrationId: 'never' }, cb)),
+    grpc.status.FAILED_PRECONDITION,
+  );
+  t.is(
+    await unaryCode((cb) => src.migration.CommitHandoff({ migrationId: '' }, cb)),
+    grpc.status.INVALID_ARGUMENT,
+  );
+  // Nothing was paused by the failed calls.
+  t.is(source.node.handoffs.activeCount, 0);
+  await source.client.write([
+    { op: 'set', key: Buffer.from('{t0}x'), value: Buffer.from('1'), expireAtMs: 0 },
+  ]);
+});
+
+test('a finished migration stays visible to GetMigration; a second one for the same slots is refused', async (t) => {
+  const source = await nodeFor(t);
+  const target = await nodeFor(t, { slots: [] });
+  await source.client.write(mixedData(tagsIn(MOVING, 3), 10).flat());
+  const conn = new Connection(target.node.address);
+  t.teardown(() => conn.close());
+  const done = await migrateSlots(conn, { source: source.node.address, slots: [MOVING] });
+  const status = await getMigration(conn, done.migrationId);
+  t.is(status.phase, 'DONE');
+  t.is(status.keys, done.keys);
+  await t.throwsAsync(migrateSlots(conn, { source: source.node.address, slots: [MOVING] }), {
+    message: /already owns/,
+  });
+});
+
+test('shardsnap split moves slots and prints keys, bytes, time, MiB/s and the write pause', async (t) => {
+  t.timeout(60_000);
+  const source = await serve(t);
+  const target = await serve(t, ['--slots', 'none']);
+  const load = await cli(['load', '--to', source.address, '--keys', '2000', '--value-size', '100']);
+  t.is(load.code, 0, load.stderr);
+  const human = await cli([
+    'split',
+    '--source',
+    source.address,
+    '--target',
+    target.address,
+    '--slots',
+    '0-4095',
+  ]);
+  t.is(human.code, 0, human.stderr);
+  t.regex(
+    human.stdout,
+    /moved slots 0-4095 from \S+ to \S+: \d+ keys, [\d.]+ \w+ in [\d.]+ s \([\d.]+ MiB\/s\), write pause \d+ ms/,
+  );
+  const json = await cliJson<Record<string, unknown>>([
+    'split',
+    '--source',
+    source.address,
+    '--target',
+    target.address,
+    '--slots',
+    '4096-8191',
+  ]);
+  t.is(json.code, 0);
+  t.is(json.json.phase, 'DONE');
+  t.is(typeof json.json.write_pause_ms, 'number');
+  t.true((json.json.keys as number) > 0);
+  const stats = await cliJson<{ ownedSlots: SlotRange[] }>(['stats', '--at', target.address]);
+  t.deepEqual(stats.json.ownedSlots, [MOVING]);
+  // The same slots again: the target owns them now (exit 5), and bad ranges are usage errors.
+  const again = await cli([
+    'split',
+    '--source',
+    source.address,
+    '--target',
+    target.address,
+    '--slots',
+    '0-10',
+  ]);
+  t.is(again.code, 5, again.stderr);
+  t.regex(again.stderr, /already owns/);
+  const bad = await cli([
+    'split',
+    '--source',
+    source.address,
+    '--target',
+    target.address,
+    '--slots',
+    '9-3',
+  ]);
+  t.is(bad.code, 2);
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
   });
 }

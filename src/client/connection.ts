@@ -11,15 +11,19 @@ export class Connection {
   readonly snapshots: SnapshotsClient;
   readonly migration: MigrationClient;
 
-  constructor(readonly address: string) {
+  constructor(
+    readonly address: string,
+    channelOptions: grpc.ChannelOptions = BULK_CHANNEL_OPTIONS,
+  ) {
     const proto = loadProto().shardsnap.v1;
-    this.shard = new proto.Shard(address, grpc.credentials.createInsecure(), BULK_CHANNEL_OPTIONS);
+    const options = channelOptions;
+    this.shard = new proto.Shard(address, grpc.credentials.createInsecure(), options);
     this.snapshots = new proto.Snapshots(address, grpc.credentials.createInsecure(), {
-      ...BULK_CHANNEL_OPTIONS,
+      ...options,
       channelOverride: this.shard.getChannel(),
     });
     this.migration = new proto.Migration(address, grpc.credentials.createInsecure(), {
-      ...BULK_CHANNEL_OPTIONS,
+      ...options,
       channelOverride: this.shard.getChannel(),
     });
   }

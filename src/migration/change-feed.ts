@@ -39,6 +39,7 @@ export class ChangeFeed {
   private wakeProducer: (() => void) | undefined;
   private readonly pump: Promise<void>;
   private readonly controller = new AbortController();
+  private readonly failures = new AbortController();
   /** The seq of the last batch received, and the source's seq when it was sent. */
   receivedSeq = -1;
   headSeq = 0;
@@ -46,13 +47,18 @@ export class ChangeFeed {
   constructor(
     open: (signal: AbortSignal) => AsyncGenerator<FeedBatch>,
     private readonly maxBufferedBytes: number,
-    private readonly onFailure: (error: unknown) => void,
+    private readonly onClosed: () => void = () => undefined,
   ) {
     this.pump = this.run(open(this.controller.signal));
   }
 
   get failed(): unknown {
     return this.failure;
+  }
+
+  /** Fires when the stream fails (not when it is closed). */
+  get failureSignal(): AbortSignal {
+    return this.failures.signal;
   }
 
   /** True once a first batch (or progress marker) has arrived. */
@@ -84,7 +90,9 @@ export class ChangeFeed {
     } catch (error) {
       if (!this.ended) this.failure = error;
     } finally {
-      if (this.failure !== undefined && !this.ended) this.onFailure(this.failure);
+      if (this.failure !== undefined && !this.ended) {
+        this.failures.abort(this.failure);
+      }
       this.wake();
       await stream.return(undefined).catch(() => undefined);
     }
@@ -133,6 +141,7 @@ export class ChangeFeed {
     wake?.();
     this.wake();
     await this.pump;
+    this.onClosed();
   }
 }
 

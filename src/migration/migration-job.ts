@@ -64,6 +64,14 @@ export interface MigrationRequest {
 }
 
 const MAX_MERGED_MUTATIONS = 4096;
+/** Source seqs a target may trail by when it starts a handoff. */
+const CAUGHT_UP_LAG = 64;
+
+const CHANGE_STREAM_CHANNEL_OPTIONS = {
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 20_000,
+  'grpc.max_receive_message_length': 64 << 20,
+};
 
 /** Outcome of a commit that got no answer and still has none after retries. */
 class InDoubt extends ShardsnapError {
@@ -173,23 +181,19 @@ export class MigrationJob {
     const { id, slots, source } = this.request;
     const log = logger.child({ migration: id, slots: formatSlotRanges(slots), source });
     const conn = new Connection(source);
-    let feed: ChangeFeed | undefined;
     try {
       await ownership.beginImport({ id, slots, source });
       this.emit('SNAPSHOT');
       const incarnation = await this.checkSource(conn);
-      feed = await this.snapshotAndCatchUp(conn, incarnation);
-      await this.handOff(conn, feed, incarnation);
+      await this.migrate(conn, incarnation);
       log.info(
         { writePauseMs: this.status.writePauseMs, keys: this.status.keys },
         'migration done',
       );
       this.emit('DONE', { lag: 0, detail: 'slots moved' });
     } catch (error) {
-      await feed?.close();
       await this.fail(conn, error, log);
     } finally {
-      await feed?.close();
       conn.close();
     }
     return { ...this.status };
@@ -216,57 +220,41 @@ export class MigrationJob {
   }
 
   /**
-   * Installs a snapshot and applies the changes after it. When the source's change log no
-   * longer holds the snapshot's seq, what was installed is dropped and a fresh snapshot taken.
+   * Installs a snapshot and hands off. When the source's change log no longer holds what
+   * this node still has to apply (a gap), what was installed is dropped and a fresh
+   * snapshot taken: a gap is never skipped.
    */
-  private async snapshotAndCatchUp(conn: Connection, incarnation: string): Promise<ChangeFeed> {
-    const { store } = this.deps;
-    const { slots, source } = this.request;
+  private async migrate(conn: Connection, incarnation: string): Promise<void> {
     for (let attempt = 1; ; attempt++) {
-      this.emit('SNAPSHOT', { snapshotAttempts: attempt, bytes: 0, keys: 0, totalBytes: 0 });
-      const info = await createSnapshot(conn, { slots });
-      const attemptController = new AbortController();
-      const signal = AbortSignal.any([this.signal, attemptController.signal]);
-      const feed = new ChangeFeed(
-        (feedSignal) =>
-          streamChanges(conn, {
-            slots,
-            fromSeq: info.seq,
-            incarnation,
-            signal: AbortSignal.any([this.signal, feedSignal]),
-          }),
-        this.tuning.feedBufferBytes,
-        (error) => attemptController.abort(error),
-      );
+      let feed: ChangeFeed | undefined;
+      let snapshotSeq = 0;
       try {
-        const outcome = await pullIntoStore(store, {
-          source,
-          snapshotId: info.id,
-          signal,
-          onProgress: (p) =>
-            this.emit(
-              'SNAPSHOT',
-              { bytes: p.bytesReceived, totalBytes: p.totalBytes, keys: p.keysStaged },
-              false,
-            ),
-        });
-        this.appliedSeq = info.seq;
-        this.emit('CATCH_UP', {
-          keys: outcome.keysInstalled,
-          bytes: this.status.totalBytes || this.status.bytes,
-        });
-        await this.catchUp(feed);
-        return feed;
+        this.emit('SNAPSHOT', { snapshotAttempts: attempt, bytes: 0, keys: 0, totalBytes: 0 });
+        const info = await createSnapshot(conn, { slots: this.request.slots });
+        snapshotSeq = info.seq;
+        feed = this.openFeed(info.seq, incarnation);
+        try {
+          await this.install(info.id, info.seq, feed);
+        } finally {
+          void deleteQuietly(conn, info.id);
+        }
+        await this.catchUp(conn, feed);
+        await this.handOff(conn, feed, incarnation);
+        return;
       } catch (error) {
-        await feed.close();
-        const gap = feed.failed;
-        if (this.signal.aborted || !isShardsnapError(gap, ErrorCodes.outOfRange)) {
-          throw gap !== undefined && !this.signal.aborted ? gap : error;
+        await feed?.close();
+        const gap = feed?.failed;
+        if (
+          this.signal.aborted ||
+          this.commitSent ||
+          !isShardsnapError(gap, ErrorCodes.outOfRange)
+        ) {
+          throw gap !== undefined && !this.signal.aborted && !this.commitSent ? gap : error;
         }
         if (attempt >= this.tuning.maxSnapshotAttempts) {
           throw new ShardsnapError(
             ErrorCodes.resourceExhausted,
-            `the source's change log could not cover ${attempt} snapshot installs; raise its --change-log-size [${(gap as Error).message}]`,
+            `the source's change log could not cover ${attempt} snapshot installs; raise its --change-log-size [${gap.message}]`,
             { cause: gap },
           );
         }
@@ -275,22 +263,75 @@ export class MigrationJob {
           'change log gap; taking a fresh snapshot',
         );
         this.emit('SNAPSHOT', {
-          detail: `the source's change log no longer holds seq ${info.seq}; taking a fresh snapshot`,
+          detail: `the source's change log no longer holds what followed seq ${snapshotSeq}; taking a fresh snapshot`,
         });
-        await dropSlots(store, slots);
+        await dropSlots(this.deps.store, this.request.slots);
       } finally {
-        void deleteQuietly(conn, info.id);
+        await feed?.close();
       }
     }
   }
 
-  /** Applies buffered changes until none is pending. */
-  private async catchUp(feed: ChangeFeed): Promise<void> {
+  /** The source's changes after `fromSeq`, read into a buffer from now on. */
+  private openFeed(fromSeq: number, incarnation: string): ChangeFeed {
+    const { slots, source } = this.request;
+    // Its own channel with ordinary HTTP/2 windows: while the feed's buffer is full, the
+    // stream waits in the source's change log rather than in transport buffers.
+    const feedConn = new Connection(source, CHANGE_STREAM_CHANNEL_OPTIONS);
+    return new ChangeFeed(
+      (feedSignal) =>
+        streamChanges(feedConn, {
+          slots,
+          fromSeq,
+          incarnation,
+          signal: AbortSignal.any([this.signal, feedSignal]),
+        }),
+      this.tuning.feedBufferBytes,
+      () => feedConn.close(),
+    );
+  }
+
+  /** Pulls and installs the snapshot; stops early if the change feed fails meanwhile. */
+  private async install(snapshotId: string, seq: number, feed: ChangeFeed): Promise<void> {
+    const signal = AbortSignal.any([this.signal, feed.failureSignal]);
+    const outcome = await pullIntoStore(this.deps.store, {
+      source: this.request.source,
+      snapshotId,
+      signal,
+      onProgress: (p) =>
+        this.emit(
+          'SNAPSHOT',
+          { bytes: p.bytesReceived, totalBytes: p.totalBytes, keys: p.keysStaged },
+          false,
+        ),
+    });
+    this.appliedSeq = seq;
+    this.emit('CATCH_UP', {
+      keys: outcome.keysInstalled,
+      bytes: this.status.totalBytes || this.status.bytes,
+    });
+  }
+
+  /**
+   * Applies changes until this node trails the source by little: nothing buffered, and the
+   * source's current seq (asked, since batches that waited in buffers carry an old one) is
+   * close to what was applied, so that a handoff drains in a moment.
+   */
+  private async catchUp(conn: Connection, feed: ChangeFeed): Promise<void> {
     for (;;) {
       const batches = await feed.take(50, this.signal);
       await this.apply(batches);
       this.emit('CATCH_UP', { lag: Math.max(0, feed.headSeq - this.appliedSeq) }, false);
-      if (feed.established && feed.buffered === 0 && this.appliedSeq >= feed.receivedSeq) return;
+      if (!feed.established || feed.buffered > 0 || this.appliedSeq < feed.receivedSeq) continue;
+      if (feed.headSeq - this.appliedSeq > CAUGHT_UP_LAG) continue;
+      const { seq } = await call<ShardStats__Output>(
+        'Stats',
+        (cb) => conn.shard.Stats({}, cb),
+        this.signal,
+      );
+      const lag = Math.max(0, seq - this.appliedSeq);
+      this.emit('CATCH_UP', { lag }, false);
+      if (lag <= CAUGHT_UP_LAG) return;
     }
   }
 
@@ -341,7 +382,7 @@ export class MigrationJob {
         handoffAttempts: attempt,
         lag: Math.max(0, feed.headSeq - this.appliedSeq),
       });
-      await this.catchUp(feed);
+      await this.catchUp(conn, feed);
       // Recorded before the pause: a restart from here asks the source for the outcome.
       await ownership.markCommitting(id);
       const pausedAt = performance.now();

@@ -75,7 +75,12 @@ export class SplitWriter {
     seed: string,
     private readonly tags: readonly string[],
     model: MemoryStore,
-    private readonly options: { lanes?: number; keysPerTag?: number; pauseMs?: number } = {},
+    private readonly options: {
+      lanes?: number;
+      keysPerTag?: number;
+      pauseMs?: number;
+      valueBytes?: number;
+    } = {},
   ) {
     this.model = model;
     this.routing = new RoutingClient(seed, { retryForMs: 15_000 });
@@ -99,7 +104,7 @@ export class SplitWriter {
       const batch: Mutation[] =
         n % 3 === 0
           ? [{ op: 'sadd', key: b(`{${tag}}set${lane}`), members: [b(`m${n}`)] }]
-          : [{ op: 'set', key, value: b(`lane${lane}-n${n}`), expireAtMs: 0 }];
+          : [{ op: 'set', key, value: this.value(lane, n), expireAtMs: 0 }];
       try {
         const { address } = await this.routing.write(batch);
         this.addresses.add(address);
@@ -111,6 +116,15 @@ export class SplitWriter {
       }
       if (this.options.pauseMs) await sleep(this.options.pauseMs);
     }
+  }
+
+  private value(lane: number, n: number): Buffer {
+    const text = b(`lane${lane}-n${n}`);
+    const size = this.options.valueBytes ?? 0;
+    if (size <= text.length) return text;
+    const value = Buffer.alloc(size, n % 251);
+    text.copy(value);
+    return value;
   }
 
   async stop(): Promise<void> {

@@ -85,7 +85,7 @@ export function registerData(program: Command): void {
           `keys        ${stats.keyCount}`,
           `seq         ${stats.seq}`,
           `data        ${formatBytes(Number(stats.dataBytes))}`,
-          `owned       ${formatSlotRanges(stats.ownedSlots)}`,
+          `owned       ${formatSlotRanges(stats.ownedSlots) || 'none'}`,
           `views open  ${stats.activeSnapshots}`,
           `builds      ${stats.activeBuilds}`,
           `streams     ${stats.activeStreams}`,
