@@ -7,3 +7,5 @@ export * from './server';
 export * from './client';
 export * from './archive';
 export * from './changes';
+export * from './migration';
+export * from './ownership';

@@ -5,7 +5,7 @@ import { abortHandoff } from '../client/migrate';
 import type { ImportRecord, Ownership } from '../ownership';
 import { type Store, dropSlots } from '../store';
 
-export interface RecoveryDeps {
+export interface ImportSettlingDeps {
   store: Store;
   ownership: Ownership;
   logger: Logger;
@@ -20,7 +20,7 @@ export interface RecoveryDeps {
  * Retries until the source answers; `release` ends the local pause of the slots.
  */
 export async function resolveImport(
-  deps: RecoveryDeps,
+  deps: ImportSettlingDeps,
   record: Pick<ImportRecord, 'id' | 'slots' | 'source'>,
   release: () => void,
 ): Promise<void> {
