@@ -10,6 +10,7 @@ import { ShardNode } from '../../server';
 import { action, globals, positiveInt } from '../common';
 import { emit, formatBytes, mibPerSecond, table } from '../output';
 import { progressBar } from '../progress';
+import { describeSplit, splitStep } from './demo-split';
 
 interface Step {
   step: string;
@@ -21,12 +22,14 @@ interface Step {
 /**
  * The main job end to end on two local nodes: load mixed data, fetch a full snapshot to
  * a file, verify it, install it into a second node, keep writing, pull a slot range,
- * and compare digests.
+ * compare digests, then split half the slots off to a fourth node under writes.
  */
 export function registerDemo(program: Command): void {
   program
     .command('demo')
-    .description('two local nodes: load, full fetch to a file, install, slot-range pull, digests')
+    .description(
+      'local nodes: load, full fetch to a file, install, slot-range pull, digests, split under writes',
+    )
     .option('--keys <n>', 'keys to load', positiveInt, 200_000)
     .option('--value-size <bytes>', 'bytes per value', positiveInt, 512)
     .option('--keep', 'keep the demo data dir')
@@ -172,10 +175,18 @@ export function registerDemo(program: Command): void {
             const allC = await c.digest();
             const rocksMatch = allA.digest === allC.digest;
 
+            // A splits: slots 8192-16383 move to a new node D while a writer adds keys there.
+            const splitRange: SlotRange[] = [{ start: 8192, end: 16383 }];
+            const split = await timed(
+              `split slots ${formatSlotRanges(splitRange)} A → D under writes`,
+              () => splitStep(source.address, splitRange, dir, logger, !json),
+              (r) => ({ keys: r.status.keys, bytes: r.status.bytes }),
+            );
+
             const fullMatch = fullA.digest === fullB.digest;
             const rangeMatch = rangeA.digest === rangeB.digest;
             const summary = {
-              ok: fullMatch && rangeMatch && rocksMatch,
+              ok: fullMatch && rangeMatch && rocksMatch && split.ok,
               keysLoaded: loaded.keys,
               snapshot: {
                 id: fetched.info.id,
@@ -190,6 +201,13 @@ export function registerDemo(program: Command): void {
                 full: { a: fullA.digest, b: fullB.digest, match: fullMatch },
                 range: { a: rangeA.digest, b: rangeB.digest, match: rangeMatch },
                 rocksdb: { a: allA.digest, c: allC.digest, match: rocksMatch },
+              },
+              split: {
+                slots: splitRange,
+                writePauseMs: split.status.writePauseMs,
+                writesDuringSplit: split.writesDuringSplit,
+                writesFound: split.writesFound,
+                match: split.ok,
               },
               checkpoint: {
                 id: checkpoint.info.id,
@@ -215,8 +233,9 @@ export function registerDemo(program: Command): void {
               `full digest   A ${fullA.digest.slice(0, 16)}…  B ${fullB.digest.slice(0, 16)}…  ${fullMatch ? 'MATCH' : 'DIFFER'} (${fullA.keyCount} keys)`,
               `slots ${formatSlotRanges(range)}  A ${rangeA.digest.slice(0, 16)}…  B ${rangeB.digest.slice(0, 16)}…  ${rangeMatch ? 'MATCH' : 'DIFFER'} (${rangeA.keyCount} keys)`,
               `rocksdb       A ${allA.digest.slice(0, 16)}…  C ${allC.digest.slice(0, 16)}…  ${rocksMatch ? 'MATCH' : 'DIFFER'} (${allC.keyCount} keys; checkpoint ${checkpoint.info.strategy}, ${formatBytes(checkpoint.bytes)})`,
+              describeSplit(split),
             ]);
-            if (!fullMatch || !rangeMatch || !rocksMatch) process.exitCode = 1;
+            if (!fullMatch || !rangeMatch || !rocksMatch || !split.ok) process.exitCode = 1;
           } finally {
             a.close();
             b.close();
