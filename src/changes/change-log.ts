@@ -33,6 +33,8 @@ export interface ChangeLogBatch {
   mutations: Mutation[];
   /** The log's latest seq when the batch was handed out. */
   headSeq: number;
+  /** The source's clock reading for the batch (0 for a progress marker). */
+  atMs: number;
 }
 
 interface Held {
@@ -115,7 +117,7 @@ export class ChangeLog {
     // Copies of the arrays: a writer may reuse its batch once the write resolved.
     const copy: StoreChange =
       change.kind === 'write'
-        ? { kind: 'write', seq: change.seq, mutations: [...change.mutations] }
+        ? { kind: 'write', seq: change.seq, mutations: [...change.mutations], atMs: change.atMs }
         : { kind: 'replace', seq: change.seq, slots: [...change.slots] };
     if (change.seq <= this.head) {
       // A full install adopted an older (or equal) seq: the seqs held so far name another
@@ -192,6 +194,7 @@ export class ChangeLog {
         throwIfAborted(signal);
         this.throwIfClosed();
         let batch: Mutation[] | undefined;
+        let batchAt = 0;
         let budget = SCAN_BUDGET;
         while (!batch && cursor < this.nextOrdinal && budget-- > 0) {
           const entry = this.held.at(cursor - this.firstOrdinal);
@@ -208,14 +211,17 @@ export class ChangeLog {
             }
           } else {
             const selected = filter.select(change.mutations);
-            if (selected.length > 0) batch = selected;
+            if (selected.length > 0) {
+              batch = selected;
+              batchAt = change.atMs;
+            }
           }
           position = change.seq;
         }
         if (batch) {
           reported = position;
           progressDue = undefined;
-          yield { seq: position, mutations: batch, headSeq: this.head };
+          yield { seq: position, mutations: batch, headSeq: this.head, atMs: batchAt };
           continue;
         }
         const caughtUp = cursor >= this.nextOrdinal;
@@ -224,7 +230,7 @@ export class ChangeLog {
           if (reported === undefined || (progressDue !== undefined && now >= progressDue)) {
             reported = position;
             progressDue = undefined;
-            yield { seq: position, mutations: [], headSeq: this.head };
+            yield { seq: position, mutations: [], headSeq: this.head, atMs: 0 };
             continue;
           }
           progressDue ??= now + this.progressDelayMs;

@@ -20,6 +20,8 @@ export interface ChangeStreamBatch {
   mutations: Mutation[];
   headSeq: number;
   incarnation: string;
+  /** The source's clock reading for the batch; replay with it (`Store.write`'s `atMs`). */
+  atMs: number;
 }
 
 /**
@@ -46,6 +48,7 @@ export async function* streamChanges(
         mutations: batch.mutations.length > 0 ? mutationsFromWire(batch.mutations) : [],
         headSeq: Number(batch.headSeq),
         incarnation: batch.incarnation,
+        atMs: Number(batch.appliedAtMs),
       };
     }
   } catch (error) {

@@ -4,6 +4,8 @@ export interface FeedBatch {
   seq: number;
   mutations: Mutation[];
   headSeq: number;
+  /** The source's clock reading when it applied the batch. */
+  atMs: number;
 }
 
 const mutationBytes = (m: Mutation): number => {

@@ -32,6 +32,8 @@ export interface MigrationTuning {
   inDoubtRetryMs: number;
   /** Minimum spacing of progress events. */
   progressEveryMs: number;
+  /** How long catch-up waits for a small lag before a handoff is tried anyway. */
+  catchUpPatienceMs: number;
 }
 
 export const DEFAULT_TUNING: MigrationTuning = {
@@ -41,6 +43,7 @@ export const DEFAULT_TUNING: MigrationTuning = {
   commitTimeoutMs: 5_000,
   inDoubtRetryMs: 30_000,
   progressEveryMs: 100,
+  catchUpPatienceMs: 5_000,
 };
 
 export interface MigrationDeps {
@@ -318,11 +321,16 @@ export class MigrationJob {
    * close to what was applied, so that a handoff drains in a moment.
    */
   private async catchUp(conn: Connection, feed: ChangeFeed): Promise<void> {
+    const patientUntil = performance.now() + this.tuning.catchUpPatienceMs;
     for (;;) {
       const batches = await feed.take(50, this.signal);
       await this.apply(batches);
       this.emit('CATCH_UP', { lag: Math.max(0, feed.headSeq - this.appliedSeq) }, false);
-      if (!feed.established || feed.buffered > 0 || this.appliedSeq < feed.receivedSeq) continue;
+      if (!feed.established) continue;
+      // Writes that come faster than they apply here would keep the lag up for ever: past
+      // the patience, the handoff is tried anyway (the pause stops them; its limit holds).
+      if (performance.now() > patientUntil) return;
+      if (feed.buffered > 0 || this.appliedSeq < feed.receivedSeq) continue;
       if (feed.headSeq - this.appliedSeq > CAUGHT_UP_LAG) continue;
       const { seq } = await call<ShardStats__Output>(
         'Stats',
@@ -338,29 +346,36 @@ export class MigrationJob {
   /**
    * Applies source batches in order, merged into few local writes: a merged batch has the
    * effect of its parts in sequence (types are checked mutation by mutation), and fewer
-   * round trips let the target keep up with a source written from many clients.
+   * round trips let the target keep up with a source written from many clients. Only
+   * batches the source applied at the same clock reading merge, and each write uses that
+   * reading, so expiries are decided as they were on the source.
    */
   private async apply(batches: readonly FeedBatch[]): Promise<void> {
+    const writes: Array<Promise<unknown>> = [];
     let merged: Mutation[] = [];
-    let mergedSeq = this.appliedSeq;
+    let mergedAt = 0;
+    let lastSeq = this.appliedSeq;
     let parts = 0;
-    const flush = async (): Promise<void> => {
-      if (merged.length > 0) await this.deps.store.write(merged);
-      this.appliedSeq = mergedSeq;
-      this.status.changesApplied += parts;
+    const flush = (): void => {
+      if (merged.length === 0) return;
+      // Issued without waiting: the store applies writes in call order.
+      writes.push(this.deps.store.write(merged, mergedAt > 0 ? { atMs: mergedAt } : {}));
       merged = [];
-      parts = 0;
     };
     for (const batch of batches) {
-      if (batch.seq <= mergedSeq) continue;
+      if (batch.seq <= lastSeq) continue;
       if (batch.mutations.length > 0) {
+        if (batch.atMs !== mergedAt || merged.length >= MAX_MERGED_MUTATIONS) flush();
+        mergedAt = batch.atMs;
         for (const m of batch.mutations) merged.push(m);
         parts++;
       }
-      mergedSeq = batch.seq;
-      if (merged.length >= MAX_MERGED_MUTATIONS) await flush();
+      lastSeq = batch.seq;
     }
-    await flush();
+    flush();
+    await Promise.all(writes);
+    this.appliedSeq = lastSeq;
+    this.status.changesApplied += parts;
   }
 
   /** Applies changes until `seq` is reached, or gives up at `deadline` (performance.now()). */

@@ -44,6 +44,7 @@ export function changesService(
             mutations: mutationsToWire(batch.mutations),
             headSeq: batch.headSeq,
             incarnation: node.incarnation,
+            appliedAtMs: batch.atMs,
           });
         }
       },

@@ -48,16 +48,25 @@ export interface StagedInstall {
  * install that replaced whole slots (a full install replaces every slot).
  */
 export type StoreChange =
-  | { kind: 'write'; seq: number; mutations: readonly Mutation[] }
+  | { kind: 'write'; seq: number; mutations: readonly Mutation[]; atMs: number }
   | { kind: 'replace'; seq: number; slots: readonly SlotRange[] };
 
 export type ChangeListener = (change: StoreChange) => void;
+
+export interface WriteOptions {
+  /**
+   * The clock reading (ms since the epoch) that decides which keys have expired while the
+   * batch applies. Replays of another node's changes pass the source's reading, so that
+   * a key near its expiry ends the same on both nodes.
+   */
+  atMs?: number;
+}
 
 /** A Redis-like store. Backends are chosen by name from the store registry. */
 export interface Store {
   readonly backend: string;
   /** Applies the mutations as one atomic batch and returns the batch's sequence number. */
-  write(mutations: readonly Mutation[]): Promise<{ seq: number }>;
+  write(mutations: readonly Mutation[], options?: WriteOptions): Promise<{ seq: number }>;
   /** Entries in key order of the request; expired or missing keys are `undefined`. */
   read(keys: readonly Buffer[]): Promise<Array<Entry | undefined>>;
   stats(): Promise<StoreStats>;

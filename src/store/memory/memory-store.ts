@@ -17,6 +17,7 @@ import type {
   Store,
   StoreStats,
   StoreView,
+  WriteOptions,
 } from '../store';
 import { applyMutation, checkTypes } from './apply';
 import { Keyspace } from './keyspace';
@@ -47,16 +48,16 @@ export class MemoryStore implements Store {
   }
 
   // eslint-disable-next-line @typescript-eslint/require-await -- async so that failures reject
-  async write(mutations: readonly Mutation[]): Promise<{ seq: number }> {
+  async write(mutations: readonly Mutation[], options?: WriteOptions): Promise<{ seq: number }> {
     this.assertOpen();
-    const now = this.now();
+    const now = options?.atMs ?? this.now();
     checkTypes(mutations, (key) => {
       const entry = this.keyspace.get(slotOf(key), toMemberKey(key));
       return entry && !isExpired(entry, now) ? entry.value.type : undefined;
     });
     for (const m of mutations) this.apply(m, now);
     this.seq++;
-    this.listeners.emit({ kind: 'write', seq: this.seq, mutations });
+    this.listeners.emit({ kind: 'write', seq: this.seq, mutations, atMs: now });
     return { seq: this.seq };
   }
 

@@ -25,6 +25,7 @@ import type {
   StagedInstall,
   StoreStats,
   StoreView,
+  WriteOptions,
 } from '../store';
 import { RocksDbStagedImage, syncDir } from './image-install';
 import { storeClosed, storeError, withContext } from './errors';
@@ -107,7 +108,7 @@ export class RocksDbStore implements ImageInstallTarget {
     }
   }
 
-  write(mutations: readonly Mutation[]): Promise<{ seq: number }> {
+  write(mutations: readonly Mutation[], options?: WriteOptions): Promise<{ seq: number }> {
     if (this.closed) return Promise.reject(storeClosed('write'));
     return this.queue.run(async () => {
       const first = mutations[0]?.key;
@@ -121,7 +122,8 @@ export class RocksDbStore implements ImageInstallTarget {
         const keys = touchedKeys(mutations);
         const stored =
           keys.size > 0 ? await this.db.multiGet([...keys.values()].map((k) => k.dkey)) : [];
-        const { ops, deltas } = planBatch(mutations, keys, stored, this.options.now());
+        const now = options?.atMs ?? this.options.now();
+        const { ops, deltas } = planBatch(mutations, keys, stored, now);
         const seq = this.seq + 1;
         const counts = new Map<number, { keys: number; bytes: number }>();
         for (const [slot, delta] of deltas) {
@@ -134,7 +136,7 @@ export class RocksDbStore implements ImageInstallTarget {
         await this.db.write(ops, { sync: this.options.syncWrites });
         for (const [slot, count] of counts) this.counters.set(slot, count);
         this.seq = seq;
-        this.listeners.emit({ kind: 'write', seq, mutations });
+        this.listeners.emit({ kind: 'write', seq, mutations, atMs: now });
         return { seq };
       });
     });
