@@ -1,12 +1,21 @@
 /** Benchmark settings from the environment, and the time budgets derived from them. */
+import { DEFAULT_WRITER_RATE } from './redis-cluster';
 import { MiB, envInt } from './util';
 
-export type Suite = 'memory' | 'rocksdb';
+export type Suite = 'memory' | 'rocksdb' | 'split';
 
-export const SUITES: readonly Suite[] = ['memory', 'rocksdb'];
+export const SUITES: readonly Suite[] = ['memory', 'rocksdb', 'split'];
+
+/** Backends of the split section: row 11 memory → memory, row 12 rocksdb → rocksdb. */
+export type SplitBackend = 'memory' | 'rocksdb';
+
+export const SPLIT_BACKENDS: readonly SplitBackend[] = ['memory', 'rocksdb'];
 
 export interface BenchConfig {
-  /** BENCH_SUITES: which sections run (rows 1-6 memory, rows 7-10 rocksdb); default both. */
+  /**
+   * BENCH_SUITES (or `--only a,b` on the command line): which sections run (rows 1-6
+   * memory, rows 7-10 rocksdb, rows 11-12 split); default all three.
+   */
   suites: Suite[];
   /** BENCH_KEYS: string keys in the dataset of the memory section. */
   keys: number;
@@ -24,6 +33,16 @@ export interface BenchConfig {
   rocksdbKeys: number;
   /** Upper bound of any single step of the rocksdb section, ms. */
   rocksdbStepTimeoutMs: number;
+  /** BENCH_SPLIT_KEYS: string keys on the source of the split section (and in Redis). */
+  splitKeys: number;
+  /** BENCH_SPLIT_BACKENDS: backends of the split section (both nodes alike). */
+  splitBackends: SplitBackend[];
+  /** BENCH_SPLIT_RUNS: splits per backend and reshards (each on freshly loaded nodes). */
+  splitRuns: number;
+  /** BENCH_SPLIT_WRITER_RATE: writes a second of the steady writer (both sides); 0 = back to back. */
+  splitWriterRate: number;
+  /** Upper bound of any single step of the split section, ms. */
+  splitStepTimeoutMs: number;
 }
 
 /** Generous: 1 MiB/s would be pathological on any machine; at least two minutes. */
@@ -31,28 +50,54 @@ function stepTimeout(keys: number, valueSize: number): number {
   return Math.max(120_000, ((keys * (valueSize + 16)) / MiB) * 1000);
 }
 
-function readSuites(): Suite[] {
-  const text = process.env.BENCH_SUITES;
-  if (text === undefined || text.trim() === '') return [...SUITES];
+/** Comma-separated names out of `known`, in the order of `known`; all when empty. */
+function readList<T extends string>(
+  what: string,
+  text: string | undefined,
+  known: readonly T[],
+): T[] {
+  if (text === undefined || text.trim() === '') return [...known];
   const names = text
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
   for (const name of names) {
-    if (!(SUITES as readonly string[]).includes(name))
-      throw new Error(`BENCH_SUITES: unknown suite "${name}" (known: ${SUITES.join(', ')})`);
+    if (!(known as readonly string[]).includes(name))
+      throw new Error(`${what}: unknown name "${name}" (known: ${known.join(', ')})`);
   }
   // Always in the order of the rows, whatever the order given.
-  return SUITES.filter((s) => names.includes(s));
+  return known.filter((s) => names.includes(s));
 }
 
-export function readConfig(): BenchConfig {
+/** `--only split` / `--only=memory,split` on the command line wins over BENCH_SUITES. */
+function onlyArgument(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--only') {
+      const value = argv[i + 1];
+      if (value === undefined) throw new Error('--only needs a section list, e.g. --only split');
+      return value;
+    }
+    if (arg.startsWith('--only=')) return arg.slice('--only='.length);
+    throw new Error(`unknown argument "${arg}" (known: --only SECTIONS)`);
+  }
+  return undefined;
+}
+
+function readSuites(argv: readonly string[]): Suite[] {
+  const only = onlyArgument(argv);
+  if (only !== undefined) return readList('--only', only, SUITES);
+  return readList('BENCH_SUITES', process.env.BENCH_SUITES, SUITES);
+}
+
+export function readConfig(argv: readonly string[] = process.argv.slice(2)): BenchConfig {
   const keys = envInt('BENCH_KEYS', 1_000_000);
   const valueSize = envInt('BENCH_VALUE_SIZE', 1000);
   const runs = envInt('BENCH_RUNS', 3);
   const rocksdbKeys = envInt('BENCH_ROCKSDB_KEYS', 1_000_000);
+  const splitKeys = envInt('BENCH_SPLIT_KEYS', 1_000_000);
   return {
-    suites: readSuites(),
+    suites: readSuites(argv),
     keys,
     valueSize,
     runs,
@@ -61,6 +106,15 @@ export function readConfig(): BenchConfig {
     idleWrites: 2000,
     rocksdbKeys,
     rocksdbStepTimeoutMs: stepTimeout(rocksdbKeys, valueSize),
+    splitKeys,
+    splitBackends: readList(
+      'BENCH_SPLIT_BACKENDS',
+      process.env.BENCH_SPLIT_BACKENDS,
+      SPLIT_BACKENDS,
+    ),
+    splitRuns: envInt('BENCH_SPLIT_RUNS', 1),
+    splitWriterRate: envInt('BENCH_SPLIT_WRITER_RATE', DEFAULT_WRITER_RATE, 0),
+    splitStepTimeoutMs: stepTimeout(splitKeys, valueSize),
   };
 }
 
@@ -79,6 +133,10 @@ export const TARGETS = {
   rocksdbSlotRangeRatio: 0.2,
   /** 10: install by SST ingest (pull) / batched puts, in keys/s. */
   ingestSpeedup: 5,
+  /** 11-12: `redis-cli --cluster reshard` seconds / our split's seconds, same data and writer. */
+  splitSpeedup: 5,
+  /** 11-12: write pause of the handoff, measured on the source. */
+  splitPauseMs: 100,
 } as const;
 
 /** 1/8 of the 16384 slots. */

@@ -93,6 +93,8 @@ export async function startNodeProcess(options: {
   logLevel?: string;
   /** `--backend` of `shardsnap serve`; the node's default (memory) when absent. */
   backend?: string;
+  /** More `shardsnap serve` options, e.g. `['--slots', 'none']`. */
+  extraArgs?: readonly string[];
 }): Promise<NodeProcess> {
   const args = [
     ...shebangFlags(),
@@ -107,6 +109,7 @@ export async function startNodeProcess(options: {
     '--log-level',
     options.logLevel ?? 'warn',
     ...(options.backend ? ['--backend', options.backend] : []),
+    ...(options.extraArgs ?? []),
   ];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,7 +1,7 @@
 /**
  * shardsnap benchmark harness (`make bench`). See docs/BENCHMARKS.md.
  *
- * Two sections, chosen with BENCH_SUITES (default `memory,rocksdb`):
+ * Three sections, chosen with BENCH_SUITES or `--only` (default `memory,rocksdb,split`):
  *
  * - memory (rows 1-6): starts a memory node as a separate process, loads BENCH_KEYS string
  *   keys of BENCH_VALUE_SIZE random bytes, and measures fetch throughput, create + fetch vs
@@ -10,6 +10,11 @@
  * - rocksdb (rows 7-10, bench/rocksdb.ts): a `--backend rocksdb` node with
  *   BENCH_ROCKSDB_KEYS keys: checkpoint creation, checkpoint fetch, slot-range build, and
  *   slot-range install by SST ingest vs batched puts.
+ * - split (rows 11-12, bench/split.ts): slots 0-8191 of BENCH_SPLIT_KEYS keys moved from a
+ *   source node to an empty one under a steady writer, memory and rocksdb, against
+ *   `redis-cli --cluster reshard` of the same data in a two-node Redis Cluster.
+ *
+ * `node ... dist/bench/run.js --only split` runs only the split section.
  *
  * Prints a table on stdout and writes bench/out/results-<date>.json. Everything it starts
  * is stopped by pid and every temp dir removed, on success, failure or Ctrl-C.
@@ -52,6 +57,7 @@ import {
   setupRocksDb,
 } from './rocksdb';
 import { type SampledBuild, sampledBuild } from './snapshot-builds';
+import { SPLIT_ROWS, splitSuite } from './split';
 import { REPO_ROOT, formatBytes, formatCount, formatMs, log, withTimeout } from './util';
 
 const ROW_NAMES: Record<number, [string, string]> = {
@@ -62,6 +68,7 @@ const ROW_NAMES: Record<number, [string, string]> = {
   5: ['single-key write latency during full build', 'p99 ≤ 20 ms'],
   6: ['install by pull into a second node', '≥ 500,000 keys/s'],
   ...ROCKSDB_ROWS,
+  ...SPLIT_ROWS,
 };
 
 function errorRow(n: number, error: unknown): Row {
@@ -289,7 +296,12 @@ async function main(): Promise<number> {
   const startedLoad = loadavg();
   const command =
     `BENCH_SUITES=${config.suites.join(',')} BENCH_KEYS=${config.keys} BENCH_ROCKSDB_KEYS=${config.rocksdbKeys} ` +
-    `BENCH_VALUE_SIZE=${config.valueSize} BENCH_RUNS=${config.runs} node ${process.execArgv.join(' ')} ${process.argv
+    `BENCH_VALUE_SIZE=${config.valueSize} BENCH_RUNS=${config.runs} ` +
+    (config.suites.includes('split')
+      ? `BENCH_SPLIT_KEYS=${config.splitKeys} BENCH_SPLIT_BACKENDS=${config.splitBackends.join(',')} ` +
+        `BENCH_SPLIT_RUNS=${config.splitRuns} BENCH_SPLIT_WRITER_RATE=${config.splitWriterRate} `
+      : '') +
+    `node ${process.execArgv.join(' ')} ${process.argv
       .slice(1)
       .map((p) => p.replace(`${REPO_ROOT}/`, ''))
       .join(' ')}`.replace(/\s+/g, ' ');
@@ -299,6 +311,10 @@ async function main(): Promise<number> {
     sizes.push(`memory: ${formatCount(config.keys)} keys × ${config.valueSize} B`);
   if (config.suites.includes('rocksdb'))
     sizes.push(`rocksdb: ${formatCount(config.rocksdbKeys)} keys × ${config.valueSize} B`);
+  if (config.suites.includes('split'))
+    sizes.push(
+      `split: ${formatCount(config.splitKeys)} keys × ${config.valueSize} B (${config.splitBackends.join(', ')}; ${config.splitRuns} run(s))`,
+    );
   log(
     `${sizes.join('; ')}; ${config.runs} run(s) per measurement, step timeout ${formatMs(config.stepTimeoutMs)} (memory), ${formatMs(config.rocksdbStepTimeoutMs)} (rocksdb)`,
   );
@@ -318,7 +334,8 @@ async function main(): Promise<number> {
       const dir = join(tmp, suite);
       await mkdir(dir, { recursive: true });
       if (suite === 'memory') await memorySuite(config, dir, rows, errors, results);
-      else await rocksdbSuite(config, dir, rows, errors, results);
+      else if (suite === 'rocksdb') await rocksdbSuite(config, dir, rows, errors, results);
+      else await splitSuite(config, dir, rows, errors, results);
     }
   } finally {
     await cleanupAll();
@@ -333,7 +350,11 @@ async function main(): Promise<number> {
   results.redis = 'missing' in redis ? redis.missing : redis.version;
 
   process.stdout.write(
-    `\nshardsnap benchmark — ${date.toISOString()} — ${sizes.join('; ')}, median of ${config.runs} run(s)\n\n`,
+    `\nshardsnap benchmark — ${date.toISOString()} — ${sizes.join('; ')}` +
+      (config.suites.some((suite) => suite !== 'split')
+        ? `, median of ${config.runs} run(s)`
+        : '') +
+      '\n\n',
   );
   process.stdout.write(`${renderTable(rows)}\n`);
   const path = await writeResults(date, results);
