@@ -743,11 +743,9 @@ test.serial(
   },
 );
 
-// Known bug: PrepareHandoff is sent with a gRPC deadline of max_pause_ms, and a deadline hit
-// is not counted as an aborted handoff: the migration fails at the first attempt with
-// INTERNAL "PrepareHandoff: Deadline exceeded ..." instead of retrying its handoffs and
-// failing with FAILED_PRECONDITION about the pause. Remove `.failing` once fixed.
-test.serial.failing(
+// PrepareHandoff is sent with a deadline of max_pause_ms; a deadline hit counts as an
+// aborted handoff attempt, not as a failure of the migration.
+test.serial(
   'a 1 ms max pause fails after every handoff attempt with FAILED_PRECONDITION about the pause',
   async (t) => {
     t.timeout(30_000);
@@ -915,11 +913,8 @@ test.serial(
   },
 );
 
-// Known bug: during HANDOFF, each attempt first catches up (MigrationJob.catchUp), and
-// catchUp emits its progress as phase CATCH_UP, so the reported phase goes back from
-// HANDOFF to CATCH_UP for the pause and the commit (GetMigration, the event stream and the
-// split CLI's display all show CATCH_UP then). Remove `.failing` once fixed.
-test.serial.failing(
+// Each handoff attempt first catches up; its progress is still reported as HANDOFF.
+test.serial(
   'migration phases go SNAPSHOT, CATCH_UP, HANDOFF, DONE and never back from HANDOFF to CATCH_UP',
   async (t) => {
     t.timeout(30_000);

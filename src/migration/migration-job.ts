@@ -67,6 +67,8 @@ export interface MigrationRequest {
 }
 
 const MAX_MERGED_MUTATIONS = 4096;
+/** Deadline of the target's status calls to the source. */
+const SOURCE_CALL_TIMEOUT_MS = 5_000;
 /** Source seqs a target may trail by when it starts a handoff. */
 const CAUGHT_UP_LAG = 64;
 
@@ -206,7 +208,7 @@ export class MigrationJob {
   private async checkSource(conn: Connection): Promise<string> {
     const stats = await call<ShardStats__Output>(
       'Stats',
-      (cb) => conn.shard.Stats({}, cb),
+      (cb) => conn.shard.Stats({}, { deadline: Date.now() + SOURCE_CALL_TIMEOUT_MS }, cb),
       this.signal,
     );
     const owned = stats.ownedSlots.map((r) => ({ start: r.start, end: r.end }));
@@ -322,10 +324,12 @@ export class MigrationJob {
    */
   private async catchUp(conn: Connection, feed: ChangeFeed): Promise<void> {
     const patientUntil = performance.now() + this.tuning.catchUpPatienceMs;
+    // Before a handoff attempt, catching up is part of the handoff: the phase stays.
+    const phase = this.status.phase === 'HANDOFF' ? 'HANDOFF' : 'CATCH_UP';
     for (;;) {
       const batches = await feed.take(50, this.signal);
       await this.apply(batches);
-      this.emit('CATCH_UP', { lag: Math.max(0, feed.headSeq - this.appliedSeq) }, false);
+      this.emit(phase, { lag: Math.max(0, feed.headSeq - this.appliedSeq) }, false);
       if (!feed.established) continue;
       // Writes that come faster than they apply here would keep the lag up for ever: past
       // the patience, the handoff is tried anyway (the pause stops them; its limit holds).
@@ -334,11 +338,11 @@ export class MigrationJob {
       if (feed.headSeq - this.appliedSeq > CAUGHT_UP_LAG) continue;
       const { seq } = await call<ShardStats__Output>(
         'Stats',
-        (cb) => conn.shard.Stats({}, cb),
+        (cb) => conn.shard.Stats({}, { deadline: Date.now() + SOURCE_CALL_TIMEOUT_MS }, cb),
         this.signal,
       );
       const lag = Math.max(0, seq - this.appliedSeq);
-      this.emit('CATCH_UP', { lag }, false);
+      this.emit(phase, { lag }, false);
       if (lag <= CAUGHT_UP_LAG) return;
     }
   }
@@ -402,11 +406,22 @@ export class MigrationJob {
       await ownership.markCommitting(id);
       const pausedAt = performance.now();
       this.releaseLocalPause = ownership.pause(slots);
-      const prepared = await prepareHandoff(
-        conn,
-        { migrationId: id, slots, target: address, maxPauseMs },
-        this.signal,
-      );
+      let prepared: { seq: number; incarnation: string };
+      try {
+        prepared = await prepareHandoff(
+          conn,
+          { migrationId: id, slots, target: address, maxPauseMs },
+          this.signal,
+        );
+      } catch (error) {
+        // No answer within the pause limit: the source ends such a pause by itself.
+        if (this.signal.aborted || !isShardsnapError(error, ErrorCodes.unavailable)) throw error;
+        await abortHandoff(conn, id).catch(() => undefined);
+        this.releasePause();
+        lastReason = `the source did not confirm the pause within ${maxPauseMs} ms (${(error as Error).message})`;
+        this.emit('HANDOFF', { detail: `handoff aborted: ${lastReason}` });
+        continue;
+      }
       if (prepared.incarnation && prepared.incarnation !== incarnation) {
         await abortHandoff(conn, id).catch(() => undefined);
         throw new ShardsnapError(

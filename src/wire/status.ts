@@ -18,7 +18,11 @@ const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
 };
 
 /** Codes that share a status with a more general one; a status maps back to the general one. */
-const NARROW_CODES = new Set<ErrorCode>([ErrorCodes.wrongType, ErrorCodes.moved, ErrorCodes.tryAgain]);
+const NARROW_CODES = new Set<ErrorCode>([
+  ErrorCodes.wrongType,
+  ErrorCodes.moved,
+  ErrorCodes.tryAgain,
+]);
 
 const CODE_BY_STATUS = new Map<grpc.status, ErrorCode>(
   Object.entries(STATUS_BY_CODE)
@@ -40,7 +44,11 @@ export function toServiceError(error: unknown): Partial<grpc.ServiceError> & { c
 export function fromServiceError(error: unknown, where: string): ShardsnapError {
   if (error instanceof ShardsnapError) return error;
   if (isServiceError(error)) {
-    const code = CODE_BY_STATUS.get(error.code) ?? ErrorCodes.internal;
+    // A deadline that passed means the peer did not answer in time: retryable, like UNAVAILABLE.
+    const code =
+      error.code === grpc.status.DEADLINE_EXCEEDED
+        ? ErrorCodes.unavailable
+        : (CODE_BY_STATUS.get(error.code) ?? ErrorCodes.internal);
     return new ShardsnapError(code, `${where}: ${error.details || error.message}`, {
       cause: error,
     });
