@@ -195,7 +195,7 @@ export class MigrationJob {
         { writePauseMs: this.status.writePauseMs, keys: this.status.keys },
         'migration done',
       );
-      this.emit('DONE', { lag: 0, detail: 'slots moved' });
+      this.emit('DONE', { lag: 0 });
     } catch (error) {
       await this.fail(conn, error, log);
     } finally {
@@ -313,7 +313,8 @@ export class MigrationJob {
     this.appliedSeq = seq;
     this.emit('CATCH_UP', {
       keys: outcome.keysInstalled,
-      bytes: this.status.totalBytes || this.status.bytes,
+      bytes: outcome.bytes,
+      totalBytes: outcome.bytes,
     });
   }
 
@@ -429,6 +430,7 @@ export class MigrationJob {
           `source ${this.request.source} restarted during the migration`,
         );
       }
+      const preparedAt = performance.now();
       // Leave a quarter of the limit for the commit round trip.
       const drained = await this.drainTo(feed, prepared.seq, pausedAt + maxPauseMs * 0.75);
       if (!drained) {
@@ -439,7 +441,9 @@ export class MigrationJob {
         continue;
       }
       this.commitSent = true;
+      const drainedAt = performance.now();
       const committed = await this.commit(conn);
+      const committedAt = performance.now();
       if (!committed) {
         this.commitSent = false;
         this.releasePause();
@@ -451,6 +455,9 @@ export class MigrationJob {
       await ownership.completeImport(id);
       this.releasePause();
       this.status.writePauseMs = committed.writePauseMs;
+      this.status.detail =
+        `handoff: prepare ${Math.round(preparedAt - pausedAt)} ms, ` +
+        `drain ${Math.round(drainedAt - preparedAt)} ms, commit ${Math.round(committedAt - drainedAt)} ms`;
       return;
     }
     throw new ShardsnapError(

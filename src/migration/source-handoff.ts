@@ -116,6 +116,7 @@ export class SourceHandoffs {
   private async transfer(handoff: ActiveHandoff): Promise<{ writePauseMs: number }> {
     // From here the handoff cannot expire: the decision is being made durable.
     clearTimeout(handoff.timer);
+    const commitAt = performance.now();
     try {
       await this.deps.ownership.transfer(handoff.id, handoff.slots, handoff.target);
     } catch (error) {
@@ -130,7 +131,13 @@ export class SourceHandoffs {
       if (oldest !== undefined) this.committedPauses.delete(oldest);
     }
     this.deps.onInfo(
-      { migration: handoff.id, slots: formatSlotRanges(handoff.slots), writePauseMs },
+      {
+        migration: handoff.id,
+        slots: formatSlotRanges(handoff.slots),
+        writePauseMs,
+        commitWaitedMs: Math.round(commitAt - handoff.pausedAt),
+        persistMs: Math.round(performance.now() - commitAt),
+      },
       'slots handed over',
     );
     this.cleanUp(handoff.slots);
