@@ -111,7 +111,7 @@ export function commitHandoff(
   conn: Connection,
   migrationId: string,
   timeoutMs: number,
-): Promise<{ writePauseMs: number }> {
+): Promise<{ writePauseMs: number; waitedMs: number; persistMs: number }> {
   return call('CommitHandoff', (cb) =>
     conn.migration.CommitHandoff({ migrationId }, deadline(timeoutMs), cb),
   );

@@ -111,6 +111,12 @@ export class MigrationJob {
   private commitSent = false;
   private appliedSeq = 0;
   private releaseLocalPause: (() => void) | undefined;
+  /**
+   * Snapshots taken on the source, deleted when the migration ends: removing a large file
+   * right before the handoff would make the source's durable commit wait for the
+   * file system to free it.
+   */
+  private readonly snapshotIds: string[] = [];
   /** Resolves with the final status (never rejects). */
   readonly done: Promise<MigrationStatus>;
 
@@ -199,6 +205,7 @@ export class MigrationJob {
     } catch (error) {
       await this.fail(conn, error, log);
     } finally {
+      await Promise.all(this.snapshotIds.map((id) => deleteQuietly(conn, id)));
       conn.close();
     }
     return { ...this.status };
@@ -238,11 +245,8 @@ export class MigrationJob {
         const info = await createSnapshot(conn, { slots: this.request.slots });
         snapshotSeq = info.seq;
         feed = this.openFeed(info.seq, incarnation);
-        try {
-          await this.install(info.id, info.seq, feed);
-        } finally {
-          void deleteQuietly(conn, info.id);
-        }
+        this.snapshotIds.push(info.id);
+        await this.install(info.id, info.seq, feed);
         await this.catchUp(conn, feed);
         await this.handOff(conn, feed, incarnation);
         return;
@@ -457,7 +461,8 @@ export class MigrationJob {
       this.status.writePauseMs = committed.writePauseMs;
       this.status.detail =
         `handoff: prepare ${Math.round(preparedAt - pausedAt)} ms, ` +
-        `drain ${Math.round(drainedAt - preparedAt)} ms, commit ${Math.round(committedAt - drainedAt)} ms`;
+        `drain ${Math.round(drainedAt - preparedAt)} ms, commit ${Math.round(committedAt - drainedAt)} ms; ` +
+        `on the source: commit arrived after ${committed.waitedMs} ms, persisted in ${committed.persistMs} ms`;
       return;
     }
     throw new ShardsnapError(
@@ -470,7 +475,9 @@ export class MigrationJob {
    * Sends the commit; a lost answer is retried (the source answers the same for a commit it
    * made). Resolves undefined when the source refused (it had ended the pause).
    */
-  private async commit(conn: Connection): Promise<{ writePauseMs: number } | undefined> {
+  private async commit(
+    conn: Connection,
+  ): Promise<{ writePauseMs: number; waitedMs: number; persistMs: number } | undefined> {
     const { id } = this.request;
     const giveUpAt = performance.now() + this.tuning.inDoubtRetryMs;
     let delay = 100;
@@ -547,7 +554,7 @@ export class MigrationJob {
 }
 
 async function deleteQuietly(conn: Connection, snapshotId: string): Promise<void> {
-  await call('DeleteSnapshot', (cb) => conn.snapshots.DeleteSnapshot({ id: snapshotId }, cb)).catch(
-    () => undefined,
-  );
+  await call('DeleteSnapshot', (cb) =>
+    conn.snapshots.DeleteSnapshot({ id: snapshotId }, { deadline: Date.now() + 5_000 }, cb),
+  ).catch(() => undefined);
 }

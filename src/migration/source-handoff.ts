@@ -26,7 +26,14 @@ interface ActiveHandoff {
   release: () => void;
   timer: NodeJS.Timeout;
   pausedAt: number;
-  committing?: Promise<{ writePauseMs: number }>;
+  committing?: Promise<CommitOutcome>;
+}
+
+export interface CommitOutcome {
+  writePauseMs: number;
+  /** From the pause's start until the commit arrived, and making the transfer durable. */
+  waitedMs: number;
+  persistMs: number;
 }
 
 const failed = (message: string): ShardsnapError =>
@@ -42,7 +49,7 @@ const failed = (message: string): ShardsnapError =>
 export class SourceHandoffs {
   private readonly active = new Map<string, ActiveHandoff>();
   /** Pause lengths of committed handoffs, so that a repeated commit answers the same. */
-  private readonly committedPauses = new Map<string, number>();
+  private readonly committedPauses = new Map<string, CommitOutcome>();
   private readonly cleanups = new Set<Promise<void>>();
   private closed = false;
 
@@ -99,12 +106,14 @@ export class SourceHandoffs {
     }
   }
 
-  commit(id: string): Promise<{ writePauseMs: number }> {
+  commit(id: string): Promise<CommitOutcome> {
     const handoff = this.active.get(id);
     if (!handoff) {
-      const pause = this.committedPauses.get(id);
-      if (pause !== undefined) return Promise.resolve({ writePauseMs: pause });
-      if (this.deps.ownership.transferred(id)) return Promise.resolve({ writePauseMs: 0 });
+      const outcome = this.committedPauses.get(id);
+      if (outcome !== undefined) return Promise.resolve(outcome);
+      if (this.deps.ownership.transferred(id)) {
+        return Promise.resolve({ writePauseMs: 0, waitedMs: 0, persistMs: 0 });
+      }
       return Promise.reject(
         failed(`handoff ${id} is not prepared on this node (it expired or was aborted)`),
       );
@@ -113,7 +122,7 @@ export class SourceHandoffs {
     return handoff.committing;
   }
 
-  private async transfer(handoff: ActiveHandoff): Promise<{ writePauseMs: number }> {
+  private async transfer(handoff: ActiveHandoff): Promise<CommitOutcome> {
     // From here the handoff cannot expire: the decision is being made durable.
     clearTimeout(handoff.timer);
     const commitAt = performance.now();
@@ -125,7 +134,12 @@ export class SourceHandoffs {
     }
     const writePauseMs = Math.round(performance.now() - handoff.pausedAt);
     this.end(handoff);
-    this.committedPauses.set(handoff.id, writePauseMs);
+    const outcome = {
+      writePauseMs,
+      waitedMs: Math.round(commitAt - handoff.pausedAt),
+      persistMs: Math.round(performance.now() - commitAt),
+    };
+    this.committedPauses.set(handoff.id, outcome);
     if (this.committedPauses.size > 256) {
       const oldest = this.committedPauses.keys().next().value;
       if (oldest !== undefined) this.committedPauses.delete(oldest);
@@ -134,14 +148,12 @@ export class SourceHandoffs {
       {
         migration: handoff.id,
         slots: formatSlotRanges(handoff.slots),
-        writePauseMs,
-        commitWaitedMs: Math.round(commitAt - handoff.pausedAt),
-        persistMs: Math.round(performance.now() - commitAt),
+        ...outcome,
       },
       'slots handed over',
     );
     this.cleanUp(handoff.slots);
-    return { writePauseMs };
+    return outcome;
   }
 
   /** Removes the keys of slots this node gave away, in the background. */
