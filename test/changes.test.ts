@@ -13,7 +13,7 @@ import { ErrorCodes, type Mutation, type SlotRange, isShardsnapError, slotOf } f
 import type { ChangeBatch__Output } from '../src/generated/shardsnap/v1/ChangeBatch';
 import type { StreamChangesRequest } from '../src/generated/shardsnap/v1/StreamChangesRequest';
 import { parseSize, resolveConfig } from '../src/server/config';
-import { MemoryStore, RocksDbStore, type Store, type StoreChange } from '../src/store';
+import { MemoryStore, RocksDbStore, type Store, type StoreChange, digestStore } from '../src/store';
 import { mutationsFromWire, mutationsToWire } from '../src/wire/convert';
 import { loadProto } from '../src/wire/proto';
 import { b, nodeFor, sleep, tempDirFor, waitFor } from './helpers/harness';
@@ -697,5 +697,61 @@ for (const backend of ['memory', 'rocksdb'] as const) {
     const [onReplica] = await replica.read([b('s')]);
     t.deepEqual(onReplica, onSource);
     t.is(onReplica?.expireAtMs, 1_000_500);
+  });
+}
+
+for (const backend of ['memory', 'rocksdb'] as const) {
+  test(`a merged replay with one clock reading per mutation ends like the batches one by one (${backend})`, async (t) => {
+    let sourceNow = 1_000_000;
+    const open = async (now: () => number): Promise<Store> => {
+      if (backend === 'memory') return new MemoryStore({ now });
+      return RocksDbStore.open(await tempDirFor(t), { now });
+    };
+    const source = await open(() => sourceNow);
+    const replica = await open(() => 5_000_000);
+    t.teardown(async () => {
+      await source.close();
+      await replica.close();
+    });
+    const seen: StoreChange[] = [];
+    source.onChange((change) => seen.push(change));
+    // Before its expiry the set grows; after it, `sadd` starts a new set without expiry,
+    // and `hset` on the expired key is no WRONGTYPE.
+    const steps: Array<[number, Mutation[]]> = [
+      [
+        1_000_000,
+        [
+          { op: 'sadd', key: b('s'), members: [b('a')] },
+          { op: 'expire', key: b('s'), expireAtMs: 1_000_500 },
+        ],
+      ],
+      [1_000_400, [{ op: 'sadd', key: b('s'), members: [b('b')] }]],
+      [1_000_600, [{ op: 'sadd', key: b('s'), members: [b('c')] }]],
+      [1_000_700, [{ op: 'set', key: b('h'), value: b('x'), expireAtMs: 1_000_800 }]],
+      [1_000_900, [{ op: 'hset', key: b('h'), fields: [{ field: b('f'), value: b('v') }] }]],
+    ];
+    for (const [at, batch] of steps) {
+      sourceNow = at;
+      await source.write(batch);
+    }
+    const writes = seen.flatMap((c) => (c.kind === 'write' ? [c] : []));
+    await replica.write(
+      writes.flatMap((c) => c.mutations),
+      { atMs: writes.flatMap((c) => c.mutations.map(() => c.atMs)) },
+    );
+    sourceNow = 1_001_000;
+    const keys = [b('s'), b('h')];
+    const [onReplica, onSource] = await Promise.all([
+      digestStore(replica, []),
+      digestStore(source, []),
+    ]);
+    t.deepEqual([onReplica.digest, onReplica.keyCount], [onSource.digest, onSource.keyCount]);
+    const [set, hash] = await replica.read(keys);
+    t.is(set?.expireAtMs, 0);
+    t.is(set?.value.type === 'set' ? set.value.members.size : -1, 1);
+    t.is(hash?.value.type, 'hash');
+    await t.throwsAsync(replica.write([{ op: 'del', key: b('s') }], { atMs: [1, 2] }), {
+      message: /2 clock readings/,
+    });
   });
 }

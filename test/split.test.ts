@@ -63,6 +63,24 @@ async function splitUnderWrites(t: ExecutionContext, from: Backend, to: Backend)
     10_000,
   );
   t.true(emptied, 'the source no longer holds the moved keys');
+
+  // Everything the migration opened is released on both nodes: change streams, fetch
+  // leases, snapshot views and builds, the migration snapshot itself, pauses.
+  const released = await waitFor(async () => {
+    const [s, tg] = await Promise.all([source.client.stats(), target.client.stats()]);
+    return (
+      source.node.changeLog.subscribers === 0 &&
+      source.node.catalog.leaseCount === 0 &&
+      source.node.catalog.buildingCount === 0 &&
+      source.node.catalog.list().length === 0 &&
+      source.node.handoffs.activeCount === 0 &&
+      s.activeSnapshots === 0 &&
+      tg.activeSnapshots === 0 &&
+      target.node.migrations.runningCount === 0 &&
+      target.node.ownership.imports().length === 0
+    );
+  }, 5_000);
+  t.true(released, 'every resource of the migration is released');
 }
 
 for (const [from, to] of [

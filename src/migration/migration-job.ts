@@ -354,29 +354,34 @@ export class MigrationJob {
 
   /**
    * Applies source batches in order, merged into few local writes: a merged batch has the
-   * effect of its parts in sequence (types are checked mutation by mutation), and fewer
-   * round trips let the target keep up with a source written from many clients. Only
-   * batches the source applied at the same clock reading merge, and each write uses that
-   * reading, so expiries are decided as they were on the source.
+   * effect of its parts in sequence (types are checked mutation by mutation, and each
+   * mutation is applied at the clock reading of its source batch, so expiries are decided
+   * as they were on the source). Fewer writes let the target keep up with a source
+   * written from many clients.
    */
   private async apply(batches: readonly FeedBatch[]): Promise<void> {
     const writes: Array<Promise<unknown>> = [];
     let merged: Mutation[] = [];
-    let mergedAt = 0;
+    let clocks: number[] = [];
     let lastSeq = this.appliedSeq;
     let parts = 0;
     const flush = (): void => {
       if (merged.length === 0) return;
       // Issued without waiting: the store applies writes in call order.
-      writes.push(this.deps.store.write(merged, mergedAt > 0 ? { atMs: mergedAt } : {}));
+      writes.push(this.deps.store.write(merged, { atMs: clocks }));
       merged = [];
+      clocks = [];
     };
     for (const batch of batches) {
       if (batch.seq <= lastSeq) continue;
       if (batch.mutations.length > 0) {
-        if (batch.atMs !== mergedAt || merged.length >= MAX_MERGED_MUTATIONS) flush();
-        mergedAt = batch.atMs;
-        for (const m of batch.mutations) merged.push(m);
+        if (merged.length >= MAX_MERGED_MUTATIONS) flush();
+        // A source too old to send its clock reading: this node's clock decides.
+        const at = batch.atMs > 0 ? batch.atMs : Date.now();
+        for (const m of batch.mutations) {
+          merged.push(m);
+          clocks.push(at);
+        }
         parts++;
       }
       lastSeq = batch.seq;

@@ -48,7 +48,13 @@ export interface StagedInstall {
  * install that replaced whole slots (a full install replaces every slot).
  */
 export type StoreChange =
-  | { kind: 'write'; seq: number; mutations: readonly Mutation[]; atMs: number }
+  | {
+      kind: 'write';
+      seq: number;
+      mutations: readonly Mutation[];
+      /** The clock reading of the batch (of its last mutation, with several readings). */
+      atMs: number;
+    }
   | { kind: 'replace'; seq: number; slots: readonly SlotRange[] };
 
 export type ChangeListener = (change: StoreChange) => void;
@@ -57,9 +63,10 @@ export interface WriteOptions {
   /**
    * The clock reading (ms since the epoch) that decides which keys have expired while the
    * batch applies. Replays of another node's changes pass the source's reading, so that
-   * a key near its expiry ends the same on both nodes.
+   * a key near its expiry ends the same on both nodes. An array gives one reading per
+   * mutation (a replay that merges batches applied at different instants).
    */
-  atMs?: number;
+  atMs?: number | readonly number[];
 }
 
 /** A Redis-like store. Backends are chosen by name from the store registry. */

@@ -27,27 +27,37 @@ export function wrongType(key: Buffer, has: ValueType, op: string): ShardsnapErr
   );
 }
 
+/** A key's type and expiry (0 = none), as far as type checks are concerned. */
+export interface TypedKey {
+  type: ValueType;
+  expireAtMs: number;
+}
+
 /**
  * Checks that every mutation of a batch applies to a key of the right type, taking the
- * earlier mutations of the same batch into account, so a batch fails before any change.
+ * earlier mutations of the same batch into account (including the expiries they set, at
+ * each mutation's clock reading `nowOf(i)`), so a batch fails before any change.
  */
 export function checkTypes(
   mutations: readonly Mutation[],
-  currentType: (key: Buffer) => ValueType | undefined,
+  current: (key: Buffer) => TypedKey | undefined,
+  nowOf: (index: number) => number,
 ): void {
-  const types = new Map<string, ValueType | undefined>();
-  for (const m of mutations) {
+  const known = new Map<string, TypedKey | undefined>();
+  mutations.forEach((m, i) => {
     const k = toMemberKey(m.key);
-    const has = types.has(k) ? types.get(k) : currentType(m.key);
+    let has = known.has(k) ? known.get(k) : current(m.key);
+    if (has && has.expireAtMs > 0 && has.expireAtMs <= nowOf(i)) has = undefined;
     const required = REQUIRED_TYPE[m.op];
-    if (required !== undefined && has !== undefined && has !== required) {
-      throw wrongType(m.key, has, m.op);
+    if (required !== undefined && has !== undefined && has.type !== required) {
+      throw wrongType(m.key, has.type, m.op);
     }
-    if (m.op === 'set') types.set(k, 'string');
-    else if (m.op === 'del') types.set(k, undefined);
-    else if (m.op !== 'expire') types.set(k, required);
-    else types.set(k, has);
-  }
+    if (m.op === 'set') known.set(k, { type: 'string', expireAtMs: m.expireAtMs });
+    else if (m.op === 'del') known.set(k, undefined);
+    else if (m.op === 'expire') known.set(k, has && { type: has.type, expireAtMs: m.expireAtMs });
+    // A collection op keeps a live key's expiry and creates an absent key without one.
+    else known.set(k, { type: required as ValueType, expireAtMs: has?.expireAtMs ?? 0 });
+  });
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   valueBytes,
 } from '../../core';
 import { ChangeListeners } from '../change-listeners';
+import { writeClock } from '../write-clock';
 import type {
   ChangeListener,
   InstallTarget,
@@ -50,14 +51,23 @@ export class MemoryStore implements Store {
   // eslint-disable-next-line @typescript-eslint/require-await -- async so that failures reject
   async write(mutations: readonly Mutation[], options?: WriteOptions): Promise<{ seq: number }> {
     this.assertOpen();
-    const now = options?.atMs ?? this.now();
-    checkTypes(mutations, (key) => {
-      const entry = this.keyspace.get(slotOf(key), toMemberKey(key));
-      return entry && !isExpired(entry, now) ? entry.value.type : undefined;
-    });
-    for (const m of mutations) this.apply(m, now);
+    const clock = writeClock(options, mutations.length, this.now);
+    checkTypes(
+      mutations,
+      (key) => {
+        const entry = this.keyspace.get(slotOf(key), toMemberKey(key));
+        return entry && { type: entry.value.type, expireAtMs: entry.expireAtMs };
+      },
+      clock,
+    );
+    mutations.forEach((m, i) => this.apply(m, clock(i)));
     this.seq++;
-    this.listeners.emit({ kind: 'write', seq: this.seq, mutations, atMs: now });
+    this.listeners.emit({
+      kind: 'write',
+      seq: this.seq,
+      mutations,
+      atMs: clock(Math.max(0, mutations.length - 1)),
+    });
     return { seq: this.seq };
   }
 

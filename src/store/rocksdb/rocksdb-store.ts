@@ -43,6 +43,7 @@ import { type InstallCommitter, RocksDbStagedInstall } from './staged-install';
 import { RocksDbView } from './view';
 import { planBatch, touchedKeys } from './write-batch';
 import { SerialQueue } from './write-queue';
+import { writeClock } from '../write-clock';
 
 /**
  * The RocksDB backend. One RocksDB value per Redis key under a 2-byte slot prefix; the
@@ -122,8 +123,8 @@ export class RocksDbStore implements ImageInstallTarget {
         const keys = touchedKeys(mutations);
         const stored =
           keys.size > 0 ? await this.db.multiGet([...keys.values()].map((k) => k.dkey)) : [];
-        const now = options?.atMs ?? this.options.now();
-        const { ops, deltas } = planBatch(mutations, keys, stored, now);
+        const clock = writeClock(options, mutations.length, this.options.now);
+        const { ops, deltas } = planBatch(mutations, keys, stored, clock);
         const seq = this.seq + 1;
         const counts = new Map<number, { keys: number; bytes: number }>();
         for (const [slot, delta] of deltas) {
@@ -136,7 +137,12 @@ export class RocksDbStore implements ImageInstallTarget {
         await this.db.write(ops, { sync: this.options.syncWrites });
         for (const [slot, count] of counts) this.counters.set(slot, count);
         this.seq = seq;
-        this.listeners.emit({ kind: 'write', seq, mutations, atMs: now });
+        this.listeners.emit({
+          kind: 'write',
+          seq,
+          mutations,
+          atMs: clock(Math.max(0, mutations.length - 1)),
+        });
         return { seq };
       });
     });

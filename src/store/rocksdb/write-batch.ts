@@ -60,7 +60,7 @@ export function planBatch(
   mutations: readonly Mutation[],
   keys: Map<string, { key: Buffer; slot: number; dkey: Buffer }>,
   stored: ReadonlyArray<Buffer | undefined>,
-  now: number,
+  nowOf: (index: number) => number,
 ): PlannedBatch {
   const touched = new Map<string, Touched>();
   let i = 0;
@@ -75,33 +75,36 @@ export function planBatch(
       changed: false,
     });
   }
-  const live = (t: Touched): Entry | undefined => {
+  // The entry as the batch goes, alive at `now` (each mutation may have its own reading).
+  const live = (t: Touched, now: number): Entry | undefined => {
     if (!t.decoded) {
       t.decoded = true;
-      if (t.stored !== undefined) {
-        const entry = decodeValue(t.stored);
-        t.entry = isExpired(entry, now) ? undefined : entry;
-      }
+      if (t.stored !== undefined) t.entry = decodeValue(t.stored);
     }
-    return t.entry;
+    return t.entry && !isExpired(t.entry, now) ? t.entry : undefined;
   };
 
-  checkTypes(mutations, (key) => {
-    const raw = (touched.get(toMemberKey(key)) as Touched).stored;
-    if (raw === undefined) return undefined;
-    const header = readValueHeader(raw);
-    return header.expireAtMs > 0 && header.expireAtMs <= now ? undefined : header.type;
-  });
+  checkTypes(
+    mutations,
+    (key) => {
+      const raw = (touched.get(toMemberKey(key)) as Touched).stored;
+      if (raw === undefined) return undefined;
+      const header = readValueHeader(raw);
+      return { type: header.type, expireAtMs: header.expireAtMs };
+    },
+    nowOf,
+  );
 
-  for (const m of mutations) {
+  mutations.forEach((m, i) => {
+    const now = nowOf(i);
     const t = touched.get(toMemberKey(m.key)) as Touched;
     // A set or del does not look at the old value: skip decoding it.
-    const current = m.op === 'set' || m.op === 'del' ? undefined : live(t);
+    const current = m.op === 'set' || m.op === 'del' ? undefined : live(t, now);
     const { entry } = applyMutation(m, current, true, cloneEntry);
     t.entry = entry && !isExpired(entry, now) ? entry : undefined;
     t.decoded = true;
     t.changed = true;
-  }
+  });
 
   const ops: WriteOp[] = [];
   const deltas = new Map<number, SlotCount>();
