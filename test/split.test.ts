@@ -38,7 +38,7 @@ async function splitUnderWrites(t: ExecutionContext, from: Backend, to: Backend)
   await writer.stop();
 
   t.deepEqual(writer.failures, [], 'every write was acknowledged eventually');
-  t.true(writer.acked > 50, `writer made progress (${writer.acked} acks)`);
+  t.true(writer.acked > 20, `writer made progress (${writer.acked} acks)`);
   t.true(writer.addresses.has(target.node.address), 'writes were redirected to the target');
   t.is(done.phase, 'DONE');
   const phases = [...new Set(events.map((e) => e.phase))];

@@ -120,8 +120,13 @@ export function commitHandoff(
 export function abortHandoff(
   conn: Connection,
   migrationId: string,
+  handedTo?: { slots: SlotRange[]; target: string },
 ): Promise<{ aborted: boolean; committed: boolean }> {
   return call('AbortHandoff', (cb) =>
-    conn.migration.AbortHandoff({ migrationId }, deadline(5_000), cb),
+    conn.migration.AbortHandoff(
+      { migrationId, slots: handedTo?.slots ?? [], target: handedTo?.target ?? '' },
+      deadline(5_000),
+      cb,
+    ),
   );
 }

@@ -403,8 +403,6 @@ export class MigrationJob {
   }
 
   private async handOff(conn: Connection, feed: ChangeFeed, incarnation: string): Promise<void> {
-    const { ownership, address } = this.deps;
-    const { id, slots, maxPauseMs } = this.request;
     let lastReason = '';
     for (let attempt = 1; attempt <= this.tuning.maxHandoffAttempts; attempt++) {
       this.emit('HANDOFF', {
@@ -413,9 +411,40 @@ export class MigrationJob {
       });
       await this.catchUp(conn, feed);
       // Recorded before the pause: a restart from here asks the source for the outcome.
-      await ownership.markCommitting(id);
-      const pausedAt = performance.now();
-      this.releaseLocalPause = ownership.pause(slots);
+      await this.deps.ownership.markCommitting(this.request.id);
+      const outcome = await this.tryHandOff(conn, feed, incarnation);
+      if (outcome.done) return;
+      lastReason = outcome.reason;
+      this.emit('HANDOFF', { detail: `handoff aborted: ${lastReason}` });
+    }
+    throw new ShardsnapError(
+      ErrorCodes.failedPrecondition,
+      `handoff aborted ${this.tuning.maxHandoffAttempts} times; the source keeps the slots: ${lastReason}`,
+    );
+  }
+
+  /**
+   * One handoff attempt. Until the commit is sent, any way out of it (an aborted attempt,
+   * an error, a cancel) ends the source's pause and this node's: nothing stays paused.
+   */
+  private async tryHandOff(
+    conn: Connection,
+    feed: ChangeFeed,
+    incarnation: string,
+  ): Promise<{ done: true } | { done: false; reason: string }> {
+    const { ownership, address } = this.deps;
+    const { id, slots, maxPauseMs } = this.request;
+    const pausedAt = performance.now();
+    this.releasePause();
+    this.releaseLocalPause = ownership.pause(slots);
+    const abort = async (): Promise<void> => {
+      await abortHandoff(conn, id).catch(() => undefined);
+      this.releasePause();
+    };
+    let committed: Awaited<ReturnType<MigrationJob['commit']>>;
+    let preparedAt: number;
+    let drainedAt: number;
+    try {
       let prepared: { seq: number; incarnation: string };
       try {
         prepared = await prepareHandoff(
@@ -424,56 +453,62 @@ export class MigrationJob {
           this.signal,
         );
       } catch (error) {
-        // No answer within the pause limit: the source ends such a pause by itself.
-        if (this.signal.aborted || !isShardsnapError(error, ErrorCodes.unavailable)) throw error;
-        await abortHandoff(conn, id).catch(() => undefined);
-        this.releasePause();
-        lastReason = `the source did not confirm the pause within ${maxPauseMs} ms (${(error as Error).message})`;
-        this.emit('HANDOFF', { detail: `handoff aborted: ${lastReason}` });
-        continue;
+        // No answer within the pause limit (the source ends such a pause by itself), or a
+        // pause of an earlier attempt the source still holds: this attempt is over.
+        const retryable =
+          isShardsnapError(error, ErrorCodes.unavailable) ||
+          (isShardsnapError(error, ErrorCodes.failedPrecondition) &&
+            /already prepared/.test(error.message));
+        if (this.signal.aborted || !retryable) throw error;
+        await abort();
+        return {
+          done: false,
+          reason: `the source did not confirm the pause within ${maxPauseMs} ms (${(error as Error).message})`,
+        };
       }
       if (prepared.incarnation && prepared.incarnation !== incarnation) {
-        await abortHandoff(conn, id).catch(() => undefined);
         throw new ShardsnapError(
           ErrorCodes.failedPrecondition,
           `source ${this.request.source} restarted during the migration`,
         );
       }
-      const preparedAt = performance.now();
+      preparedAt = performance.now();
       // Leave a quarter of the limit for the commit round trip.
       const drained = await this.drainTo(feed, prepared.seq, pausedAt + maxPauseMs * 0.75);
       if (!drained) {
-        await abortHandoff(conn, id).catch(() => undefined);
-        this.releasePause();
-        lastReason = `applying the last changes (to seq ${prepared.seq}) would pause writes for more than ${maxPauseMs} ms`;
-        this.emit('HANDOFF', { detail: `handoff aborted: ${lastReason}` });
-        continue;
+        await abort();
+        return {
+          done: false,
+          reason: `applying the last changes (to seq ${prepared.seq}) would pause writes for more than ${maxPauseMs} ms`,
+        };
       }
+      // A cancel that came during the drain wins over the commit.
+      this.signal.throwIfAborted();
       this.commitSent = true;
-      const drainedAt = performance.now();
-      const committed = await this.commit(conn);
-      const committedAt = performance.now();
-      if (!committed) {
-        this.commitSent = false;
-        this.releasePause();
-        lastReason = `the source ended the pause before the commit arrived (limit ${maxPauseMs} ms)`;
-        this.emit('HANDOFF', { detail: `handoff aborted: ${lastReason}` });
-        continue;
-      }
-      await feed.close();
-      await ownership.completeImport(id);
-      this.releasePause();
-      this.status.writePauseMs = committed.writePauseMs;
-      this.status.detail =
-        `handoff: prepare ${Math.round(preparedAt - pausedAt)} ms, ` +
-        `drain ${Math.round(drainedAt - preparedAt)} ms, commit ${Math.round(committedAt - drainedAt)} ms; ` +
-        `on the source: commit arrived after ${committed.waitedMs} ms, persisted in ${committed.persistMs} ms`;
-      return;
+      drainedAt = performance.now();
+      committed = await this.commit(conn);
+    } catch (error) {
+      if (!this.commitSent) await abort();
+      throw error;
     }
-    throw new ShardsnapError(
-      ErrorCodes.failedPrecondition,
-      `handoff aborted ${this.tuning.maxHandoffAttempts} times; the source keeps the slots: ${lastReason}`,
-    );
+    const committedAt = performance.now();
+    if (!committed) {
+      this.commitSent = false;
+      this.releasePause();
+      return {
+        done: false,
+        reason: `the source ended the pause before the commit arrived (limit ${maxPauseMs} ms)`,
+      };
+    }
+    await feed.close();
+    await ownership.completeImport(id);
+    this.releasePause();
+    this.status.writePauseMs = committed.writePauseMs;
+    this.status.detail =
+      `handoff: prepare ${Math.round(preparedAt - pausedAt)} ms, ` +
+      `drain ${Math.round(drainedAt - preparedAt)} ms, commit ${Math.round(committedAt - drainedAt)} ms; ` +
+      `on the source: commit arrived after ${committed.waitedMs} ms, persisted in ${committed.persistMs} ms`;
+    return { done: true };
   }
 
   /**
@@ -524,7 +559,8 @@ export class MigrationJob {
       error instanceof ShardsnapError
         ? error
         : new ShardsnapError(ErrorCodes.internal, reason, { cause: error });
-    if (error instanceof InDoubt) {
+    // Once the commit was sent the slots may be ours: never drop, let the settling decide.
+    if (error instanceof InDoubt || this.commitSent) {
       // The slots stay paused here until the source tells the outcome.
       log.error({ err: error }, 'migration in doubt');
       const release = this.releaseLocalPause ?? (() => undefined);

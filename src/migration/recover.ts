@@ -9,6 +9,8 @@ export interface ImportSettlingDeps {
   store: Store;
   ownership: Ownership;
   logger: Logger;
+  /** This node's address: where the source's MOVED points once the handoff committed. */
+  address: string;
   /** Fires when the node stops; an unresolved import stays recorded for the next start. */
   signal: AbortSignal;
 }
@@ -34,7 +36,10 @@ export async function resolveImport(
   try {
     while (!deps.signal.aborted) {
       try {
-        const answer = await abortHandoff(conn, record.id);
+        const answer = await abortHandoff(conn, record.id, {
+          slots: record.slots,
+          target: deps.address,
+        });
         if (answer.committed) {
           await deps.ownership.completeImport(record.id);
           log.info('in-doubt import resolved: the source committed, the slots are here');

@@ -172,7 +172,10 @@ export class SourceHandoffs {
    * Ends the pause of `id` unless it is committing; reports whether the handoff committed
    * (waiting for a commit in progress), so the answer is final either way.
    */
-  async abort(id: string): Promise<{ aborted: boolean; committed: boolean }> {
+  async abort(
+    id: string,
+    handedTo?: { slots: readonly SlotRange[]; target: string },
+  ): Promise<{ aborted: boolean; committed: boolean }> {
     const handoff = this.active.get(id);
     if (handoff?.committing) {
       const outcome = await handoff.committing.then(
@@ -185,9 +188,24 @@ export class SourceHandoffs {
       this.end(handoff);
       return { aborted: true, committed: false };
     }
+    const { ownership } = this.deps;
     const committed =
-      this.committedPauses.has(id) || this.deps.ownership.transferred(id) !== undefined;
+      this.committedPauses.has(id) ||
+      ownership.transferred(id) !== undefined ||
+      (handedTo !== undefined && this.gaveAway(handedTo.slots, handedTo.target));
     return { aborted: false, committed };
+  }
+
+  /** Whether every one of `slots` left this node for `target` (the id may be forgotten). */
+  private gaveAway(slots: readonly SlotRange[], target: string): boolean {
+    const { ownership } = this.deps;
+    if (slots.length === 0 || !target || ownership.ownsAny(slots)) return false;
+    return slots.every((range) => {
+      for (let slot = range.start; slot <= range.end; slot++) {
+        if (ownership.ownerOf(slot) !== target) return false;
+      }
+      return true;
+    });
   }
 
   private expire(id: string): void {

@@ -135,7 +135,11 @@ export function migrationService(node: MigrationContext, hooks: CallHooks): Migr
 
     AbortHandoff: unary('AbortHandoff', hooks, (request) => {
       if (!request.migrationId) throw invalidArgument('migration id is required');
-      return node.handoffs.abort(request.migrationId);
+      const handedTo =
+        request.slots.length > 0 && request.target
+          ? { slots: slotRangesFromWire(request.slots), target: request.target }
+          : undefined;
+      return node.handoffs.abort(request.migrationId, handedTo);
     }),
   };
 }
