@@ -17,6 +17,7 @@ import {
 import {
   ErrorCodes,
   type Mutation,
+  ShardsnapError,
   type SlotRange,
   formatSlotRanges,
   isShardsnapError,
@@ -985,5 +986,54 @@ test.serial(
       { slot: slotOf(key), address: targetAddress },
       'MOVED to the target',
     );
+  },
+);
+
+test.serial(
+  'a commit whose answers are lost ends FAILED in doubt, then DONE once the source confirms it',
+  async (t) => {
+    t.timeout(30_000);
+    const source = await nodeFor(t);
+    const target = await nodeFor(t, { slots: [], migrationTuning: { inDoubtRetryMs: 300 } });
+    const moving: SlotRange = { start: 0, end: 8191 };
+    const data = mixedData(tagsIn(moving, 5), 20);
+    for (const batch of data) await source.client.write(batch);
+    // The source commits, but every answer to CommitHandoff is lost on the way back.
+    const handoffs = source.node.handoffs;
+    const commit = handoffs.commit.bind(handoffs);
+    handoffs.commit = async (id) => {
+      await commit(id);
+      throw new ShardsnapError(ErrorCodes.unavailable, 'injected: the answer was lost');
+    };
+    const conn = new Connection(target.node.address);
+    t.teardown(() => conn.close());
+    let migrationId = '';
+    const error = await t.throwsAsync(
+      migrateSlots(conn, {
+        source: source.node.address,
+        slots: [moving],
+        onEvent: (e) => {
+          migrationId = e.migrationId;
+        },
+      }),
+    );
+    t.regex(error?.message ?? '', /no answer from source/);
+    // The target settles with the source (AbortHandoff reports committed) and takes the slots.
+    const settled = await waitFor(
+      async () => (await getMigration(conn, migrationId)).phase === 'DONE',
+      10_000,
+    );
+    t.true(settled, 'GetMigration reports DONE once the in-doubt commit is confirmed');
+    t.deepEqual((await target.client.stats()).ownedSlots, [moving]);
+    t.deepEqual(target.node.ownership.imports(), []);
+    const model = await modelOf(data);
+    t.is(
+      (await target.client.digest([moving])).digest,
+      (await modelDigest(model, [moving])).digest,
+    );
+    const tag = tagsIn(moving, 1)[0] as string;
+    await target.client.write([
+      { op: 'set', key: b(`{${tag}}after`), value: b('1'), expireAtMs: 0 },
+    ]);
   },
 );

@@ -584,6 +584,24 @@ export class MigrationJob {
     this.emit(wasCancelled ? 'CANCELLED' : 'FAILED', { error: reason });
   }
 
+  /**
+   * The outcome of a commit that was in doubt when the migration ended, once the source
+   * told it: the status says what became of the slots.
+   */
+  settled(outcome: 'committed' | 'dropped'): void {
+    if (outcome === 'committed') {
+      this.failureError = undefined;
+      this.emit('DONE', {
+        error: '',
+        detail: 'the commit was in doubt; the source confirmed it: the slots moved',
+      });
+    } else {
+      this.emit('FAILED', {
+        detail: 'the commit was in doubt; the source kept the slots: imported keys dropped',
+      });
+    }
+  }
+
   /** The error a failed or cancelled migration ended with (for the RPC status). */
   get failure(): ShardsnapError | undefined {
     if (this.status.phase === 'CANCELLED') return cancelled(this.status.error);

@@ -25,7 +25,7 @@ export async function resolveImport(
   deps: ImportSettlingDeps,
   record: Pick<ImportRecord, 'id' | 'slots' | 'source'>,
   release: () => void,
-): Promise<void> {
+): Promise<'committed' | 'dropped' | undefined> {
   const log = deps.logger.child({
     migration: record.id,
     slots: formatSlotRanges(record.slots),
@@ -43,19 +43,20 @@ export async function resolveImport(
         if (answer.committed) {
           await deps.ownership.completeImport(record.id);
           log.info('in-doubt import resolved: the source committed, the slots are here');
-        } else {
-          await dropSlots(deps.store, record.slots);
-          await deps.ownership.abandonImport(record.id);
-          log.info('in-doubt import resolved: the source kept the slots; imported keys dropped');
+          return 'committed';
         }
-        return;
+        await dropSlots(deps.store, record.slots);
+        await deps.ownership.abandonImport(record.id);
+        log.info('in-doubt import resolved: the source kept the slots; imported keys dropped');
+        return 'dropped';
       } catch (error) {
-        if (deps.signal.aborted) return;
+        if (deps.signal.aborted) return undefined;
         log.warn({ err: error }, 'cannot reach the source to settle an import; retrying');
         await sleep(delay, deps.signal);
         delay = Math.min(delay * 2, 5_000);
       }
     }
+    return undefined;
   } finally {
     release();
     conn.close();

@@ -106,7 +106,10 @@ export class MigrationRegistry {
       return;
     }
     this.track(
-      resolveImport({ ...this.deps, signal: this.stopping.signal }, record, release).catch(
+      resolveImport({ ...this.deps, signal: this.stopping.signal }, record, release).then(
+        (outcome) => {
+          if (outcome) this.jobs.get(migrationId)?.settled(outcome);
+        },
         (error: unknown) =>
           this.deps.logger.error({ err: error, migration: migrationId }, 'cannot settle an import'),
       ),

@@ -26,6 +26,7 @@ interface ActiveHandoff {
   release: () => void;
   timer: NodeJS.Timeout;
   pausedAt: number;
+  maxPauseMs: number;
   committing?: Promise<CommitOutcome>;
 }
 
@@ -90,6 +91,7 @@ export class SourceHandoffs {
       target,
       release: ownership.pause(slots),
       pausedAt: performance.now(),
+      maxPauseMs,
       timer: setTimeout(() => this.expire(id), maxPauseMs),
     };
     this.active.set(id, handoff);
@@ -116,6 +118,13 @@ export class SourceHandoffs {
       }
       return Promise.reject(
         failed(`handoff ${id} is not prepared on this node (it expired or was aborted)`),
+      );
+    }
+    if (!handoff.committing && performance.now() - handoff.pausedAt > handoff.maxPauseMs) {
+      // The timer is late (a busy event loop): the limit still holds.
+      this.expire(id);
+      return Promise.reject(
+        failed(`handoff ${id} expired: the pause reached its limit of ${handoff.maxPauseMs} ms`),
       );
     }
     handoff.committing ??= this.transfer(handoff);

@@ -68,7 +68,13 @@ export function migrationService(node: MigrationContext, hooks: CallHooks): Migr
       // Progress events of one phase coalesce when the client reads slowly; phase changes never do.
       const pending: MigrationStatus[] = [{ ...job.status }];
       let wake: (() => void) | undefined;
+      // How the call ends is decided by the first terminal event (an in-doubt FAILED may
+      // later become DONE; this call has reported FAILED by then).
+      let ending: { phase: string; failure: Error | undefined } | undefined;
       const unsubscribe = job.subscribe((status) => {
+        if (TERMINAL_PHASES.has(status.phase) && !ending) {
+          ending = { phase: status.phase, failure: job.failure };
+        }
         const last = pending[pending.length - 1];
         if (last && last.phase === status.phase && !TERMINAL_PHASES.has(status.phase)) {
           pending[pending.length - 1] = status;
@@ -99,9 +105,8 @@ export function migrationService(node: MigrationContext, hooks: CallHooks): Migr
         signal.removeEventListener('abort', onCancel);
       }
       await job.done;
-      if (job.status.phase === 'CANCELLED') throw cancelled(job.status.error);
-      const failure = job.failure;
-      if (failure) throw failure;
+      if (ending?.phase === 'CANCELLED') throw cancelled(job.status.error);
+      if (ending?.failure) throw ending.failure;
     }),
 
     CancelMigration: unary('CancelMigration', hooks, async (request) => {
