@@ -715,6 +715,15 @@ async function splitWithTinyPause(
   t: ExecutionContext,
 ): Promise<{ split: InProcessSplit; outcome: Outcome; events: MigrationStatus[] }> {
   const split = await inProcessSplit(t, { writer: { lanes: 4 } });
+  // The source answers a prepare 3 ms after its pause began: a loopback round trip alone
+  // could otherwise fit a handoff with nothing to drain into 1 ms.
+  const handoffs = split.source.node.handoffs;
+  const prepare = handoffs.prepare.bind(handoffs);
+  handoffs.prepare = async (request) => {
+    const prepared = await prepare(request);
+    await sleep(3);
+    return prepared;
+  };
   split.writer.start();
   await waitFor(() => split.writer.acked > 20, 5_000);
   const events: MigrationStatus[] = [];
