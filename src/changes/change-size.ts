@@ -1,4 +1,4 @@
-import type { Mutation } from '../core';
+import { type Mutation, mutationPayloadBytes } from '../core';
 import type { StoreChange } from '../store';
 
 /**
@@ -10,24 +10,9 @@ export const MUTATION_OVERHEAD_BYTES = 64;
 export const ENTRY_OVERHEAD_BYTES = 96;
 
 export function mutationBytes(m: Mutation): number {
-  const key = m.key.length + MUTATION_OVERHEAD_BYTES;
-  switch (m.op) {
-    case 'set':
-      return key + m.value.length + 8;
-    case 'del':
-      return key;
-    case 'hset':
-      return m.fields.reduce((sum, f) => sum + f.field.length + f.value.length, key);
-    case 'lpush':
-    case 'rpush':
-      return m.values.reduce((sum, v) => sum + v.length, key);
-    case 'sadd':
-      return m.members.reduce((sum, v) => sum + v.length, key);
-    case 'zadd':
-      return m.members.reduce((sum, s) => sum + s.member.length + 8, key);
-    case 'expire':
-      return key + 8;
-  }
+  // A set's and an expire's expiry time count too.
+  const expiry = m.op === 'set' || m.op === 'expire' ? 8 : 0;
+  return mutationPayloadBytes(m) + MUTATION_OVERHEAD_BYTES + expiry;
 }
 
 /** The bytes a change holds while it is in the log. */

@@ -1,4 +1,4 @@
-import type { Mutation } from '../core';
+import { mutationPayloadBytes } from '../core';
 import type { ShardsnapClient } from './client';
 import { type SyntheticOptions, syntheticBatches } from './synthetic';
 
@@ -26,7 +26,7 @@ export async function loadSynthetic(
   for (const batch of syntheticBatches(options)) {
     if (failure) break;
     const batchKeys = new Set(batch.map((m) => m.key.toString('latin1'))).size;
-    for (const m of batch) bytes += mutationBytes(m);
+    for (const m of batch) bytes += mutationPayloadBytes(m);
     const write = client.write(batch).then(
       (seq) => {
         lastSeq = Math.max(lastSeq, seq);
@@ -46,23 +46,4 @@ export async function loadSynthetic(
   if (failure)
     throw failure instanceof Error ? failure : new Error(`load failed: ${JSON.stringify(failure)}`);
   return { keys, batches, bytes, lastSeq, elapsedMs: performance.now() - started };
-}
-
-/** Key and payload bytes a mutation carries. */
-function mutationBytes(m: Mutation): number {
-  switch (m.op) {
-    case 'set':
-      return m.key.length + m.value.length;
-    case 'hset':
-      return m.fields.reduce((n, f) => n + f.field.length + f.value.length, m.key.length);
-    case 'lpush':
-    case 'rpush':
-      return m.values.reduce((n, v) => n + v.length, m.key.length);
-    case 'sadd':
-      return m.members.reduce((n, v) => n + v.length, m.key.length);
-    case 'zadd':
-      return m.members.reduce((n, v) => n + v.member.length + 8, m.key.length);
-    default:
-      return m.key.length;
-  }
 }

@@ -1,4 +1,4 @@
-import type { Mutation } from '../core';
+import { type Mutation, mutationPayloadBytes } from '../core';
 
 export interface FeedBatch {
   seq: number;
@@ -7,24 +7,6 @@ export interface FeedBatch {
   /** The source's clock reading when it applied the batch. */
   atMs: number;
 }
-
-const mutationBytes = (m: Mutation): number => {
-  switch (m.op) {
-    case 'set':
-      return m.key.length + m.value.length;
-    case 'hset':
-      return m.fields.reduce((n, f) => n + f.field.length + f.value.length, m.key.length);
-    case 'lpush':
-    case 'rpush':
-      return m.values.reduce((n, v) => n + v.length, m.key.length);
-    case 'sadd':
-      return m.members.reduce((n, v) => n + v.length, m.key.length);
-    case 'zadd':
-      return m.members.reduce((n, v) => n + v.member.length + 8, m.key.length);
-    default:
-      return m.key.length;
-  }
-};
 
 /**
  * Reads a source's change stream into a bounded buffer while the snapshot installs, so
@@ -77,7 +59,7 @@ export class ChangeFeed {
       for await (const batch of stream) {
         this.receivedSeq = batch.seq;
         this.headSeq = Math.max(this.headSeq, batch.headSeq, batch.seq);
-        const bytes = batch.mutations.reduce((n, m) => n + mutationBytes(m) + 32, 32);
+        const bytes = batch.mutations.reduce((n, m) => n + mutationPayloadBytes(m) + 32, 32);
         this.queue.push(batch);
         this.queuedBytes += bytes;
         this.wake();
