@@ -4,6 +4,7 @@
  * redirections and as the latency of the writes that wait on it.
  */
 import { type Arg, type Reply, RespConnection, RespError } from './resp';
+import { pacedWrites } from './paced-writes';
 import { percentile, sleep } from './util';
 
 export interface WriterKey {
@@ -133,38 +134,23 @@ export class ClusterWriter {
     throw new Error(`SET ${key.key.toString()}: still redirected after 50 attempts`);
   }
 
-  /**
-   * Writes random keys of the pool until stop() or `maxMs`, whichever comes first, at most
-   * `ratePerSec` writes a second (0: back to back). A paced writer leaves the CPU to the
-   * migration on a small machine; a late write goes at once, without a catch-up burst.
-   */
+  /** Writes random keys of the pool until stop() or `maxMs` (see pacedWrites). */
   start(maxMs: number, ratePerSec = 0): void {
     if (this.loop) throw new Error('the writer is already running');
-    const deadline = performance.now() + maxMs;
-    const interval = ratePerSec > 0 ? 1000 / ratePerSec : 0;
-    // A fixed-seed LCG: the same run writes the same keys in the same order.
-    let state = 0x2545f491;
-    const next = (): number => {
-      state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-      return state;
-    };
-    this.loop = (async () => {
-      let due = performance.now();
-      while (!this.stopped && performance.now() < deadline) {
-        if (interval > 0) {
-          const wait = due - performance.now();
-          if (wait >= 1) await sleep(wait);
-          due = Math.max(due, performance.now() - interval) + interval;
-        }
-        const index = next() % this.keys.length;
+    this.loop = pacedWrites({
+      maxMs,
+      ratePerSec,
+      keyCount: this.keys.length,
+      stopped: () => this.stopped,
+      step: async (index) => {
         const key = this.keys[index] as WriterKey;
         const seq = ++this.seq;
         const startedAt = performance.now();
         await this.set(key, writerValue(seq, this.valueBytes));
         this.samples.push({ startedAt, ms: performance.now() - startedAt });
         this.lastAcked.set(index, seq);
-      }
-    })();
+      },
+    });
     // Errors surface from stop(); this only keeps an early failure from going unhandled.
     this.loop.catch(() => undefined);
   }

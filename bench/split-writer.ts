@@ -13,7 +13,8 @@ import {
   type WriterStats,
   writerValue,
 } from './redis-cluster-writer';
-import { percentile, sleep } from './util';
+import { pacedWrites } from './paced-writes';
+import { percentile } from './util';
 
 /** Latency figures of the writes started within [from, to), as ClusterWriter.stats. */
 export function samplesStats(
@@ -82,23 +83,12 @@ export class SplitWriter {
   /** Writes until stop() or `maxMs`, at most `ratePerSec` a second (0: back to back). */
   start(maxMs: number, ratePerSec: number): void {
     if (this.loop) throw new Error('the writer is already running');
-    const deadline = performance.now() + maxMs;
-    const interval = ratePerSec > 0 ? 1000 / ratePerSec : 0;
-    // The same fixed-seed LCG as ClusterWriter: the same keys in the same order.
-    let state = 0x2545f491;
-    const next = (): number => {
-      state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-      return state;
-    };
-    this.loop = (async () => {
-      let due = performance.now();
-      while (!this.stopped && performance.now() < deadline) {
-        if (interval > 0) {
-          const wait = due - performance.now();
-          if (wait >= 1) await sleep(wait);
-          due = Math.max(due, performance.now() - interval) + interval;
-        }
-        const index = next() % this.keys.length;
+    this.loop = pacedWrites({
+      maxMs,
+      ratePerSec,
+      keyCount: this.keys.length,
+      stopped: () => this.stopped,
+      step: async (index) => {
         const key = this.keys[index] as WriterKey;
         const seq = ++this.seq;
         const startedAt = performance.now();
@@ -108,8 +98,8 @@ export class SplitWriter {
         this.samples.push({ startedAt, ms: performance.now() - startedAt });
         this.lastAcked.set(index, seq);
         this.ackedBy.set(address, (this.ackedBy.get(address) ?? 0) + 1);
-      }
-    })();
+      },
+    });
     // Errors surface from stop(); this only keeps an early failure from going unhandled.
     this.loop.catch(() => undefined);
   }
