@@ -290,3 +290,31 @@ export function decodeValue(buf: Buffer, start = 0, end = buf.length, slab?: Sla
   if (r.pos !== end) throw dataLoss(`value has ${end - r.pos} trailing bytes`);
   return { value, expireAtMs };
 }
+
+/*
+ * Payloads alone (no type, expiry or key), for stores that keep those beside the bytes
+ * (the memory keyspace keeps them in typed arrays).
+ */
+
+/** Bytes of `writeValuePayload(value)`. */
+export function valuePayloadLength(value: Value): number {
+  return encodedRecordLength(EMPTY_KEY, { value, expireAtMs: 0 }) - HEADER_BYTES;
+}
+
+/** Writes the payload of `value` at `pos` of `out` (which must have room); returns the end. */
+export function writeValuePayload(out: Buffer, pos: number, value: Value): number {
+  return writePayload(out, pos, value);
+}
+
+/** Decodes a payload written by `writeValuePayload`; byte strings are copied. */
+export function decodeValuePayload(
+  type: Value['type'],
+  buf: Buffer,
+  start: number,
+  end: number,
+): Value {
+  const r = new Reader(buf, start, end, undefined);
+  const value = readPayload(r, type);
+  if (r.pos !== end) throw dataLoss(`value has ${end - r.pos} trailing bytes`);
+  return value;
+}

@@ -1,4 +1,5 @@
 import { invalidArgument } from '../core';
+import { DEFAULT_EXPIRY_SWEEP } from './memory/expiry-sweep';
 import { MemoryStore } from './memory/memory-store';
 import type { Store } from './store';
 
@@ -19,7 +20,7 @@ const factories = new Map<string, StoreFactory>([
           'a memory node restores from an artifact file, not a checkpoint directory',
         );
       }
-      return Promise.resolve(new MemoryStore());
+      return Promise.resolve(new MemoryStore({ expirySweep: DEFAULT_EXPIRY_SWEEP }));
     },
   ],
   [

@@ -1,16 +1,79 @@
-import { SLOT_COUNT, type Entry } from '../../core';
+import {
+  type Entry,
+  SLOT_COUNT,
+  VALUE_TYPE_CODES,
+  type Value,
+  cloneEntry,
+  type ValueType,
+  decodeValuePayload,
+  valueBytes,
+  valuePayloadLength,
+  writeValuePayload,
+} from '../../core';
+import { Arena } from './arena';
+import { FLAG_INDEXED, FLAG_OBJECT, FLAG_RETIRED, RecordTable } from './record-table';
+import { type KeyMatcher, SlotTable } from './slot-table';
 
-export type SlotMap = Map<string, Entry>;
+const TYPE_BY_CODE: readonly ValueType[] = ['string', 'string', 'list', 'hash', 'set', 'zset'];
+const STRING_CODE = VALUE_TYPE_CODES.string;
+const HASH_CODE = VALUE_TYPE_CODES.hash;
 
 /**
- * The per-slot index: one map per slot, keyed by the key's latin1 string. Slot-range
- * work touches only the maps of its slots, and an install swaps whole maps.
+ * Collections up to these sizes are kept as one encoded payload in the arena and decoded
+ * to change them (as Redis keeps small ones in a listpack); larger ones stay JS objects,
+ * so a change costs its members, not the collection.
  */
-export class Keyspace {
-  private readonly maps: Array<SlotMap | undefined> = new Array<SlotMap | undefined>(SLOT_COUNT);
+const BLOB_MAX_MEMBERS = 128;
+const BLOB_MAX_BYTES = 8 << 10;
+
+export type EntryMode = 'live' | 'view' | 'copy';
+
+/** FNV-1a over the key's bytes: the in-slot hash of the index. */
+export function hashKey(key: Buffer): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ (key[i] as number), 0x01000193);
+  return h >>> 0;
+}
+
+function memberCount(value: Value): number {
+  switch (value.type) {
+    case 'string':
+      return 0;
+    case 'list':
+      return value.items.length;
+    case 'hash':
+      return value.fields.size;
+    default:
+      return value.members.size;
+  }
+}
+
+/**
+ * The memory store's keyspace: records in typed-array columns, their key and value bytes
+ * in an append-only arena, and one open-addressing table of record ids per slot. The V8
+ * heap holds a few hundred objects (segments, slot tables) plus the large collections,
+ * however many keys there are, so garbage collections do not grow with the keyspace.
+ *
+ * Records are immutable while a view may read them: a change makes a new record and
+ * retires the old one, which is freed at once unless a view pinned it.
+ */
+export class Keyspace implements KeyMatcher {
+  readonly records = new RecordTable();
+  readonly arena = new Arena();
+  private readonly tables: Array<SlotTable | undefined> = new Array<SlotTable | undefined>(
+    SLOT_COUNT,
+  );
+  private readonly objects = new Map<number, { value: Value; bytes: number }>();
   private readonly bytesBySlot = new Float64Array(SLOT_COUNT);
   private keys = 0;
   private bytes = 0;
+  private compaction: { victims: Set<Buffer>; cursor: number } | undefined;
+  private cleared = 0;
+
+  /** Changes when the keyspace is cleared: records from before are gone. */
+  get generation(): number {
+    return this.cleared;
+  }
 
   get keyCount(): number {
     return this.keys;
@@ -20,45 +83,382 @@ export class Keyspace {
     return this.bytes;
   }
 
-  map(slot: number): SlotMap | undefined {
-    return this.maps[slot];
+  slotKeyCount(slot: number): number {
+    return this.tables[slot]?.size ?? 0;
   }
 
   slotBytes(slot: number): number {
     return this.bytesBySlot[slot] as number;
   }
 
-  get(slot: number, key: string): Entry | undefined {
-    return this.maps[slot]?.get(key);
+  // --- reading ---------------------------------------------------------------------
+
+  find(slot: number, key: Buffer, hash: number): number {
+    return this.tables[slot]?.find(this, key, hash) ?? -1;
   }
 
-  set(slot: number, key: string, entry: Entry, bytesDelta: number): void {
-    let map = this.maps[slot];
-    if (!map) {
-      map = new Map();
-      this.maps[slot] = map;
+  hashOf(id: number): number {
+    return this.records.hash[id] as number;
+  }
+
+  keyEquals(id: number, key: Buffer): boolean {
+    const r = this.records;
+    const length = r.keyLen[id] as number;
+    if (length !== key.length) return false;
+    const seg = this.arena.segment(r.seg[id] as number);
+    const off = r.off[id] as number;
+    if (length <= 16) {
+      for (let i = 0; i < length; i++) if (seg[off + i] !== key[i]) return false;
+      return true;
     }
-    const before = map.size;
-    map.set(key, entry);
-    this.keys += map.size - before;
-    this.addBytes(slot, bytesDelta);
+    return seg.compare(key, 0, length, off, off + length) === 0;
   }
 
-  delete(slot: number, key: string, bytes: number): void {
-    const map = this.maps[slot];
-    if (map?.delete(key)) {
-      this.keys--;
-      this.addBytes(slot, -bytes);
+  typeOf(id: number): ValueType {
+    return TYPE_BY_CODE[this.records.type[id] as number] as ValueType;
+  }
+
+  expireOf(id: number): number {
+    return this.records.expire[id] as number;
+  }
+
+  isExpired(id: number, nowMs: number): boolean {
+    const at = this.records.expire[id] as number;
+    return at > 0 && at <= nowMs;
+  }
+
+  /** The key's bytes, as a view of the arena (valid for as long as it is referenced). */
+  keyOf(id: number): Buffer {
+    const r = this.records;
+    const off = r.off[id] as number;
+    return this.arena.segment(r.seg[id] as number).subarray(off, off + (r.keyLen[id] as number));
+  }
+
+  keyString(id: number): string {
+    const r = this.records;
+    const off = r.off[id] as number;
+    return this.arena
+      .segment(r.seg[id] as number)
+      .toString('latin1', off, off + (r.keyLen[id] as number));
+  }
+
+  /**
+   * The record's entry. `live`: string bytes are a view of the (immutable) arena range
+   * and a large collection is the stored object; `view`: the same but large collections
+   * are copied; `copy`: nothing refers to the keyspace. Small collections are always
+   * decoded afresh.
+   */
+  entry(id: number, mode: EntryMode): Entry {
+    const r = this.records;
+    const expireAtMs = r.expire[id] as number;
+    if (((r.flags[id] as number) & FLAG_OBJECT) !== 0) {
+      const value = (this.objects.get(id) as { value: Value }).value;
+      return mode === 'live' ? { value, expireAtMs } : cloneEntry({ value, expireAtMs });
+    }
+    const start = (r.off[id] as number) + (r.keyLen[id] as number);
+    const end = start + (r.valLen[id] as number);
+    const seg = this.arena.segment(r.seg[id] as number);
+    const code = r.type[id] as number;
+    if (code === STRING_CODE) {
+      const bytes = seg.subarray(start, end);
+      return {
+        value: { type: 'string', value: mode === 'copy' ? Buffer.from(bytes) : bytes },
+        expireAtMs,
+      };
+    }
+    return { value: decodeValuePayload(this.typeOf(id), seg, start, end), expireAtMs };
+  }
+
+  /** Key plus value payload bytes of a record (what `dataBytes` counts). */
+  dataBytesOf(id: number): number {
+    const r = this.records;
+    const keyBytes = r.keyLen[id] as number;
+    if (((r.flags[id] as number) & FLAG_OBJECT) !== 0) {
+      return keyBytes + (this.objects.get(id) as { bytes: number }).bytes;
+    }
+    const code = r.type[id] as number;
+    const valLen = r.valLen[id] as number;
+    if (code === STRING_CODE) return keyBytes + valLen;
+    const seg = this.arena.segment(r.seg[id] as number);
+    const n = seg.readUInt32LE((r.off[id] as number) + keyBytes);
+    return keyBytes + valLen - 4 - (code === HASH_CODE ? 8 : 4) * n;
+  }
+
+  /** Record ids of the slot's keys (a copy: later changes do not affect it). */
+  slotIds(slot: number): Int32Array {
+    return this.tables[slot]?.ids() ?? new Int32Array(0);
+  }
+
+  // --- records -----------------------------------------------------------------------
+
+  /** A new string record, not yet in any index. */
+  createString(key: Buffer, hash: number, slot: number, value: Buffer, expireAtMs: number): number {
+    const id = this.allocateRecord(key, hash, slot, value.length, STRING_CODE, expireAtMs);
+    const r = this.records;
+    value.copy(this.arena.segment(r.seg[id] as number), (r.off[id] as number) + key.length);
+    return id;
+  }
+
+  /** A new record for any value, not yet in any index. */
+  create(key: Buffer, hash: number, slot: number, entry: Entry): number {
+    const value = entry.value;
+    if (value.type === 'string') {
+      return this.createString(key, hash, slot, value.value, entry.expireAtMs);
+    }
+    const code = VALUE_TYPE_CODES[value.type];
+    const members = memberCount(value);
+    const payload = members <= BLOB_MAX_MEMBERS ? valuePayloadLength(value) : Infinity;
+    if (payload <= BLOB_MAX_BYTES) {
+      const id = this.allocateRecord(key, hash, slot, payload, code, entry.expireAtMs);
+      const r = this.records;
+      writeValuePayload(
+        this.arena.segment(r.seg[id] as number),
+        (r.off[id] as number) + key.length,
+        value,
+      );
+      return id;
+    }
+    const id = this.allocateRecord(key, hash, slot, 0, code, entry.expireAtMs);
+    this.records.flags[id] = FLAG_OBJECT;
+    this.objects.set(id, { value, bytes: valueBytes(value) });
+    return id;
+  }
+
+  /** A copy of a record with another expiry (for a view that holds the original). */
+  withExpiry(id: number, expireAtMs: number): number {
+    const r = this.records;
+    if (((r.flags[id] as number) & FLAG_OBJECT) !== 0) {
+      const entry = this.entry(id, 'copy');
+      return this.create(this.keyOf(id), r.hash[id] as number, r.slot[id] as number, {
+        value: entry.value,
+        expireAtMs,
+      });
+    }
+    const keyLen = r.keyLen[id] as number;
+    const valLen = r.valLen[id] as number;
+    const copy = this.records.take();
+    const { seg, off } = this.arena.allocate(keyLen + valLen);
+    this.arena
+      .segment(r.seg[id] as number)
+      .copy(
+        this.arena.segment(seg),
+        off,
+        r.off[id] as number,
+        (r.off[id] as number) + keyLen + valLen,
+      );
+    r.seg[copy] = seg;
+    r.off[copy] = off;
+    r.keyLen[copy] = keyLen;
+    r.valLen[copy] = valLen;
+    r.hash[copy] = r.hash[id] as number;
+    r.slot[copy] = r.slot[id] as number;
+    r.type[copy] = r.type[id] as number;
+    r.flags[copy] = 0;
+    r.pins[copy] = 0;
+    r.expire[copy] = expireAtMs;
+    return copy;
+  }
+
+  /** Changes an expiry in place: only for a record no view holds. */
+  setExpiry(id: number, expireAtMs: number): void {
+    this.records.expire[id] = expireAtMs;
+  }
+
+  /** Whether a large collection may be changed in place (no view holds it). */
+  isMutableObject(id: number): boolean {
+    const r = this.records;
+    return ((r.flags[id] as number) & FLAG_OBJECT) !== 0 && r.pins[id] === 0;
+  }
+
+  /** Takes note of an in-place change of a large collection (its size may have changed). */
+  objectChanged(id: number): void {
+    const held = this.objects.get(id) as { value: Value; bytes: number };
+    const before = held.bytes;
+    held.bytes = valueBytes(held.value);
+    if (((this.records.flags[id] as number) & FLAG_INDEXED) !== 0) {
+      this.addBytes(this.records.slot[id] as number, held.bytes - before);
     }
   }
 
-  /** Puts `map` in place of the slot's map and returns the old one, which is never changed again. */
-  replace(slot: number, map: SlotMap | undefined, bytes: number): SlotMap | undefined {
-    const old = this.maps[slot];
-    this.keys += (map?.size ?? 0) - (old?.size ?? 0);
+  // --- the index ---------------------------------------------------------------------
+
+  /** Makes `id` the record of its key, in place of `previous` (-1 = the key was absent). */
+  put(id: number, previous: number): void {
+    const r = this.records;
+    const slot = r.slot[id] as number;
+    let table = this.tables[slot];
+    if (!table) {
+      table = new SlotTable();
+      this.tables[slot] = table;
+    }
+    if (previous >= 0) {
+      table.swap(previous, id, r.hash[id] as number);
+      this.unindex(previous);
+    } else {
+      table.insert(this, id, r.hash[id] as number);
+      this.keys++;
+    }
+    r.flags[id] = (r.flags[id] as number) | FLAG_INDEXED;
+    this.addBytes(slot, this.dataBytesOf(id));
+  }
+
+  /** Removes the record from its key's index and retires it. */
+  remove(id: number): void {
+    const r = this.records;
+    const slot = r.slot[id] as number;
+    const table = this.tables[slot] as SlotTable;
+    table.remove(this, id, r.hash[id] as number);
+    if (table.size === 0) this.tables[slot] = undefined;
+    this.keys--;
+    this.unindex(id);
+  }
+
+  private unindex(id: number): void {
+    const r = this.records;
+    this.addBytes(r.slot[id] as number, -this.dataBytesOf(id));
+    r.flags[id] = (r.flags[id] as number) & ~FLAG_INDEXED;
+    this.retire(id);
+  }
+
+  isIndexed(id: number): boolean {
+    return ((this.records.flags[id] as number) & FLAG_INDEXED) !== 0;
+  }
+
+  /** A table of staged records that `swapSlot` can put in place of a slot's table. */
+  newTable(): SlotTable {
+    return new SlotTable();
+  }
+
+  /** Adds a staged record to a staged table; false if its key is there already. */
+  stage(table: SlotTable, id: number): boolean {
+    const r = this.records;
+    const hash = r.hash[id] as number;
+    if (table.find(this, this.keyOf(id), hash) >= 0) return false;
+    table.insert(this, id, hash);
+    return true;
+  }
+
+  /**
+   * Puts `table` (staged records) in place of the slot's table and returns the ids of
+   * the replaced records, which stay allocated until the caller retires them (after views
+   * that still read the slot have pinned them).
+   */
+  swapSlot(slot: number, table: SlotTable | undefined): Int32Array {
+    const old = this.tables[slot];
+    const oldIds = old ? old.ids() : new Int32Array(0);
+    const r = this.records;
+    let bytes = 0;
+    for (const id of oldIds) r.flags[id] = (r.flags[id] as number) & ~FLAG_INDEXED;
+    const newIds = table ? table.ids() : new Int32Array(0);
+    for (const id of newIds) {
+      r.flags[id] = (r.flags[id] as number) | FLAG_INDEXED;
+      bytes += this.dataBytesOf(id);
+    }
+    this.keys += newIds.length - oldIds.length;
+    this.tables[slot] = table && table.size > 0 ? table : undefined;
     this.addBytes(slot, bytes - (this.bytesBySlot[slot] as number));
-    this.maps[slot] = map && map.size > 0 ? map : undefined;
-    return old;
+    return oldIds;
+  }
+
+  // --- lifetime ----------------------------------------------------------------------
+
+  pin(id: number): void {
+    this.records.pins[id] = (this.records.pins[id] as number) + 1;
+  }
+
+  unpin(id: number): void {
+    const r = this.records;
+    const left = (r.pins[id] as number) - 1;
+    r.pins[id] = left;
+    if (left === 0 && ((r.flags[id] as number) & FLAG_RETIRED) !== 0) this.free(id);
+  }
+
+  /** A record out of the index: freed now, or when the last view that pinned it lets go. */
+  retire(id: number): void {
+    const r = this.records;
+    if (r.pins[id] === 0) this.free(id);
+    else r.flags[id] = (r.flags[id] as number) | FLAG_RETIRED;
+  }
+
+  /** Frees a record that was never indexed (an aborted install's). */
+  free(id: number): void {
+    const r = this.records;
+    if (((r.flags[id] as number) & FLAG_OBJECT) !== 0) this.objects.delete(id);
+    this.arena.release(r.seg[id] as number, (r.keyLen[id] as number) + (r.valLen[id] as number));
+    r.release(id);
+  }
+
+  clear(): void {
+    this.cleared++;
+    this.tables.fill(undefined);
+    this.objects.clear();
+    this.bytesBySlot.fill(0);
+    this.keys = 0;
+    this.bytes = 0;
+    this.arena.clear();
+    this.records.clear();
+    this.compaction = undefined;
+  }
+
+  /**
+   * One bounded step of compaction: when dead ranges make up over a quarter of the
+   * arena (and at least `minDeadBytes`), the sparsest segments are emptied by moving
+   * their live ranges to the segment being filled, `budget` record ids per step.
+   * Returns the records moved.
+   */
+  compactStep(budget: number, minDeadBytes = 32 << 20): number {
+    const r = this.records;
+    if (!this.compaction) {
+      const dead = this.arena.allocated - this.arena.liveBytes;
+      if (dead < minDeadBytes || dead * 4 < this.arena.allocated) return 0;
+      const victims = this.arena.sparseSegments(0.5, 16).map((seg) => this.arena.segment(seg));
+      if (victims.length === 0) return 0;
+      this.compaction = { victims: new Set(victims), cursor: 0 };
+    }
+    const { victims } = this.compaction;
+    const end = Math.min(r.limit, this.compaction.cursor + budget);
+    let moved = 0;
+    for (let id = this.compaction.cursor; id < end; id++) {
+      if (r.type[id] === 0) continue;
+      const from = this.arena.segment(r.seg[id] as number);
+      if (!victims.has(from)) continue;
+      const length = (r.keyLen[id] as number) + (r.valLen[id] as number);
+      const start = r.off[id] as number;
+      const { seg, off } = this.arena.allocate(length);
+      from.copy(this.arena.segment(seg), off, start, start + length);
+      this.arena.release(r.seg[id] as number, length);
+      r.seg[id] = seg;
+      r.off[id] = off;
+      moved++;
+    }
+    this.compaction.cursor = end;
+    if (end >= r.limit) this.compaction = undefined;
+    return moved;
+  }
+
+  private allocateRecord(
+    key: Buffer,
+    hash: number,
+    slot: number,
+    valueLength: number,
+    code: number,
+    expireAtMs: number,
+  ): number {
+    const r = this.records;
+    const id = r.take();
+    const { seg, off } = this.arena.allocate(key.length + valueLength);
+    key.copy(this.arena.segment(seg), off);
+    r.seg[id] = seg;
+    r.off[id] = off;
+    r.keyLen[id] = key.length;
+    r.valLen[id] = valueLength;
+    r.hash[id] = hash;
+    r.slot[id] = slot;
+    r.type[id] = code;
+    r.flags[id] = 0;
+    r.pins[id] = 0;
+    r.expire[id] = expireAtMs;
+    return id;
   }
 
   private addBytes(slot: number, delta: number): void {

@@ -1,24 +1,31 @@
-import { type StoreRecord, dataLoss, slotMask, slotOf, toMemberKey, valueBytes } from '../../core';
+import { type StoreRecord, dataLoss, slotMask, slotOf } from '../../core';
 import type { InstallTarget, StagedInstall } from '../store';
-import type { SlotMap } from './keyspace';
+import { type Keyspace, hashKey } from './keyspace';
+import type { SlotTable } from './slot-table';
 
-/** Slot maps built beside the live keyspace; committing swaps them in. */
+/** Slot tables of records built beside the live ones; committing swaps them in. */
 export interface StagedSlots {
-  maps: Map<number, SlotMap>;
-  bytes: Map<number, number>;
+  tables: Map<number, SlotTable>;
 }
 
+/**
+ * An install staged in the keyspace's arena: its records exist but are in no live
+ * table until `commit` swaps the staged tables in; `abort` frees them.
+ */
 export class MemoryStagedInstall implements StagedInstall {
   private readonly mask: Uint8Array;
-  private readonly staged: StagedSlots = { maps: new Map(), bytes: new Map() };
+  private readonly staged: StagedSlots = { tables: new Map() };
   private count = 0;
   private state: 'open' | 'committed' | 'aborted' = 'open';
+  private readonly generation: number;
 
   constructor(
+    private readonly keyspace: Keyspace,
     readonly target: InstallTarget,
     private readonly swapIn: (target: InstallTarget, staged: StagedSlots) => { seq: number },
   ) {
     this.mask = slotMask(target.slots);
+    this.generation = keyspace.generation;
   }
 
   get recordCount(): number {
@@ -28,24 +35,22 @@ export class MemoryStagedInstall implements StagedInstall {
   // eslint-disable-next-line @typescript-eslint/require-await -- async so that failures reject
   async add(records: StoreRecord[]): Promise<void> {
     this.assertOpen();
+    const keyspace = this.keyspace;
     for (const { key, entry } of records) {
       const slot = slotOf(key);
       if (this.mask[slot] !== 1) {
         throw dataLoss(`record for slot ${slot} is outside the artifact's slot ranges`);
       }
-      let map = this.staged.maps.get(slot);
-      if (!map) {
-        map = new Map();
-        this.staged.maps.set(slot, map);
+      let table = this.staged.tables.get(slot);
+      if (!table) {
+        table = keyspace.newTable();
+        this.staged.tables.set(slot, table);
       }
-      const k = toMemberKey(key);
-      const previous = map.get(k);
-      if (previous) throw dataLoss(`duplicate key "${k}" in artifact`);
-      map.set(k, entry);
-      this.staged.bytes.set(
-        slot,
-        (this.staged.bytes.get(slot) ?? 0) + key.length + valueBytes(entry.value),
-      );
+      const id = keyspace.create(key, hashKey(key), slot, entry);
+      if (!keyspace.stage(table, id)) {
+        keyspace.free(id);
+        throw dataLoss(`duplicate key "${key.toString('latin1')}" in artifact`);
+      }
       this.count++;
     }
   }
@@ -61,7 +66,12 @@ export class MemoryStagedInstall implements StagedInstall {
   abort(): Promise<void> {
     if (this.state === 'open') {
       this.state = 'aborted';
-      this.staged.maps.clear();
+      // A closed store dropped the staged records with everything else.
+      if (this.keyspace.generation === this.generation)
+        for (const table of this.staged.tables.values()) {
+          for (const id of table.ids()) this.keyspace.free(id);
+        }
+      this.staged.tables.clear();
     }
     return Promise.resolve();
   }

@@ -1,51 +1,24 @@
-import {
-  type Entry,
-  type SlotRange,
-  type StoreRecord,
-  SlabAllocator,
-  slotMask,
-  throwIfAborted,
-} from '../../core';
+import { type SlotRange, type StoreRecord, slotMask, throwIfAborted } from '../../core';
 import type { BatchLimits, StoreView } from '../store';
-import type { Keyspace, SlotMap } from './keyspace';
-
-/** A cheap size estimate for batching: exact for strings, rough for collections. */
-function approximateBytes(entry: Entry): number {
-  const v = entry.value;
-  switch (v.type) {
-    case 'string':
-      return v.value.length + 16;
-    case 'list':
-      return v.items.length * 32;
-    case 'hash':
-      return v.fields.size * 48;
-    default:
-      return v.members.size * 32;
-  }
-}
+import type { Keyspace } from './keyspace';
 
 /**
  * A copy-on-write point-in-time view. Nothing is copied when it opens; afterwards the
  * store calls `preserve` before it changes a key in a slot the view has not finished, and
- * `freeze` before it swaps a slot's whole map. The view then reads preserved entries in
- * place of live ones, so it sees the store exactly as it was at `seq`.
+ * `freeze` before it swaps a slot's whole table. Both pin the records as they were, so
+ * they stay readable until the view has listed the slot; the view reads them in place of
+ * the live ones and sees the store exactly as it was at `seq`.
  */
 export class MemoryView implements StoreView {
   readonly keyCountHint: number;
   private readonly mask: Uint8Array;
   /** Slots below the cursor are listed; preservation is needed from the cursor up. */
   private cursor = 0;
-  /**
-   * First slot of the batch the consumer holds: its entries are live objects, so their
-   * slots stay protected (changes are copied, not made in place) until the consumer asks
-   * for the next batch.
-   */
-  private heldFrom = Number.MAX_SAFE_INTEGER;
   private closed = false;
-  /** Per slot: key → entry as of `seq`, or null if the key did not exist then. */
-  private readonly preserved = new Map<number, Map<string, Entry | null>>();
-  /** Per slot: the map as it was before an install replaced it. */
-  private readonly frozen = new Map<number, SlotMap | undefined>();
+  /** Per slot: key → record id as of `seq` (pinned), or -1 if the key did not exist then. */
+  private readonly preserved = new Map<number, Map<string, number>>();
+  /** Per slot: the (pinned) records the slot had before an install replaced them. */
+  private readonly frozen = new Map<number, Int32Array>();
 
   constructor(
     private readonly keyspace: Keyspace,
@@ -55,127 +28,118 @@ export class MemoryView implements StoreView {
   ) {
     this.mask = slotMask(slots);
     let keys = 0;
-    for (const r of slots)
-      for (let s = r.start; s <= r.end; s++) keys += keyspace.map(s)?.size ?? 0;
+    for (const r of slots) for (let s = r.start; s <= r.end; s++) keys += keyspace.slotKeyCount(s);
     this.keyCountHint = keys;
   }
 
   /** Whether a change to `slot` must be preserved for this view. */
   watches(slot: number): boolean {
-    return (
-      !this.closed &&
-      this.mask[slot] === 1 &&
-      slot >= Math.min(this.cursor, this.heldFrom) &&
-      !this.frozen.has(slot)
-    );
+    return !this.closed && this.mask[slot] === 1 && slot >= this.cursor && !this.frozen.has(slot);
   }
 
-  /** Records `current` as the key's value at `seq` unless already recorded. Returns true if it did. */
-  preserve(slot: number, key: string, current: Entry | undefined): boolean {
+  /** Records `id` (-1 = absent) as the key's record at `seq` unless one is recorded. */
+  preserve(slot: number, key: string, id: number): void {
     let saved = this.preserved.get(slot);
     if (!saved) {
       saved = new Map();
       this.preserved.set(slot, saved);
     }
-    if (saved.has(key)) return false;
-    saved.set(key, current ?? null);
-    return true;
+    if (saved.has(key)) return;
+    saved.set(key, id);
+    if (id >= 0) this.keyspace.pin(id);
   }
 
-  /** Whether the view holds `entry` itself (so the store must not change it in place). */
-  holds(slot: number, key: string, entry: Entry): boolean {
-    return this.preserved.get(slot)?.get(key) === entry;
-  }
-
-  freeze(slot: number, oldMap: SlotMap | undefined): void {
-    this.frozen.set(slot, oldMap);
-  }
-
-  private source(slot: number): SlotMap | undefined {
-    return this.frozen.has(slot) ? this.frozen.get(slot) : this.keyspace.map(slot);
+  /** Keeps the records an install is about to replace in `slot`. */
+  freeze(slot: number, oldIds: Int32Array): void {
+    for (const id of oldIds) this.keyspace.pin(id);
+    this.frozen.set(slot, oldIds);
   }
 
   // eslint-disable-next-line @typescript-eslint/require-await -- async for the StoreView contract; yields between batches
   async *batches(limits: BatchLimits): AsyncGenerator<StoreRecord[]> {
     if (this.closed) throw new Error('view is closed');
+    const keyspace = this.keyspace;
     let batch: StoreRecord[] = [];
     let batchBytes = 0;
-    let batchFrom = 0;
-    const keys = new SlabAllocator();
-    const push = (key: string, entry: Entry): boolean => {
-      if (batch.length === 0) batchFrom = this.cursor;
-      batch.push({ key: keys.latin1(key), entry });
-      batchBytes += key.length + approximateBytes(entry);
+    // Entries are taken when listed (string bytes are immutable arena ranges, large
+    // collections are copied), so a finished slot needs no protection while its batch
+    // is consumed.
+    const push = (id: number): boolean => {
+      batch.push({ key: keyspace.keyOf(id), entry: keyspace.entry(id, 'view') });
+      batchBytes += keyspace.dataBytesOf(id) + 16;
       return batch.length >= limits.maxRecords || batchBytes >= limits.maxBytes;
+    };
+    const flush = (): StoreRecord[] => {
+      const full = batch;
+      batch = [];
+      batchBytes = 0;
+      return full;
     };
     for (const range of this.slots) {
       for (let slot = range.start; slot <= range.end; slot++) {
         this.cursor = slot;
-        const listed = this.source(slot);
-        if (!listed && !this.preserved.has(slot)) continue;
-        // The listed entries are never changed in place while this view watches the slot
-        // (the store copies an entry a view holds), so a listed entry whose key was not
-        // preserved is its value at `seq`.
-        const listedEntries = listed ? Array.from(listed) : [];
+        const frozen = this.frozen.get(slot);
+        const listed = frozen ?? keyspace.slotIds(slot);
+        if (listed.length === 0 && !this.preserved.has(slot)) continue;
+        // A listed record is not changed while this view watches the slot (a change makes
+        // a new record and the view pins the old one), so a listed record whose key was
+        // not preserved is its key's record at `seq`.
         const fromPreserved = new Set<string>();
-        let saved = this.preserved.get(slot);
-        for (const [key, live] of listedEntries) {
-          let entry: Entry | null | undefined = live;
-          if (saved?.has(key)) {
-            entry = saved.get(key);
-            fromPreserved.add(key);
+        for (const listedId of listed) {
+          const saved = this.preserved.get(slot);
+          let id = listedId;
+          if (saved) {
+            const key = keyspace.keyString(listedId);
+            const before = saved.get(key);
+            if (before !== undefined) {
+              id = before;
+              fromPreserved.add(key);
+            }
           }
-          if (entry && push(key, entry)) {
-            this.heldFrom = batchFrom;
-            yield batch;
-            this.release();
+          if (id >= 0 && push(id)) {
+            yield flush();
             throwIfAborted(limits.signal);
-            batch = [];
-            batchBytes = 0;
-            saved = this.preserved.get(slot);
           }
         }
-        // Keys that existed at `seq` but were removed before the listing, or changed after
-        // their live value was emitted (the latter are skipped with the listed-key set).
-        saved = this.preserved.get(slot);
+        // Keys that existed at `seq` but were removed before the listing (keys changed
+        // after their listed record was emitted are skipped through the listed set).
+        const saved = this.preserved.get(slot);
         if (saved && saved.size > fromPreserved.size) {
-          const listedSet = new Set(listedEntries.map(([key]) => key));
-          for (const [key, entry] of saved) {
-            if (entry === null || fromPreserved.has(key) || listedSet.has(key)) continue;
-            if (push(key, entry)) {
-              this.heldFrom = batchFrom;
-              yield batch;
-              this.release();
+          const listedKeys = new Set<string>();
+          for (const id of listed) listedKeys.add(keyspace.keyString(id));
+          for (const [key, id] of saved) {
+            if (id < 0 || fromPreserved.has(key) || listedKeys.has(key)) continue;
+            if (push(id)) {
+              yield flush();
               throwIfAborted(limits.signal);
-              batch = [];
-              batchBytes = 0;
             }
           }
         }
-        this.preserved.delete(slot);
-        this.frozen.delete(slot);
+        this.releaseSlot(slot);
         this.cursor = slot + 1;
       }
     }
     this.cursor = Number.MAX_SAFE_INTEGER;
-    if (batch.length > 0) {
-      this.heldFrom = batchFrom;
-      yield batch;
-      this.release();
-    }
+    if (batch.length > 0) yield flush();
   }
 
-  /** The consumer is done with its batch: finished slots need no protection any more. */
-  private release(): void {
-    this.heldFrom = Number.MAX_SAFE_INTEGER;
-    for (const slot of this.preserved.keys()) if (slot < this.cursor) this.preserved.delete(slot);
+  private releaseSlot(slot: number): void {
+    const saved = this.preserved.get(slot);
+    if (saved) {
+      this.preserved.delete(slot);
+      for (const id of saved.values()) if (id >= 0) this.keyspace.unpin(id);
+    }
+    const frozen = this.frozen.get(slot);
+    if (frozen) {
+      this.frozen.delete(slot);
+      for (const id of frozen) this.keyspace.unpin(id);
+    }
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.preserved.clear();
-    this.frozen.clear();
+    for (const slot of [...this.preserved.keys(), ...this.frozen.keys()]) this.releaseSlot(slot);
     this.onClose(this);
   }
 }
