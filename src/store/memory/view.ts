@@ -19,6 +19,12 @@ export class MemoryView implements StoreView {
   private readonly preserved = new Map<number, Map<string, number>>();
   /** Per slot: the (pinned) records the slot had before an install replaced them. */
   private readonly frozen = new Map<number, Int32Array>();
+  /**
+   * The live records listed for the slot being walked, pinned: a listed record whose key
+   * was preserved earlier can be replaced again, and its id must not be reused (for
+   * another key) before the walk reaches it.
+   */
+  private listing: Int32Array | undefined;
 
   constructor(
     private readonly keyspace: Keyspace,
@@ -79,10 +85,15 @@ export class MemoryView implements StoreView {
       for (let slot = range.start; slot <= range.end; slot++) {
         this.cursor = slot;
         const frozen = this.frozen.get(slot);
-        const listed = frozen ?? keyspace.slotIds(slot);
+        let listed = frozen;
+        if (!listed) {
+          listed = keyspace.slotIds(slot);
+          for (const id of listed) keyspace.pin(id);
+          this.listing = listed;
+        }
         if (listed.length === 0 && !this.preserved.has(slot)) continue;
         // A listed record is not changed while this view watches the slot (a change makes
-        // a new record and the view pins the old one), so a listed record whose key was
+        // a new record and the view keeps the old one), so a listed record whose key was
         // not preserved is its key's record at `seq`.
         const fromPreserved = new Set<string>();
         for (const listedId of listed) {
@@ -124,6 +135,11 @@ export class MemoryView implements StoreView {
   }
 
   private releaseSlot(slot: number): void {
+    const listing = this.listing;
+    if (listing) {
+      this.listing = undefined;
+      for (const id of listing) this.keyspace.unpin(id);
+    }
     const saved = this.preserved.get(slot);
     if (saved) {
       this.preserved.delete(slot);
@@ -139,6 +155,7 @@ export class MemoryView implements StoreView {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.releaseSlot(this.cursor);
     for (const slot of [...this.preserved.keys(), ...this.frozen.keys()]) this.releaseSlot(slot);
     this.onClose(this);
   }

@@ -1,0 +1,258 @@
+import test from 'ava';
+import { type Mutation, type SlotRange, type StoreRecord, encodeRecord, slotOf } from '../src/core';
+import { MemoryStore } from '../src/store';
+import { Keyspace, hashKey } from '../src/store/memory/keyspace';
+import { SlotTable } from '../src/store/memory/slot-table';
+import type { StoreView } from '../src/store/store';
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 0x1_0000_0000;
+  };
+}
+
+test('slot tables agree with a Map under random inserts and removes (backward-shift deletion)', (t) => {
+  const keyspace = new Keyspace();
+  const table = new SlotTable();
+  const model = new Map<string, number>();
+  const random = rng(7);
+  for (let step = 0; step < 20_000; step++) {
+    // Few distinct keys and a tiny hash space force long probe runs and wrap-arounds.
+    const name = `k${Math.floor(random() * 300)}`;
+    const key = Buffer.from(name);
+    const hash = hashKey(key) & 0x3f;
+    const found = table.find(keyspace, key, hash);
+    t.is(found, model.get(name) ?? -1, `step ${step}: find ${name}`);
+    if (found >= 0 && random() < 0.5) {
+      table.remove(keyspace, found, hash);
+      keyspace.free(found);
+      model.delete(name);
+    } else if (found < 0) {
+      const id = keyspace.createString(key, hash, 0, Buffer.alloc(0), 0);
+      table.insert(keyspace, id, hash);
+      model.set(name, id);
+    }
+    if (step % 1000 === 0) t.is(table.size, model.size);
+  }
+  for (const [name, id] of model) {
+    const key = Buffer.from(name);
+    t.is(table.find(keyspace, key, hashKey(key) & 0x3f), id);
+  }
+  t.deepEqual(
+    [...table.ids()].sort((a, b) => a - b),
+    [...model.values()].sort((a, b) => a - b),
+  );
+});
+
+const canonical = (records: readonly StoreRecord[]): string[] =>
+  records.map((r) => encodeRecord(r.key, r.entry, true).toString('hex')).sort();
+
+/** The keys on which two canonical listings differ (a short message instead of a dump). */
+function differences(actual: readonly string[], expected: readonly string[]): string[] {
+  const keyOf = (hex: string): string => {
+    const record = Buffer.from(hex, 'hex');
+    return record.toString('latin1', 13, 13 + record.readUInt32LE(9));
+  };
+  const a = new Map(actual.map((h) => [keyOf(h), h]));
+  const e = new Map(expected.map((h) => [keyOf(h), h]));
+  const out: string[] = [];
+  if (actual.length !== a.size) out.push(`${actual.length - a.size} duplicate keys`);
+  for (const [key, hex] of e) {
+    if (!a.has(key)) out.push(`missing ${key}`);
+    else if (a.get(key) !== hex)
+      out.push(`differs ${key}: type ${hex.slice(0, 2)} vs ${a.get(key)?.slice(0, 2)}`);
+  }
+  for (const key of a.keys()) if (!e.has(key)) out.push(`extra ${key}`);
+  return out.slice(0, 8);
+}
+
+async function contentOf(store: MemoryStore, slots: SlotRange[] = []): Promise<string[]> {
+  const view = await store.openView(slots);
+  const records: StoreRecord[] = [];
+  for await (const batch of view.batches({ maxRecords: 50, maxBytes: 1 << 20 }))
+    records.push(...batch);
+  view.close();
+  return canonical(records);
+}
+
+function randomMutation(random: () => number, keys: readonly Buffer[], now: number): Mutation {
+  const key = keys[Math.floor(random() * keys.length)] as Buffer;
+  const r = random();
+  const bytes = (n: number): Buffer => Buffer.from(`v${Math.floor(random() * 1e9)}`.repeat(n));
+  if (r < 0.35) {
+    return { op: 'set', key, value: bytes(1 + Math.floor(random() * 3)), expireAtMs: 0 };
+  }
+  if (r < 0.45) return { op: 'del', key };
+  if (r < 0.55) {
+    return { op: 'expire', key, expireAtMs: random() < 0.3 ? 0 : now + Math.floor(random() * 50) };
+  }
+  // Collections grow past the encoded-blob limit, so both representations are exercised.
+  const many = random() < 0.1 ? 200 : 3;
+  const members = Array.from({ length: many }, () => Buffer.from(`m${Math.floor(random() * 400)}`));
+  if (r < 0.7)
+    return { op: 'hset', key, fields: members.map((field) => ({ field, value: bytes(1) })) };
+  if (r < 0.8) return { op: 'rpush', key, values: members };
+  if (r < 0.9) return { op: 'sadd', key, members };
+  return { op: 'zadd', key, members: members.map((member) => ({ member, score: random() })) };
+}
+
+for (const seed of [1, 2, 3, 4]) {
+  test(`views opened at random points equal the store at their seq (seed ${seed}); nothing leaks`, async (t) => {
+    let now = 1_000_000;
+    const store = new MemoryStore({ now: () => now });
+    const random = rng(seed);
+    // Keys of a few slots, so writes hit slots that views are walking.
+    const keys = Array.from({ length: 120 }, (_, i) => Buffer.from(`{tag${i % 6}}key${i}`));
+    const open: Array<{
+      view: StoreView;
+      expected: string[];
+      records: StoreRecord[];
+      it: AsyncIterator<StoreRecord[]>;
+      done: boolean;
+    }> = [];
+    for (let round = 0; round < 600; round++) {
+      const batch = Array.from({ length: 1 + Math.floor(random() * 4) }, () =>
+        randomMutation(random, keys, now),
+      );
+      try {
+        await store.write(batch);
+      } catch {
+        // WRONGTYPE: the batch changed nothing, as the conformance suite checks.
+      }
+      if (round % 7 === 0) now += 10;
+      const dice = random();
+      if (dice < 0.05 && open.length < 4) {
+        const expected = await contentOf(store);
+        const view = await store.openView([]);
+        const it = view.batches({ maxRecords: 3, maxBytes: 1 << 20 })[Symbol.asyncIterator]();
+        open.push({ view, expected, records: [], it, done: false });
+      } else if (dice < 0.08) {
+        // A slot-range install racing the open views.
+        const slot = slotOf(keys[Math.floor(random() * keys.length)] as Buffer);
+        const staged = await store.beginInstall({
+          slots: [{ start: slot, end: slot }],
+          full: false,
+          seq: 0,
+        });
+        const key = Buffer.from(`{tag${slot}}installed`);
+        if (slotOf(key) === slot) {
+          await staged.add([
+            { key, entry: { value: { type: 'string', value: Buffer.from('i') }, expireAtMs: 0 } },
+          ]);
+        }
+        await staged.commit();
+      }
+      for (const o of open) {
+        const next = await o.it.next();
+        if (next.done) {
+          t.deepEqual(
+            differences(canonical(o.records), o.expected),
+            [],
+            `round ${round}: view at seq ${o.view.seq}`,
+          );
+          o.view.close();
+          o.done = true;
+        } else o.records.push(...next.value);
+      }
+      open.splice(0, open.length, ...open.filter((o) => !o.done));
+    }
+    for (const o of open) {
+      for (;;) {
+        const next = await o.it.next();
+        if (next.done) break;
+        o.records.push(...next.value);
+      }
+      t.deepEqual(differences(canonical(o.records), o.expected), []);
+      o.view.close();
+    }
+    t.is((await store.stats()).openViews, 0);
+    const usage = store.memoryUsage();
+    t.is(
+      usage.records,
+      (await store.stats()).keyCount,
+      'every record is a live key once views close',
+    );
+  });
+}
+
+test('compaction moves live records out of sparse segments and keeps every value', (t) => {
+  const keyspace = new Keyspace();
+  const value = (i: number): Buffer => Buffer.alloc(1000, i % 251);
+  const ids: number[] = [];
+  for (let i = 0; i < 40_000; i++) {
+    const key = Buffer.from(`key:${i}`);
+    const id = keyspace.createString(key, hashKey(key), slotOf(key), value(i), 0);
+    keyspace.put(id, -1);
+    ids.push(id);
+  }
+  // Remove three keys of four: every segment is now a quarter full.
+  for (let i = 0; i < ids.length; i++) if (i % 4 !== 0) keyspace.remove(ids[i] as number);
+  const before = keyspace.arena.allocated;
+  t.true(keyspace.arena.liveBytes * 3 < before);
+  let moved = 0;
+  for (let step = 0; step < 1000; step++) {
+    const n = keyspace.compactStep(4096, 0);
+    moved += n;
+    if (
+      n === 0 &&
+      keyspace.arena.allocated - keyspace.arena.liveBytes < keyspace.arena.allocated / 4
+    )
+      break;
+  }
+  t.true(moved > 0);
+  t.true(keyspace.arena.allocated < before / 2, `${keyspace.arena.allocated} of ${before}`);
+  for (let i = 0; i < ids.length; i += 4) {
+    const key = Buffer.from(`key:${i}`);
+    const id = keyspace.find(slotOf(key), key, hashKey(key));
+    t.true(id >= 0);
+    const entry = keyspace.entry(id, 'copy');
+    t.true(entry.value.type === 'string' && entry.value.value.equals(value(i)), `key:${i}`);
+  }
+  t.is(keyspace.keyCount, 10_000);
+});
+
+test('the expiry sweep removes expired keys in bounded steps; an open view still sees them', async (t) => {
+  let now = 1_000_000;
+  const store = new MemoryStore({
+    now: () => now,
+    expirySweep: { intervalMs: 60_000, recordsPerStep: 1000 },
+  });
+  t.teardown(() => store.close());
+  const sweep = (store as unknown as { sweep: { step(): number } }).sweep;
+  const batch: Mutation[] = [];
+  for (let i = 0; i < 5000; i++) {
+    batch.push({
+      op: 'set',
+      key: Buffer.from(`k${i}`),
+      value: Buffer.from('v'),
+      expireAtMs: i % 2 === 0 ? now + 1000 : 0,
+    });
+  }
+  await store.write(batch);
+  t.is(sweep.step(), 0, 'nothing has expired yet');
+  const view = await store.openView([]);
+  now += 1000;
+  let removed = 0;
+  for (let step = 0; step < 5; step++) {
+    const n = sweep.step();
+    t.true(n <= 1000, 'a step examines at most recordsPerStep records');
+    removed += n;
+  }
+  t.is(removed, 2500);
+  const stats = await store.stats();
+  t.is(stats.keyCount, 2500);
+  t.is(
+    stats.dataBytes,
+    2500 * 1 +
+      [...Array(5000).keys()].filter((i) => i % 2 === 1).reduce((n, i) => n + `k${i}`.length, 0),
+  );
+  let seen = 0;
+  for await (const records of view.batches({ maxRecords: 100, maxBytes: 1 << 20 }))
+    seen += records.length;
+  view.close();
+  t.is(seen, 5000, 'the view opened before the sweep holds the keys as they were');
+  t.is((await contentOf(store)).length, 2500);
+  t.is(store.memoryUsage().records, 2500, 'swept records are freed once the view closes');
+});
