@@ -2,19 +2,27 @@
 import { DEFAULT_WRITER_RATE } from './redis-cluster';
 import { MiB, envInt } from './util';
 
-export type Suite = 'memory' | 'rocksdb' | 'split';
+export type Suite = 'memory' | 'rocksdb' | 'split' | 'keyspace';
 
-export const SUITES: readonly Suite[] = ['memory', 'rocksdb', 'split'];
+export const SUITES: readonly Suite[] = ['memory', 'rocksdb', 'split', 'keyspace'];
 
 /** Backends of the split section: row 11 memory → memory, row 12 rocksdb → rocksdb. */
 export type SplitBackend = 'memory' | 'rocksdb';
 
 export const SPLIT_BACKENDS: readonly SplitBackend[] = ['memory', 'rocksdb'];
 
+/** One dataset of the keyspace section: `keys` string keys of `valueSize` random bytes. */
+export interface KeyspaceSet {
+  keys: number;
+  valueSize: number;
+}
+
+export const DEFAULT_KEYSPACE_SETS = '1000000x1000,10000000x100';
+
 export interface BenchConfig {
   /**
    * BENCH_SUITES (or `--only a,b` on the command line): which sections run (rows 1-6
-   * memory, rows 7-10 rocksdb, rows 11-12 split); default all three.
+   * memory, rows 7-10 rocksdb, rows 11-12 split, rows 13-18 keyspace); default all four.
    */
   suites: Suite[];
   /** BENCH_KEYS: string keys in the dataset of the memory section. */
@@ -43,11 +51,43 @@ export interface BenchConfig {
   splitWriterRate: number;
   /** Upper bound of any single step of the split section, ms. */
   splitStepTimeoutMs: number;
+  /** BENCH_KEYSPACE_SETS: the datasets of the keyspace section, in the order given. */
+  keyspaceSets: KeyspaceSet[];
+  /** BENCH_KEYSPACE_RUNS: repetitions of rows 15-17 per dataset (median shown). */
+  keyspaceRuns: number;
 }
 
 /** Generous: 1 MiB/s would be pathological on any machine; at least two minutes. */
 function stepTimeout(keys: number, valueSize: number): number {
   return Math.max(120_000, ((keys * (valueSize + 16)) / MiB) * 1000);
+}
+
+/**
+ * Upper bound of a step of the keyspace section: as `stepTimeout`, and at least 5,000
+ * keys a second, since small values make per-key costs dominate.
+ */
+export function keyspaceStepTimeout(set: KeyspaceSet): number {
+  return Math.max(stepTimeout(set.keys, set.valueSize), (set.keys / 5_000) * 1000);
+}
+
+/** `1000000x1000,10000000x100`: keys × value bytes, comma-separated (`_` and `×` allowed). */
+export function parseKeyspaceSets(name: string, text: string): KeyspaceSet[] {
+  const sets = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((item) => {
+      const match = /^([\d_]+)\s*[x×]\s*([\d_]+)$/i.exec(item);
+      const keys = Number(match?.[1]?.replace(/_/g, ''));
+      const valueSize = Number(match?.[2]?.replace(/_/g, ''));
+      if (!match || !Number.isSafeInteger(keys) || keys < 1 || !Number.isSafeInteger(valueSize))
+        throw new Error(`${name}: "${item}" is not KEYSxVALUE_BYTES, e.g. 1000000x1000`);
+      if (valueSize < 1 || valueSize > 64 << 20)
+        throw new Error(`${name}: value size ${valueSize} out of 1..${64 << 20} bytes`);
+      return { keys, valueSize };
+    });
+  if (sets.length === 0) throw new Error(`${name}: no dataset given`);
+  return sets;
 }
 
 /** Comma-separated names out of `known`, in the order of `known`; all when empty. */
@@ -115,6 +155,11 @@ export function readConfig(argv: readonly string[] = process.argv.slice(2)): Ben
     splitRuns: envInt('BENCH_SPLIT_RUNS', 1),
     splitWriterRate: envInt('BENCH_SPLIT_WRITER_RATE', DEFAULT_WRITER_RATE, 0),
     splitStepTimeoutMs: stepTimeout(splitKeys, valueSize),
+    keyspaceSets: parseKeyspaceSets(
+      'BENCH_KEYSPACE_SETS',
+      process.env.BENCH_KEYSPACE_SETS?.trim() || DEFAULT_KEYSPACE_SETS,
+    ),
+    keyspaceRuns: envInt('BENCH_KEYSPACE_RUNS', 1),
   };
 }
 
@@ -137,6 +182,21 @@ export const TARGETS = {
   splitSpeedup: 5,
   /** 11-12: write pause of the handoff, measured on the source. */
   splitPauseMs: 100,
+  /** 13: `shardsnap load` (the CLI) / `redis-cli --pipe` of the same SETs, seconds. */
+  keyspaceLoadRatio: 2,
+  /** 14: VmRSS of the loaded node / Redis `used_memory_rss`, same data. */
+  keyspaceRssRatio: 1.1,
+  /** 15: create + fetch of a full snapshot / `redis-cli --rdb`, seconds. */
+  keyspaceFetchRatio: 0.5,
+  /** 16: `shardsnap pull` into an empty node / Redis replica full sync, seconds. */
+  keyspacePullRatio: 0.5,
+  /**
+   * 17: "flat": GC pause per GiB fetched on the dataset with the most keys / on the one
+   * with the fewest at most this much.
+   */
+  keyspaceGcFlatRatio: 1.25,
+  /** 18: p99 of single-key writes during a full build. */
+  keyspaceWriteP99Ms: 10,
 } as const;
 
 /** 1/8 of the 16384 slots. */

@@ -10,7 +10,7 @@ import type { BenchConfig } from './config';
 import { EIGHTH_OF_SLOTS, TARGETS } from './config';
 import { removeDir } from './cleanup';
 import { type NodeProcess, readRss, startNodeProcess } from './node-process';
-import { fetchRdb, findRedis, loadRedis, startRedis } from './redis-baseline';
+import { type RedisServer, fetchRdb, findRedis, loadRedis, startRedis } from './redis-baseline';
 import { type Row, skippedRow, verdict } from './report';
 import { type SampledBuild, buildUnderWrites, buildUntilReady, writeLoop } from './snapshot-builds';
 import { rawTcpCopy } from './tcp-baseline';
@@ -42,7 +42,7 @@ export interface Context {
   fetchMs?: number;
 }
 
-async function removeFetched(out: string): Promise<void> {
+export async function removeFetched(out: string): Promise<void> {
   for (const suffix of ['', '.json', '.part', '.part.json'])
     await rm(`${out}${suffix}`, { force: true });
 }
@@ -114,31 +114,67 @@ export async function measureFetch(ctx: Context): Promise<Row> {
 
 // ------------------------------------------------------------------------------- 2
 
-export async function measureCreateFetch(ctx: Context): Promise<Row> {
-  const { config, a } = ctx;
-  const name = 'create + fetch full snapshot (end to end)';
-  const target = `ratio ≤ ${TARGETS.redisRatio}`;
+/**
+ * `runs` times: `client.fetchToFile({out})` (CreateSnapshot, fetch while it is built,
+ * CRC32C per chunk, SHA-256, fsync, rename), timed from the call to the verified file; the
+ * snapshot must hold `keys` keys. The file and the snapshot are removed after each run.
+ */
+export async function createFetchRuns(
+  client: ShardsnapClient,
+  options: { runs: number; tmp: string; keys: number; timeoutMs: number },
+): Promise<{ ms: number; bytes: number }[]> {
   const ours: { ms: number; bytes: number }[] = [];
-  for (let run = 0; run < config.runs; run++) {
-    const out = join(ctx.tmp, `create-fetch-${run}.snap`);
+  for (let run = 0; run < options.runs; run++) {
+    const out = join(options.tmp, `create-fetch-${run}.snap`);
     collectGarbage();
     const t0 = now();
     const result = await withTimeout(
-      a.fetchToFile({ out }),
-      config.stepTimeoutMs,
+      client.fetchToFile({ out }),
+      options.timeoutMs,
       'create + fetchToFile',
     );
     const ms = now() - t0;
-    if (Number(result.info.keyCount) !== config.keys) {
+    if (Number(result.info.keyCount) !== options.keys) {
       throw new Error(
-        `create + fetch snapshot holds ${result.info.keyCount} keys, expected ${config.keys}`,
+        `create + fetch snapshot holds ${result.info.keyCount} keys, expected ${options.keys}`,
       );
     }
     ours.push({ ms, bytes: result.bytes });
     await removeFetched(out);
-    await a.deleteSnapshot(result.info.id);
+    await client.deleteSnapshot(result.info.id);
     log(`  create+fetch run ${run + 1}: ${formatMs(ms)} (${formatBytes(result.bytes)})`);
   }
+  return ours;
+}
+
+/** `runs` times `redis-cli --rdb` into `dir` (each RDB removed after its run). */
+export async function rdbRuns(
+  server: RedisServer,
+  dir: string,
+  runs: number,
+  timeoutMs: number,
+): Promise<{ ms: number; bytes: number }[]> {
+  const rdb: { ms: number; bytes: number }[] = [];
+  for (let run = 0; run < runs; run++) {
+    const out = join(dir, `dump-${run}.rdb`);
+    const result = await fetchRdb(server, out, timeoutMs);
+    rdb.push(result);
+    await rm(out, { force: true });
+    log(`  redis-cli --rdb run ${run + 1}: ${formatMs(result.ms)} (${formatBytes(result.bytes)})`);
+  }
+  return rdb;
+}
+
+export async function measureCreateFetch(ctx: Context): Promise<Row> {
+  const { config, a } = ctx;
+  const name = 'create + fetch full snapshot (end to end)';
+  const target = `ratio ≤ ${TARGETS.redisRatio}`;
+  const ours = await createFetchRuns(a, {
+    runs: config.runs,
+    tmp: ctx.tmp,
+    keys: config.keys,
+    timeoutMs: config.stepTimeoutMs,
+  });
   const value = median(ours.map((r) => r.ms));
   const oursText = `${formatMs(value)}`;
   const redis = findRedis();
@@ -170,15 +206,7 @@ export async function measureCreateFetch(ctx: Context): Promise<Row> {
       throw new Error(`redis DBSIZE answered ${dbsize}, expected :${config.keys}`);
     log(`  redis loaded in ${formatMs(loadMs)} (${loaded.replies} replies)`);
     redisRss = readRss(server.pid);
-    for (let run = 0; run < config.runs; run++) {
-      const out = join(dir, `dump-${run}.rdb`);
-      const result = await fetchRdb(server, out, config.stepTimeoutMs);
-      rdb.push(result);
-      await rm(out, { force: true });
-      log(
-        `  redis-cli --rdb run ${run + 1}: ${formatMs(result.ms)} (${formatBytes(result.bytes)})`,
-      );
-    }
+    rdb.push(...(await rdbRuns(server, dir, config.runs, config.stepTimeoutMs)));
   } finally {
     await server.stop();
     await removeDir(dir);
@@ -284,8 +312,20 @@ export function rssRow(ctx: Context): Row {
 
 // ------------------------------------------------------------------------------- 5
 
+/** Which row measureWritesDuringBuild reports: row 5 by default (row 18 reuses it). */
+export interface WriteRowLabel {
+  n: number;
+  name: string;
+  targetP99Ms: number;
+}
+
 export async function measureWritesDuringBuild(
-  ctx: Context,
+  ctx: Pick<Context, 'config' | 'a' | 'nodeA'>,
+  label: WriteRowLabel = {
+    n: 5,
+    name: 'single-key write latency during full build',
+    targetP99Ms: TARGETS.writeP99Ms,
+  },
 ): Promise<{ row: Row; rss: Row['details'] }> {
   const { config, a, nodeA } = ctx;
   const writer = new ShardsnapClient(nodeA.address);
@@ -317,16 +357,16 @@ export async function measureWritesDuringBuild(
     );
     return {
       row: {
-        n: 5,
-        name: 'single-key write latency during full build',
+        n: label.n,
+        name: label.name,
         value: p99,
         valueText: `p99 ${formatMs(p99)}`,
         baseline: idleP99,
         baselineText: `p99 ${formatMs(idleP99)}`,
         ratio,
         ratioText: ratioText(ratio, 1),
-        target: `p99 ≤ ${TARGETS.writeP99Ms} ms`,
-        verdict: verdict(p99 <= TARGETS.writeP99Ms),
+        target: `p99 ≤ ${label.targetP99Ms} ms`,
+        verdict: verdict(p99 <= label.targetP99Ms),
         note:
           `${s.length} sequential SETs of random existing keys during a ${formatMs(build.ms)} full build: p50 ${formatMs(p50)}, p99 ${formatMs(p99)}, max ${formatMs(max)}; ` +
           `baseline = ${idle.samples.length} writes with no build: p50 ${formatMs(percentile(idle.samples, 50))}, p99 ${formatMs(idleP99)}, max ${formatMs(Math.max(...idle.samples))}; ` +

@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stopProcess, trackProcess } from './cleanup';
-import { REPO_ROOT } from './util';
+import { REPO_ROOT, withTimeout } from './util';
 
 export const BIN = join(REPO_ROOT, 'bin', 'shardsnap');
 
@@ -95,9 +95,14 @@ export async function startNodeProcess(options: {
   backend?: string;
   /** More `shardsnap serve` options, e.g. `['--slots', 'none']`. */
   extraArgs?: readonly string[];
+  /** More V8/Node flags after the shebang's, e.g. `['--trace-gc']`. */
+  nodeFlags?: readonly string[];
+  /** Every piece of the node's stdout (after the banner too), e.g. for `--trace-gc` lines. */
+  onStdout?: (piece: Buffer) => void;
 }): Promise<NodeProcess> {
   const args = [
     ...shebangFlags(),
+    ...(options.nodeFlags ?? []),
     BIN,
     'serve',
     '--listen',
@@ -119,7 +124,7 @@ export async function startNodeProcess(options: {
   const stderr = new Tail();
   child.stderr?.on('data', (piece: Buffer) => stderr.push(piece));
   // Keep draining stdout after the banner so the pipe never fills.
-  child.stdout?.on('data', () => undefined);
+  child.stdout?.on('data', options.onStdout ?? (() => undefined));
   try {
     const match = await waitForStdout(
       child,
@@ -140,6 +145,55 @@ export async function startNodeProcess(options: {
   } catch (error) {
     await stopProcess(pid);
     throw error;
+  }
+}
+
+export interface CliRun {
+  /** From spawn to exit, ms. */
+  ms: number;
+  /** The JSON object the command printed (every command takes `--json`). */
+  output: Record<string, unknown>;
+}
+
+/**
+ * Runs one `shardsnap` command as a user runs the bin (`process.execPath`, the shebang's
+ * flags, `bin/shardsnap ARGS --json`), tracked by pid, timed from spawn to exit; a non-zero
+ * exit, output that is not JSON, or a timeout throws.
+ */
+export async function runShardsnap(
+  args: readonly string[],
+  timeoutMs: number,
+  what = `shardsnap ${args[0] ?? ''}`,
+): Promise<CliRun> {
+  const started = performance.now();
+  const child = spawn(process.execPath, [...shebangFlags(), BIN, ...args, '--json'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: REPO_ROOT,
+  });
+  const pid = trackProcess(what, child);
+  const stdout = new Tail(1 << 20);
+  const stderr = new Tail();
+  child.stdout?.on('data', (piece: Buffer) => stdout.push(piece));
+  child.stderr?.on('data', (piece: Buffer) => stderr.push(piece));
+  try {
+    const code = await withTimeout(
+      new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c))),
+      timeoutMs,
+      what,
+    );
+    const ms = performance.now() - started;
+    const text = stdout.toString().trim();
+    if (code !== 0)
+      throw new Error(`${what} exited with ${code}: ${text.slice(-2000)} ${stderr.toString()}`);
+    let output: Record<string, unknown>;
+    try {
+      output = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      throw new Error(`${what} printed no JSON object: ${text.slice(-2000)}`);
+    }
+    return { ms, output };
+  } finally {
+    await stopProcess(pid, 2_000);
   }
 }
 

@@ -74,7 +74,11 @@ export interface RedisServer {
   command(args: string[]): Promise<string>;
 }
 
-export async function startRedis(dir: string): Promise<RedisServer> {
+/** `extraArgs`: more `redis-server` options, e.g. `['--repl-diskless-load', 'on-empty-db']`. */
+export async function startRedis(
+  dir: string,
+  extraArgs: readonly string[] = [],
+): Promise<RedisServer> {
   const port = await freeLoopbackPort();
   const args = [
     '--port',
@@ -93,6 +97,7 @@ export async function startRedis(dir: string): Promise<RedisServer> {
     dir,
     '--daemonize',
     'no',
+    ...extraArgs,
   ];
   const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const pid = trackProcess('redis-server', child);

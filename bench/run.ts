@@ -1,7 +1,7 @@
 /**
  * shardsnap benchmark harness (`make bench`). See docs/BENCHMARKS.md.
  *
- * Three sections, chosen with BENCH_SUITES or `--only` (default `memory,rocksdb,split`):
+ * Four sections, chosen with BENCH_SUITES or `--only` (default `memory,rocksdb,split,keyspace`):
  *
  * - memory (rows 1-6): starts a memory node as a separate process, loads BENCH_KEYS string
  *   keys of BENCH_VALUE_SIZE random bytes, and measures fetch throughput, create + fetch vs
@@ -13,6 +13,11 @@
  * - split (rows 11-12, bench/split.ts): slots 0-8191 of BENCH_SPLIT_KEYS keys moved from a
  *   source node to an empty one under a steady writer, memory and rocksdb, against
  *   `redis-cli --cluster reshard` of the same data in a two-node Redis Cluster.
+ * - keyspace (rows 13-18, bench/keyspace.ts): for each dataset of BENCH_KEYSPACE_SETS
+ *   (keys × value bytes), a memory node against Redis on the same data: load through the
+ *   CLI vs `redis-cli --pipe`, RSS vs used_memory_rss, create + fetch vs `redis-cli --rdb`,
+ *   `shardsnap pull` vs a replica's full sync, GC pauses per GiB fetched (most keys vs
+ *   fewest), write p99 during a full build.
  *
  * `node ... dist/bench/run.js --only split` runs only the split section.
  *
@@ -58,6 +63,7 @@ import {
 } from './rocksdb';
 import { type SampledBuild, sampledBuild } from './snapshot-builds';
 import { SPLIT_ROWS, splitSuite } from './split';
+import { KEYSPACE_ROWS, keyspaceSuite, setLabel } from './keyspace';
 import { REPO_ROOT, formatBytes, formatCount, formatMs, log, withTimeout } from './util';
 
 const ROW_NAMES: Record<number, [string, string]> = {
@@ -69,6 +75,7 @@ const ROW_NAMES: Record<number, [string, string]> = {
   6: ['install by pull into a second node', '≥ 500,000 keys/s'],
   ...ROCKSDB_ROWS,
   ...SPLIT_ROWS,
+  ...KEYSPACE_ROWS,
 };
 
 function errorRow(n: number, error: unknown): Row {
@@ -301,6 +308,10 @@ async function main(): Promise<number> {
       ? `BENCH_SPLIT_KEYS=${config.splitKeys} BENCH_SPLIT_BACKENDS=${config.splitBackends.join(',')} ` +
         `BENCH_SPLIT_RUNS=${config.splitRuns} BENCH_SPLIT_WRITER_RATE=${config.splitWriterRate} `
       : '') +
+    (config.suites.includes('keyspace')
+      ? `BENCH_KEYSPACE_SETS=${config.keyspaceSets.map((s) => `${s.keys}x${s.valueSize}`).join(',')} ` +
+        `BENCH_KEYSPACE_RUNS=${config.keyspaceRuns} `
+      : '') +
     `node ${process.execArgv.join(' ')} ${process.argv
       .slice(1)
       .map((p) => p.replace(`${REPO_ROOT}/`, ''))
@@ -315,8 +326,14 @@ async function main(): Promise<number> {
     sizes.push(
       `split: ${formatCount(config.splitKeys)} keys × ${config.valueSize} B (${config.splitBackends.join(', ')}; ${config.splitRuns} run(s))`,
     );
+  if (config.suites.includes('keyspace'))
+    sizes.push(
+      `keyspace: ${config.keyspaceSets.map(setLabel).join(', ')} (${config.keyspaceRuns} run(s))`,
+    );
   log(
-    `${sizes.join('; ')}; ${config.runs} run(s) per measurement, step timeout ${formatMs(config.stepTimeoutMs)} (memory), ${formatMs(config.rocksdbStepTimeoutMs)} (rocksdb)`,
+    config.suites.some((suite) => suite === 'memory' || suite === 'rocksdb')
+      ? `${sizes.join('; ')}; ${config.runs} run(s) per measurement, step timeout ${formatMs(config.stepTimeoutMs)} (memory), ${formatMs(config.rocksdbStepTimeoutMs)} (rocksdb)`
+      : sizes.join('; '),
   );
   const rows: Row[] = [];
   const errors: string[] = [];
@@ -335,7 +352,8 @@ async function main(): Promise<number> {
       await mkdir(dir, { recursive: true });
       if (suite === 'memory') await memorySuite(config, dir, rows, errors, results);
       else if (suite === 'rocksdb') await rocksdbSuite(config, dir, rows, errors, results);
-      else await splitSuite(config, dir, rows, errors, results);
+      else if (suite === 'split') await splitSuite(config, dir, rows, errors, results);
+      else await keyspaceSuite(config, dir, rows, errors, results);
     }
   } finally {
     await cleanupAll();
@@ -351,7 +369,7 @@ async function main(): Promise<number> {
 
   process.stdout.write(
     `\nshardsnap benchmark — ${date.toISOString()} — ${sizes.join('; ')}` +
-      (config.suites.some((suite) => suite !== 'split')
+      (config.suites.some((suite) => suite === 'memory' || suite === 'rocksdb')
         ? `, median of ${config.runs} run(s)`
         : '') +
       '\n\n',

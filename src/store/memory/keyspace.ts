@@ -240,12 +240,7 @@ export class Keyspace implements KeyMatcher {
     const { seg, off } = this.arena.allocate(keyLen + valLen);
     this.arena
       .segment(r.seg[id] as number)
-      .copy(
-        this.arena.segment(seg),
-        off,
-        r.off[id] as number,
-        (r.off[id] as number) + keyLen + valLen,
-      );
+      .copy(this.arena.segment(seg), off, r.off[id], (r.off[id] as number) + keyLen + valLen);
     r.seg[copy] = seg;
     r.off[copy] = off;
     r.keyLen[copy] = keyLen;
