@@ -17,6 +17,7 @@ import { SnapshotCatalog, installArtifactFile, startBuild } from '../snapshot';
 import { type Store, openStore } from '../store';
 import { type StrategyRegistry, defaultStrategies } from '../strategies';
 import { SERVER_OPTIONS, loadProto } from '../wire/proto';
+import { widenReceiveWindows } from './receive-windows';
 import { type NodeConfig, parseHostPort, resolveConfig } from './config';
 import type { NodeContext } from './node-context';
 import { shardService } from './shard-service';
@@ -120,6 +121,9 @@ export class ShardNode implements NodeContext {
           error ? reject(error) : resolve(bound),
         );
       });
+      if (!widenReceiveWindows(server)) {
+        logger.warn('could not size the HTTP/2 receive windows; uploads to this node will be slow');
+      }
       const node = new ShardNode(
         config,
         store,
