@@ -20,14 +20,31 @@ export interface SyntheticOptions {
  */
 class SeededBytes {
   private readonly cipher;
+  private stream = Buffer.alloc(0);
+  private used = 0;
   constructor(seed: number) {
     const key = createHash('sha256').update(`shardsnap-seed-${seed}`).digest();
     this.cipher = createCipheriv('aes-128-ctr', key.subarray(0, 16), key.subarray(16, 32));
   }
+  /**
+   * The next `length` bytes of the keystream. Taken from a keystream block made 1 MiB at a
+   * time (a counter-mode stream is the same however it is cut), so values are slices of
+   * a few large buffers instead of two fresh allocations each.
+   */
   next(length: number): Buffer {
-    return this.cipher.update(Buffer.alloc(length));
+    if (this.used + length > this.stream.length) {
+      const rest = this.stream.subarray(this.used);
+      const fresh = this.cipher.update(Buffer.alloc(Math.max(STREAM_BLOCK, length - rest.length)));
+      this.stream = rest.length > 0 ? Buffer.concat([rest, fresh]) : fresh;
+      this.used = 0;
+    }
+    const out = this.stream.subarray(this.used, this.used + length);
+    this.used += length;
+    return out;
   }
 }
+
+const STREAM_BLOCK = 1 << 20;
 
 export function keyName(i: number): Buffer {
   return Buffer.from(`key:${i.toString().padStart(9, '0')}`);
