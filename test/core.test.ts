@@ -1,6 +1,9 @@
 import test from 'ava';
 import {
   type Entry,
+  type Mutation,
+  decodeMutations,
+  encodeMutations,
   decodeRecord,
   encodeRecord,
   formatSlotRanges,
@@ -105,4 +108,42 @@ test('canonical encoding ignores collection order', (t) => {
   const key = Buffer.from('k');
   t.deepEqual(encodeRecord(key, a, true), encodeRecord(key, b, true));
   t.notDeepEqual(encodeRecord(key, a), encodeRecord(key, b));
+});
+
+test('write batches encode to one buffer and decode to the same mutations', (t) => {
+  const b = (s: string): Buffer => Buffer.from(s, 'latin1');
+  const batch: Mutation[] = [
+    { op: 'set', key: b('s'), value: b('\x00\xffvalue'), expireAtMs: 1_700_000_000_123 },
+    { op: 'set', key: b(''), value: b(''), expireAtMs: 0 },
+    { op: 'del', key: b('d') },
+    { op: 'expire', key: b('e'), expireAtMs: 2 ** 52 },
+    {
+      op: 'hset',
+      key: b('h'),
+      fields: [
+        { field: b('f'), value: b('v') },
+        { field: b(''), value: b('x') },
+      ],
+    },
+    { op: 'lpush', key: b('l'), values: [b('1'), b('22')] },
+    { op: 'rpush', key: b('r'), values: [b('333')] },
+    { op: 'sadd', key: b('st'), members: [b('m'), b('n')] },
+    {
+      op: 'zadd',
+      key: b('z'),
+      members: [
+        { member: b('a'), score: -1.5 },
+        { member: b('b'), score: Infinity },
+      ],
+    },
+  ];
+  t.deepEqual(decodeMutations(encodeMutations(batch)), batch);
+  t.deepEqual(decodeMutations(encodeMutations([])), []);
+  const encoded = encodeMutations(batch);
+  t.throws(() => decodeMutations(encoded.subarray(0, encoded.length - 1)), {
+    message: /truncated/,
+  });
+  t.throws(() => decodeMutations(Buffer.concat([encoded, Buffer.from([0])])), {
+    message: /trailing/,
+  });
 });

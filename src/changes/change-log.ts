@@ -4,6 +4,8 @@ import {
   type SlotRange,
   ShardsnapError,
   cancelled,
+  decodeMutations,
+  encodeMutations,
   formatSlotRanges,
   invalidArgument,
 } from '../core';
@@ -37,8 +39,17 @@ export interface ChangeLogBatch {
   atMs: number;
 }
 
+/**
+ * A change as the log holds it: a write batch as one encoded buffer, so that tens of MiB
+ * of recent writes are a few thousand buffers rather than objects per key and value
+ * (which every garbage collection would walk), and hold no request's memory.
+ */
+type HeldChange =
+  | { kind: 'write'; seq: number; atMs: number; batch: Buffer }
+  | { kind: 'replace'; seq: number; slots: readonly SlotRange[] };
+
 interface Held {
-  change: StoreChange;
+  change: HeldChange;
   bytes: number;
 }
 
@@ -114,10 +125,15 @@ export class ChangeLog {
   /** Takes a change of the store, in seq order (subscribe it to `Store.onChange`). */
   append(change: StoreChange): void {
     if (this.closedWith) return;
-    // Copies of the arrays: a writer may reuse its batch once the write resolved.
-    const copy: StoreChange =
+    // Copies: a writer may reuse its batch once the write resolved.
+    const copy: HeldChange =
       change.kind === 'write'
-        ? { kind: 'write', seq: change.seq, mutations: [...change.mutations], atMs: change.atMs }
+        ? {
+            kind: 'write',
+            seq: change.seq,
+            atMs: change.atMs,
+            batch: encodeMutations(change.mutations),
+          }
         : { kind: 'replace', seq: change.seq, slots: [...change.slots] };
     if (change.seq <= this.head) {
       // A full install adopted an older (or equal) seq: the seqs held so far name another
@@ -127,7 +143,7 @@ export class ChangeLog {
       this.heldBytes = 0;
       this.floor = Math.max(0, change.seq - 1);
     }
-    const bytes = changeBytes(copy);
+    const bytes = changeBytes(change);
     this.held.push({ change: copy, bytes });
     this.heldBytes += bytes;
     this.head = change.seq;
@@ -210,7 +226,7 @@ export class ChangeLog {
               );
             }
           } else {
-            const selected = filter.select(change.mutations);
+            const selected = filter.select(decodeMutations(change.batch));
             if (selected.length > 0) {
               batch = selected;
               batchAt = change.atMs;

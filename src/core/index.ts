@@ -3,6 +3,7 @@ export * from './slots';
 export * from './slot-range';
 export * from './values';
 export * from './mutation';
+export * from './mutation-codec';
 export * from './record-codec';
 export * from './digest';
 export * from './slab';
