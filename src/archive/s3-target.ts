@@ -1,15 +1,6 @@
 import { Readable } from 'node:stream';
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type * as S3 from '@aws-sdk/client-s3';
+import type * as S3Storage from '@aws-sdk/lib-storage';
 import { ErrorCodes, throwIfAborted } from '../core';
 import { s3Error } from './s3-errors';
 import type { ResolvedS3Settings } from './s3-settings';
@@ -20,6 +11,23 @@ import { validateBucket } from './uri';
 const MAX_PARTS = 10_000;
 const CLEANUP_TIMEOUT_MS = 10_000;
 const MIB = 1 << 20;
+
+type S3Client = S3.S3Client;
+let loadedSdk: { s3: typeof S3; storage: typeof S3Storage } | undefined;
+
+/**
+ * The AWS SDK, loaded on first use: it adds about 20 MiB and a few hundred ms to every
+ * process that loads it, and most nodes and commands never talk to S3.
+ */
+function sdk(): { s3: typeof S3; storage: typeof S3Storage } {
+  /* eslint-disable @typescript-eslint/no-require-imports -- a deliberate lazy load */
+  loadedSdk ??= {
+    s3: require('@aws-sdk/client-s3') as typeof S3,
+    storage: require('@aws-sdk/lib-storage') as typeof S3Storage,
+  };
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  return loadedSdk;
+}
 
 export type WarningSink = (message: string, error: unknown) => void;
 
@@ -43,7 +51,7 @@ export class S3Targets implements ArchiveTargets {
 
   private getClient(): S3Client {
     const s = this.settings;
-    this.client ??= new S3Client({
+    this.client ??= new (sdk().s3.S3Client)({
       region: s.region,
       forcePathStyle: s.forcePathStyle,
       maxAttempts: s.maxAttempts,
@@ -66,9 +74,9 @@ function withSignal(client: S3Client, signal: AbortSignal | undefined): S3Client
     get(target, property, receiver) {
       if (property !== 'send') return Reflect.get(target, property, receiver) as unknown;
       return (command: unknown, options?: object) =>
-        command instanceof AbortMultipartUploadCommand
+        command instanceof sdk().s3.AbortMultipartUploadCommand
           ? target.send(command, options)
-          : target.send(command as PutObjectCommand, { ...options, abortSignal: signal });
+          : target.send(command as S3.PutObjectCommand, { ...options, abortSignal: signal });
     },
   });
 }
@@ -92,7 +100,7 @@ class S3Target implements ArchiveTarget {
     if (Buffer.isBuffer(body) && body.length < this.settings.partSizeBytes) {
       try {
         await this.client.send(
-          new PutObjectCommand({
+          new (sdk().s3.PutObjectCommand)({
             Bucket: this.bucket,
             Key: key,
             Body: body,
@@ -141,7 +149,7 @@ class S3Target implements ArchiveTarget {
       this.settings.partSizeBytes,
       Math.ceil((options.size ?? 0) / MAX_PARTS / MIB) * MIB,
     );
-    const upload = new Upload({
+    const upload = new (sdk().storage.Upload)({
       client: withSignal(this.client, signal),
       params: {
         Bucket: this.bucket,
@@ -183,7 +191,7 @@ class S3Target implements ArchiveTarget {
     let body: Readable;
     try {
       const response = await this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range }),
+        new (sdk().s3.GetObjectCommand)({ Bucket: this.bucket, Key: key, Range: range }),
         { abortSignal: signal },
       );
       body = response.Body as Readable;
@@ -202,7 +210,7 @@ class S3Target implements ArchiveTarget {
   async head(key: string, signal?: AbortSignal): Promise<StoredObject | undefined> {
     try {
       const response = await this.client.send(
-        new HeadObjectCommand({ Bucket: this.bucket, Key: key }),
+        new (sdk().s3.HeadObjectCommand)({ Bucket: this.bucket, Key: key }),
         { abortSignal: signal },
       );
       return {
@@ -223,7 +231,7 @@ class S3Target implements ArchiveTarget {
       let page;
       try {
         page = await this.client.send(
-          new ListObjectsV2Command({
+          new (sdk().s3.ListObjectsV2Command)({
             Bucket: this.bucket,
             Prefix: prefix || undefined,
             ContinuationToken: token,
@@ -247,9 +255,12 @@ class S3Target implements ArchiveTarget {
 
   async delete(key: string, signal?: AbortSignal): Promise<void> {
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), {
-        abortSignal: signal,
-      });
+      await this.client.send(
+        new (sdk().s3.DeleteObjectCommand)({ Bucket: this.bucket, Key: key }),
+        {
+          abortSignal: signal,
+        },
+      );
     } catch (error) {
       throw s3Error(error, { bucket: this.bucket, key }, signal);
     }
@@ -267,7 +278,7 @@ class S3Target implements ArchiveTarget {
     try {
       for (;;) {
         const page = await this.client.send(
-          new ListMultipartUploadsCommand({
+          new (sdk().s3.ListMultipartUploadsCommand)({
             Bucket: this.bucket,
             Prefix: key,
             KeyMarker: keyMarker,
@@ -278,7 +289,7 @@ class S3Target implements ArchiveTarget {
         for (const upload of page.Uploads ?? []) {
           if (upload.Key !== key || !upload.UploadId) continue;
           await this.client.send(
-            new AbortMultipartUploadCommand({
+            new (sdk().s3.AbortMultipartUploadCommand)({
               Bucket: this.bucket,
               Key: key,
               UploadId: upload.UploadId,
