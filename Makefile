@@ -4,7 +4,7 @@ SHELL := /bin/bash
 SYSTEM_PACKAGES ?= build-essential python3 librocksdb-dev rocksdb-tools
 BENCH_PACKAGES ?= redis-server redis-tools
 STAMP := node_modules/.shardsnap-installed
-NATIVE := native/build/Release/shardsnap_rocksdb.node
+NATIVE := native/build/Release/shardsnap_rocksdb.node native/build/Release/shardsnap_segments.node
 # Build native code against the headers of the running Node when they are installed
 # beside it, so node-gyp never has to download them.
 NODE_PREFIX := $(shell node -p "require('path').resolve(process.execPath, '../..')")
@@ -23,7 +23,7 @@ $(STAMP): package.json package-lock.json
 
 deps: system-deps $(STAMP)
 
-$(NATIVE): $(STAMP) native/binding.gyp $(wildcard native/src/*.cc native/src/*.h)
+$(NATIVE) &: $(STAMP) native/binding.gyp $(wildcard native/src/*.cc native/src/*.h)
 	npm run --silent build:native -- $(NODEDIR_FLAG)
 
 build: deps $(NATIVE)

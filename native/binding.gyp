@@ -22,6 +22,15 @@
       "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags!": ["-fno-exceptions"],
       "libraries": ["-lrocksdb"]
+    },
+    {
+      "target_name": "shardsnap_segments",
+      "sources": ["src/segments.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags!": ["-fno-exceptions"]
     }
   ]
 }

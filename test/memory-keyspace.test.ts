@@ -1,7 +1,9 @@
 import test from 'ava';
 import { type Mutation, type SlotRange, type StoreRecord, encodeRecord, slotOf } from '../src/core';
 import { MemoryStore } from '../src/store';
+import { Arena } from '../src/store/memory/arena';
 import { Keyspace, hashKey } from '../src/store/memory/keyspace';
+import { nativeSegments } from '../src/store/memory/segments';
 import { SlotTable } from '../src/store/memory/slot-table';
 import type { StoreView } from '../src/store/store';
 
@@ -255,4 +257,28 @@ test('the expiry sweep removes expired keys in bounded steps; an open view still
   t.is(seen, 5000, 'the view opened before the sweep holds the keys as they were');
   t.is((await contentOf(store)).length, 2500);
   t.is(store.memoryUsage().records, 2500, 'swept records are freed once the view closes');
+});
+
+test('arena segments come from the addon (huge-page mappings) and keep their bytes', async (t) => {
+  t.true(nativeSegments(), 'the segments addon is built by make');
+  const arena = new Arena();
+  const filled: Array<{ seg: number; off: number; byte: number }> = [];
+  // Fill three segments, leaving time for the spare's prefault between them.
+  for (let i = 0; i < 3 * 8; i++) {
+    const { seg, off } = arena.allocate(1 << 20);
+    arena.segment(seg).fill(i, off, off + (1 << 20));
+    filled.push({ seg, off, byte: i });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  for (const { seg, off, byte } of filled) {
+    const buf = arena.segment(seg);
+    t.is(buf[off], byte);
+    t.is(buf[off + (1 << 20) - 1], byte);
+  }
+  t.is(arena.segmentCount, 3);
+  // A value larger than a quarter segment gets a mapping of its own.
+  const big = arena.allocate(5 << 20);
+  t.is(arena.segment(big.seg).length, 5 << 20);
+  arena.release(big.seg, 5 << 20);
+  t.is(arena.segmentCount, 3);
 });

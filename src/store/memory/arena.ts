@@ -1,3 +1,5 @@
+import { SegmentSource } from './segments';
+
 /**
  * Append-only byte segments that hold the keyspace's keys and values. Bytes once written
  * are never overwritten: a changed value is appended elsewhere and the old range counted
@@ -6,13 +8,15 @@
  * emptied by moving their live ranges out (see `Keyspace.compactStep`).
  *
  * A few hundred large buffers instead of one object per value: the garbage collector
- * sees one external allocation per segment, however many keys there are.
+ * sees one external allocation per segment, however many keys there are. Segments are
+ * huge-page mappings from the project's addon where it is built (segments.ts).
  */
 export const SEGMENT_BYTES = 8 << 20;
 /** Values larger than this get a segment of their own, so a segment is never mostly waste. */
 const DEDICATED_FROM = SEGMENT_BYTES >>> 2;
 
 export class Arena {
+  private readonly source = new SegmentSource(SEGMENT_BYTES);
   private readonly segments: Array<Buffer | undefined> = [];
   /** Live bytes per segment. */
   private readonly live: number[] = [];
@@ -52,14 +56,14 @@ export class Arena {
    */
   allocate(length: number): { seg: number; off: number } {
     if (length > DEDICATED_FROM) {
-      const seg = this.addSegment(Buffer.allocUnsafeSlow(Math.max(length, 1)));
+      const seg = this.addSegment(this.source.take(Math.max(length, 1)));
       this.live[seg] = length;
       this.liveTotal += length;
       return { seg, off: 0 };
     }
     if (this.current < 0 || this.used + length > SEGMENT_BYTES) {
       const previous = this.current;
-      this.current = this.addSegment(Buffer.allocUnsafeSlow(SEGMENT_BYTES));
+      this.current = this.addSegment(this.source.take(SEGMENT_BYTES));
       this.used = 0;
       if (previous >= 0 && this.live[previous] === 0) this.dropSegment(previous);
     }
@@ -99,6 +103,7 @@ export class Arena {
 
   /** Drops every segment (the store is closing). */
   clear(): void {
+    this.source.clear();
     this.segments.length = 0;
     this.live.length = 0;
     this.freeSegments.length = 0;
