@@ -39,8 +39,8 @@ export class ExpirySweep {
     const now = this.now();
     let removed = 0;
     for (let id = this.cursor; id < end; id++) {
-      const at = records.expire[id] as number;
-      if (at > 0 && at <= now && this.keyspace.isIndexed(id) && records.type[id] !== 0) {
+      const at = records.expire(id);
+      if (at > 0 && at <= now && this.keyspace.isIndexed(id) && records.type(id) !== 0) {
         this.removeExpired(id);
         removed++;
       }

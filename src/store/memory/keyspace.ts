@@ -98,15 +98,15 @@ export class Keyspace implements KeyMatcher {
   }
 
   hashOf(id: number): number {
-    return this.records.hash[id] as number;
+    return this.records.hash(id);
   }
 
   keyEquals(id: number, key: Buffer): boolean {
     const r = this.records;
-    const length = r.keyLen[id] as number;
+    const length = r.keyLen(id);
     if (length !== key.length) return false;
-    const seg = this.arena.segment(r.seg[id] as number);
-    const off = r.off[id] as number;
+    const seg = this.arena.segment(r.seg(id));
+    const off = r.off(id);
     if (length <= 16) {
       for (let i = 0; i < length; i++) if (seg[off + i] !== key[i]) return false;
       return true;
@@ -115,31 +115,29 @@ export class Keyspace implements KeyMatcher {
   }
 
   typeOf(id: number): ValueType {
-    return TYPE_BY_CODE[this.records.type[id] as number] as ValueType;
+    return TYPE_BY_CODE[this.records.type(id)] as ValueType;
   }
 
   expireOf(id: number): number {
-    return this.records.expire[id] as number;
+    return this.records.expire(id);
   }
 
   isExpired(id: number, nowMs: number): boolean {
-    const at = this.records.expire[id] as number;
+    const at = this.records.expire(id);
     return at > 0 && at <= nowMs;
   }
 
   /** The key's bytes, as a view of the arena (valid for as long as it is referenced). */
   keyOf(id: number): Buffer {
     const r = this.records;
-    const off = r.off[id] as number;
-    return this.arena.segment(r.seg[id] as number).subarray(off, off + (r.keyLen[id] as number));
+    const off = r.off(id);
+    return this.arena.segment(r.seg(id)).subarray(off, off + r.keyLen(id));
   }
 
   keyString(id: number): string {
     const r = this.records;
-    const off = r.off[id] as number;
-    return this.arena
-      .segment(r.seg[id] as number)
-      .toString('latin1', off, off + (r.keyLen[id] as number));
+    const off = r.off(id);
+    return this.arena.segment(r.seg(id)).toString('latin1', off, off + r.keyLen(id));
   }
 
   /**
@@ -150,15 +148,15 @@ export class Keyspace implements KeyMatcher {
    */
   entry(id: number, mode: EntryMode): Entry {
     const r = this.records;
-    const expireAtMs = r.expire[id] as number;
-    if (((r.flags[id] as number) & FLAG_OBJECT) !== 0) {
+    const expireAtMs = r.expire(id);
+    if ((r.flags(id) & FLAG_OBJECT) !== 0) {
       const value = (this.objects.get(id) as { value: Value }).value;
       return mode === 'live' ? { value, expireAtMs } : cloneEntry({ value, expireAtMs });
     }
-    const start = (r.off[id] as number) + (r.keyLen[id] as number);
-    const end = start + (r.valLen[id] as number);
-    const seg = this.arena.segment(r.seg[id] as number);
-    const code = r.type[id] as number;
+    const start = r.off(id) + r.keyLen(id);
+    const end = start + r.valLen(id);
+    const seg = this.arena.segment(r.seg(id));
+    const code = r.type(id);
     if (code === STRING_CODE) {
       const bytes = seg.subarray(start, end);
       return {
@@ -172,15 +170,15 @@ export class Keyspace implements KeyMatcher {
   /** Key plus value payload bytes of a record (what `dataBytes` counts). */
   dataBytesOf(id: number): number {
     const r = this.records;
-    const keyBytes = r.keyLen[id] as number;
-    if (((r.flags[id] as number) & FLAG_OBJECT) !== 0) {
+    const keyBytes = r.keyLen(id);
+    if ((r.flags(id) & FLAG_OBJECT) !== 0) {
       return keyBytes + (this.objects.get(id) as { bytes: number }).bytes;
     }
-    const code = r.type[id] as number;
-    const valLen = r.valLen[id] as number;
+    const code = r.type(id);
+    const valLen = r.valLen(id);
     if (code === STRING_CODE) return keyBytes + valLen;
-    const seg = this.arena.segment(r.seg[id] as number);
-    const n = seg.readUInt32LE((r.off[id] as number) + keyBytes);
+    const seg = this.arena.segment(r.seg(id));
+    const n = seg.readUInt32LE(r.off(id) + keyBytes);
     return keyBytes + valLen - 4 - (code === HASH_CODE ? 8 : 4) * n;
   }
 
@@ -195,7 +193,7 @@ export class Keyspace implements KeyMatcher {
   createString(key: Buffer, hash: number, slot: number, value: Buffer, expireAtMs: number): number {
     const id = this.allocateRecord(key, hash, slot, value.length, STRING_CODE, expireAtMs);
     const r = this.records;
-    value.copy(this.arena.segment(r.seg[id] as number), (r.off[id] as number) + key.length);
+    value.copy(this.arena.segment(r.seg(id)), r.off(id) + key.length);
     return id;
   }
 
@@ -211,15 +209,11 @@ export class Keyspace implements KeyMatcher {
     if (payload <= BLOB_MAX_BYTES) {
       const id = this.allocateRecord(key, hash, slot, payload, code, entry.expireAtMs);
       const r = this.records;
-      writeValuePayload(
-        this.arena.segment(r.seg[id] as number),
-        (r.off[id] as number) + key.length,
-        value,
-      );
+      writeValuePayload(this.arena.segment(r.seg(id)), r.off(id) + key.length, value);
       return id;
     }
     const id = this.allocateRecord(key, hash, slot, 0, code, entry.expireAtMs);
-    this.records.flags[id] = FLAG_OBJECT;
+    this.records.setFlags(id, FLAG_OBJECT);
     this.objects.set(id, { value, bytes: valueBytes(value) });
     return id;
   }
@@ -227,42 +221,33 @@ export class Keyspace implements KeyMatcher {
   /** A copy of a record with another expiry (for a view that holds the original). */
   withExpiry(id: number, expireAtMs: number): number {
     const r = this.records;
-    if (((r.flags[id] as number) & FLAG_OBJECT) !== 0) {
+    if ((r.flags(id) & FLAG_OBJECT) !== 0) {
       const entry = this.entry(id, 'copy');
-      return this.create(this.keyOf(id), r.hash[id] as number, r.slot[id] as number, {
+      return this.create(this.keyOf(id), r.hash(id), r.slot(id), {
         value: entry.value,
         expireAtMs,
       });
     }
-    const keyLen = r.keyLen[id] as number;
-    const valLen = r.valLen[id] as number;
+    const keyLen = r.keyLen(id);
+    const valLen = r.valLen(id);
     const copy = this.records.take();
     const { seg, off } = this.arena.allocate(keyLen + valLen);
     this.arena
-      .segment(r.seg[id] as number)
-      .copy(this.arena.segment(seg), off, r.off[id], (r.off[id] as number) + keyLen + valLen);
-    r.seg[copy] = seg;
-    r.off[copy] = off;
-    r.keyLen[copy] = keyLen;
-    r.valLen[copy] = valLen;
-    r.hash[copy] = r.hash[id] as number;
-    r.slot[copy] = r.slot[id] as number;
-    r.type[copy] = r.type[id] as number;
-    r.flags[copy] = 0;
-    r.pins[copy] = 0;
-    r.expire[copy] = expireAtMs;
+      .segment(r.seg(id))
+      .copy(this.arena.segment(seg), off, r.off(id), r.off(id) + keyLen + valLen);
+    r.set(copy, seg, off, keyLen, valLen, r.hash(id), r.slot(id), r.type(id), expireAtMs);
     return copy;
   }
 
   /** Changes an expiry in place: only for a record no view holds. */
   setExpiry(id: number, expireAtMs: number): void {
-    this.records.expire[id] = expireAtMs;
+    this.records.setExpire(id, expireAtMs);
   }
 
   /** Whether a large collection may be changed in place (no view holds it). */
   isMutableObject(id: number): boolean {
     const r = this.records;
-    return ((r.flags[id] as number) & FLAG_OBJECT) !== 0 && r.pins[id] === 0;
+    return (r.flags(id) & FLAG_OBJECT) !== 0 && r.pins(id) === 0;
   }
 
   /** Takes note of an in-place change of a large collection (its size may have changed). */
@@ -270,8 +255,8 @@ export class Keyspace implements KeyMatcher {
     const held = this.objects.get(id) as { value: Value; bytes: number };
     const before = held.bytes;
     held.bytes = valueBytes(held.value);
-    if (((this.records.flags[id] as number) & FLAG_INDEXED) !== 0) {
-      this.addBytes(this.records.slot[id] as number, held.bytes - before);
+    if ((this.records.flags(id) & FLAG_INDEXED) !== 0) {
+      this.addBytes(this.records.slot(id), held.bytes - before);
     }
   }
 
@@ -280,29 +265,29 @@ export class Keyspace implements KeyMatcher {
   /** Makes `id` the record of its key, in place of `previous` (-1 = the key was absent). */
   put(id: number, previous: number): void {
     const r = this.records;
-    const slot = r.slot[id] as number;
+    const slot = r.slot(id);
     let table = this.tables[slot];
     if (!table) {
       table = new SlotTable();
       this.tables[slot] = table;
     }
     if (previous >= 0) {
-      table.swap(previous, id, r.hash[id] as number);
+      table.swap(previous, id, r.hash(id));
       this.unindex(previous);
     } else {
-      table.insert(this, id, r.hash[id] as number);
+      table.insert(id, r.hash(id));
       this.keys++;
     }
-    r.flags[id] = (r.flags[id] as number) | FLAG_INDEXED;
+    r.setFlags(id, r.flags(id) | FLAG_INDEXED);
     this.addBytes(slot, this.dataBytesOf(id));
   }
 
   /** Removes the record from its key's index and retires it. */
   remove(id: number): void {
     const r = this.records;
-    const slot = r.slot[id] as number;
+    const slot = r.slot(id);
     const table = this.tables[slot] as SlotTable;
-    table.remove(this, id, r.hash[id] as number);
+    table.remove(id, r.hash(id));
     if (table.size === 0) this.tables[slot] = undefined;
     this.keys--;
     this.unindex(id);
@@ -310,13 +295,13 @@ export class Keyspace implements KeyMatcher {
 
   private unindex(id: number): void {
     const r = this.records;
-    this.addBytes(r.slot[id] as number, -this.dataBytesOf(id));
-    r.flags[id] = (r.flags[id] as number) & ~FLAG_INDEXED;
+    this.addBytes(r.slot(id), -this.dataBytesOf(id));
+    r.setFlags(id, r.flags(id) & ~FLAG_INDEXED);
     this.retire(id);
   }
 
   isIndexed(id: number): boolean {
-    return ((this.records.flags[id] as number) & FLAG_INDEXED) !== 0;
+    return (this.records.flags(id) & FLAG_INDEXED) !== 0;
   }
 
   /** A table of staged records that `swapSlot` can put in place of a slot's table. */
@@ -327,9 +312,9 @@ export class Keyspace implements KeyMatcher {
   /** Adds a staged record to a staged table; false if its key is there already. */
   stage(table: SlotTable, id: number): boolean {
     const r = this.records;
-    const hash = r.hash[id] as number;
+    const hash = r.hash(id);
     if (table.find(this, this.keyOf(id), hash) >= 0) return false;
-    table.insert(this, id, hash);
+    table.insert(id, hash);
     return true;
   }
 
@@ -343,10 +328,10 @@ export class Keyspace implements KeyMatcher {
     const oldIds = old ? old.ids() : new Int32Array(0);
     const r = this.records;
     let bytes = 0;
-    for (const id of oldIds) r.flags[id] = (r.flags[id] as number) & ~FLAG_INDEXED;
+    for (const id of oldIds) r.setFlags(id, r.flags(id) & ~FLAG_INDEXED);
     const newIds = table ? table.ids() : new Int32Array(0);
     for (const id of newIds) {
-      r.flags[id] = (r.flags[id] as number) | FLAG_INDEXED;
+      r.setFlags(id, r.flags(id) | FLAG_INDEXED);
       bytes += this.dataBytesOf(id);
     }
     this.keys += newIds.length - oldIds.length;
@@ -358,28 +343,28 @@ export class Keyspace implements KeyMatcher {
   // --- lifetime ----------------------------------------------------------------------
 
   pin(id: number): void {
-    this.records.pins[id] = (this.records.pins[id] as number) + 1;
+    this.records.setPins(id, this.records.pins(id) + 1);
   }
 
   unpin(id: number): void {
     const r = this.records;
-    const left = (r.pins[id] as number) - 1;
-    r.pins[id] = left;
-    if (left === 0 && ((r.flags[id] as number) & FLAG_RETIRED) !== 0) this.free(id);
+    const left = r.pins(id) - 1;
+    r.setPins(id, left);
+    if (left === 0 && (r.flags(id) & FLAG_RETIRED) !== 0) this.free(id);
   }
 
   /** A record out of the index: freed now, or when the last view that pinned it lets go. */
   retire(id: number): void {
     const r = this.records;
-    if (r.pins[id] === 0) this.free(id);
-    else r.flags[id] = (r.flags[id] as number) | FLAG_RETIRED;
+    if (r.pins(id) === 0) this.free(id);
+    else r.setFlags(id, r.flags(id) | FLAG_RETIRED);
   }
 
   /** Frees a record that was never indexed (an aborted install's). */
   free(id: number): void {
     const r = this.records;
-    if (((r.flags[id] as number) & FLAG_OBJECT) !== 0) this.objects.delete(id);
-    this.arena.release(r.seg[id] as number, (r.keyLen[id] as number) + (r.valLen[id] as number));
+    if ((r.flags(id) & FLAG_OBJECT) !== 0) this.objects.delete(id);
+    this.arena.release(r.seg(id), r.keyLen(id) + r.valLen(id));
     r.release(id);
   }
 
@@ -414,16 +399,15 @@ export class Keyspace implements KeyMatcher {
     const end = Math.min(r.limit, this.compaction.cursor + budget);
     let moved = 0;
     for (let id = this.compaction.cursor; id < end; id++) {
-      if (r.type[id] === 0) continue;
-      const from = this.arena.segment(r.seg[id] as number);
+      if (r.type(id) === 0) continue;
+      const from = this.arena.segment(r.seg(id));
       if (!victims.has(from)) continue;
-      const length = (r.keyLen[id] as number) + (r.valLen[id] as number);
-      const start = r.off[id] as number;
+      const length = r.keyLen(id) + r.valLen(id);
+      const start = r.off(id);
       const { seg, off } = this.arena.allocate(length);
       from.copy(this.arena.segment(seg), off, start, start + length);
-      this.arena.release(r.seg[id] as number, length);
-      r.seg[id] = seg;
-      r.off[id] = off;
+      this.arena.release(r.seg(id), length);
+      r.setLocation(id, seg, off);
       moved++;
     }
     this.compaction.cursor = end;
@@ -443,16 +427,7 @@ export class Keyspace implements KeyMatcher {
     const id = r.take();
     const { seg, off } = this.arena.allocate(key.length + valueLength);
     key.copy(this.arena.segment(seg), off);
-    r.seg[id] = seg;
-    r.off[id] = off;
-    r.keyLen[id] = key.length;
-    r.valLen[id] = valueLength;
-    r.hash[id] = hash;
-    r.slot[id] = slot;
-    r.type[id] = code;
-    r.flags[id] = 0;
-    r.pins[id] = 0;
-    r.expire[id] = expireAtMs;
+    r.set(id, seg, off, key.length, valueLength, hash, slot, code, expireAtMs);
     return id;
   }
 

@@ -117,7 +117,7 @@ export class MemoryStore implements Store {
       case 'expire':
         if (current < 0) return;
         if (m.expireAtMs > 0 && m.expireAtMs <= now) keyspace.remove(current);
-        else if (held || keyspace.records.pins[current] !== 0) {
+        else if (held || keyspace.records.pins(current) !== 0) {
           keyspace.put(keyspace.withExpiry(current, m.expireAtMs), current);
         } else keyspace.setExpiry(current, m.expireAtMs);
         return;
@@ -154,7 +154,7 @@ export class MemoryStore implements Store {
   /** The sweep found an expired key: removed as a write would, views keeping it. */
   private removeExpired(id: number): void {
     const keyspace = this.keyspace;
-    const slot = keyspace.records.slot[id] as number;
+    const slot = keyspace.records.slot(id);
     if (this.views.size > 0) {
       const member = keyspace.keyString(id);
       for (const view of this.views) if (view.watches(slot)) view.preserve(slot, member, id);

@@ -1,9 +1,15 @@
 /**
- * The keyspace's records as columns of typed arrays, addressed by record id: where the
- * key and value bytes are in the arena, the key's hash and slot, the value's type and
- * expiry, and bookkeeping flags. Ids of freed records are reused.
+ * The keyspace's records, addressed by record id: where the key and value bytes are in
+ * the arena, the key's hash and slot, the value's type and expiry, and bookkeeping flags.
+ * Ids of freed records are reused.
  *
- * One record costs 38 bytes here, and no object on the V8 heap.
+ * One record is 40 bytes in one shared ArrayBuffer (no object on the V8 heap), laid out
+ * together so that reaching a record costs one or two cache lines and one page: with a
+ * column per field, a walk in slot order touched a page per field per record, which made
+ * a 10M-key node several times slower to snapshot than a 1M-key one.
+ *
+ *   u32 seg | u32 off | u32 keyLen | u32 valLen | u32 hash | u32 slot:16 type:8 flags:8 |
+ *   u32 pins | u32 (unused) | f64 expire
  */
 export const FLAG_INDEXED = 1;
 /** The value is a JS object in `objects` (a large collection), not bytes in the arena. */
@@ -11,22 +17,12 @@ export const FLAG_OBJECT = 2;
 /** Out of the index but pinned by a view: freed when the last pin goes. */
 export const FLAG_RETIRED = 4;
 
+const STRIDE = 10;
 const INITIAL_CAPACITY = 1024;
 
 export class RecordTable {
-  seg = new Uint32Array(INITIAL_CAPACITY);
-  off = new Uint32Array(INITIAL_CAPACITY);
-  keyLen = new Uint32Array(INITIAL_CAPACITY);
-  valLen = new Uint32Array(INITIAL_CAPACITY);
-  hash = new Uint32Array(INITIAL_CAPACITY);
-  slot = new Uint16Array(INITIAL_CAPACITY);
-  /** VALUE_TYPE_CODES of the value; 0 = a free id. */
-  type = new Uint8Array(INITIAL_CAPACITY);
-  flags = new Uint8Array(INITIAL_CAPACITY);
-  /** Views that still need the record as it is. */
-  pins = new Uint16Array(INITIAL_CAPACITY);
-  /** Absolute expiry in Unix ms; 0 = none. */
-  expire = new Float64Array(INITIAL_CAPACITY);
+  private words = new Uint32Array(INITIAL_CAPACITY * STRIDE);
+  private floats = new Float64Array(this.words.buffer);
   private capacity = INITIAL_CAPACITY;
   /** Ids in use or freed: the high-water mark. */
   private top = 0;
@@ -41,7 +37,80 @@ export class RecordTable {
     return this.top - this.freeIds.length;
   }
 
-  /** A fresh id; its columns hold garbage until the caller sets them. */
+  seg(id: number): number {
+    return this.words[id * STRIDE] as number;
+  }
+  off(id: number): number {
+    return this.words[id * STRIDE + 1] as number;
+  }
+  keyLen(id: number): number {
+    return this.words[id * STRIDE + 2] as number;
+  }
+  valLen(id: number): number {
+    return this.words[id * STRIDE + 3] as number;
+  }
+  hash(id: number): number {
+    return this.words[id * STRIDE + 4] as number;
+  }
+  slot(id: number): number {
+    return (this.words[id * STRIDE + 5] as number) & 0xffff;
+  }
+  /** VALUE_TYPE_CODES of the value; 0 = a free id. */
+  type(id: number): number {
+    return ((this.words[id * STRIDE + 5] as number) >>> 16) & 0xff;
+  }
+  flags(id: number): number {
+    return (this.words[id * STRIDE + 5] as number) >>> 24;
+  }
+  /** Views that still need the record as it is. */
+  pins(id: number): number {
+    return this.words[id * STRIDE + 6] as number;
+  }
+  /** Absolute expiry in Unix ms; 0 = none. */
+  expire(id: number): number {
+    return this.floats[id * (STRIDE / 2) + 4] as number;
+  }
+
+  /** Fills a record's fields at once (flags and pins start at 0). */
+  set(
+    id: number,
+    seg: number,
+    off: number,
+    keyLen: number,
+    valLen: number,
+    hash: number,
+    slot: number,
+    type: number,
+    expire: number,
+  ): void {
+    const w = this.words;
+    const at = id * STRIDE;
+    w[at] = seg;
+    w[at + 1] = off;
+    w[at + 2] = keyLen;
+    w[at + 3] = valLen;
+    w[at + 4] = hash;
+    w[at + 5] = slot | (type << 16);
+    w[at + 6] = 0;
+    this.floats[id * (STRIDE / 2) + 4] = expire;
+  }
+
+  setLocation(id: number, seg: number, off: number): void {
+    this.words[id * STRIDE] = seg;
+    this.words[id * STRIDE + 1] = off;
+  }
+  setFlags(id: number, flags: number): void {
+    const at = id * STRIDE + 5;
+    this.words[at] = ((this.words[at] as number) & 0xffffff) | (flags << 24);
+  }
+  setPins(id: number, pins: number): void {
+    this.words[id * STRIDE + 6] = pins;
+  }
+  setExpire(id: number, expire: number): void {
+    this.floats[id * (STRIDE / 2) + 4] = expire;
+  }
+
+  /** A fresh id; its fields hold garbage until the caller sets them. */
   take(): number {
     const reused = this.freeIds.pop();
     if (reused !== undefined) return reused;
@@ -50,40 +119,27 @@ export class RecordTable {
   }
 
   release(id: number): void {
-    this.type[id] = 0;
-    this.flags[id] = 0;
-    this.pins[id] = 0;
+    this.words[id * STRIDE + 5] = 0;
+    this.words[id * STRIDE + 6] = 0;
     this.freeIds.push(id);
   }
 
   clear(): void {
     this.top = 0;
     this.freeIds.length = 0;
-    this.type.fill(0);
+    this.words = new Uint32Array(INITIAL_CAPACITY * STRIDE);
+    this.floats = new Float64Array(this.words.buffer);
+    this.capacity = INITIAL_CAPACITY;
   }
 
   private grow(): void {
     // Pages past the copied part are not touched until used, so a larger step costs
     // address space, not resident memory.
     const next = this.capacity < 1 << 20 ? this.capacity * 2 : Math.ceil(this.capacity * 1.5);
-    this.seg = growArray(this.seg, new Uint32Array(next));
-    this.off = growArray(this.off, new Uint32Array(next));
-    this.keyLen = growArray(this.keyLen, new Uint32Array(next));
-    this.valLen = growArray(this.valLen, new Uint32Array(next));
-    this.hash = growArray(this.hash, new Uint32Array(next));
-    this.slot = growArray(this.slot, new Uint16Array(next));
-    this.type = growArray(this.type, new Uint8Array(next));
-    this.flags = growArray(this.flags, new Uint8Array(next));
-    this.pins = growArray(this.pins, new Uint16Array(next));
-    this.expire = growArray(this.expire, new Float64Array(next));
+    const words = new Uint32Array(next * STRIDE);
+    words.set(this.words.subarray(0, this.top * STRIDE));
+    this.words = words;
+    this.floats = new Float64Array(words.buffer);
     this.capacity = next;
   }
-}
-
-function growArray<T extends { set(source: ArrayLike<number>): void }>(
-  from: ArrayLike<number>,
-  to: T,
-): T {
-  to.set(from);
-  return to;
 }
