@@ -259,7 +259,7 @@ test('the expiry sweep removes expired keys in bounded steps; an open view still
   t.is(store.memoryUsage().records, 2500, 'swept records are freed once the view closes');
 });
 
-test('arena segments come from the addon (huge-page mappings) and keep their bytes', async (t) => {
+test('arena segments are mappings from the addon and keep their bytes', async (t) => {
   t.true(nativeSegments(), 'the segments addon is built by make');
   const arena = new Arena();
   const filled: Array<{ seg: number; off: number; byte: number }> = [];

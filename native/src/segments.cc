@@ -1,7 +1,8 @@
-// Memory for the memory store's arena: anonymous mappings advised for transparent huge
-// pages, handed to JavaScript as external Buffers that unmap when collected, and
-// pre-faulted on the libuv threadpool so that the event loop does not pay the first
-// touch of a fresh segment.
+// Memory for the memory store's arena: anonymous mappings handed to JavaScript as
+// external Buffers that unmap when collected, pre-faulted on the libuv threadpool so that
+// the event loop does not pay the first touch of a fresh segment. (Transparent huge pages
+// were measured and left out: they made first touches cheaper but random reads of a
+// large keyspace much slower; see docs/design/keyspace.md.)
 #include <napi.h>
 #include <sys/mman.h>
 
@@ -11,7 +12,7 @@
 
 namespace {
 
-constexpr size_t kHugePage = 2u << 20;
+constexpr size_t kMappingUnit = 2u << 20;
 constexpr size_t kPage = 4096;
 
 size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
@@ -32,15 +33,13 @@ Napi::Value AllocateSegment(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "allocateSegment: bytes out of range");
   }
   size_t bytes = static_cast<size_t>(requested);
-  size_t mapped = RoundUp(bytes, kHugePage);
+  size_t mapped = RoundUp(bytes, kMappingUnit);
   void* data = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (data == MAP_FAILED) {
     Napi::Error error = Napi::Error::New(env, std::string("mmap: ") + std::strerror(errno));
     error.Set("code", Napi::String::New(env, "ENOMEM"));
     throw error;
   }
-  // Advice only: where transparent huge pages are off, the mapping works as usual.
-  madvise(data, mapped, MADV_HUGEPAGE);
   return Napi::Buffer<char>::New(env, static_cast<char*>(data), bytes, Unmap, new size_t(mapped));
 }
 

@@ -9,7 +9,7 @@ import { SegmentSource } from './segments';
  *
  * A few hundred large buffers instead of one object per value: the garbage collector
  * sees one external allocation per segment, however many keys there are. Segments are
- * huge-page mappings from the project's addon where it is built (segments.ts).
+ * mappings from the project's addon where it is built, prefaulted ahead (segments.ts).
  */
 export const SEGMENT_BYTES = 8 << 20;
 /** Values larger than this get a segment of their own, so a segment is never mostly waste. */

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 // arena. The only module that loads it.
 
 interface SegmentsBinding {
-  /** A Buffer of `bytes` over an anonymous mapping advised for huge pages; unmapped when collected. */
+  /** A Buffer of `bytes` over an anonymous mapping, unmapped when collected. */
   allocateSegment(bytes: number): Buffer;
   /** Touches every page of `buffer` on the threadpool; the buffer is unused until it settles. */
   prefaultSegment(buffer: Buffer): Promise<void>;
@@ -34,7 +34,7 @@ function addon(): SegmentsBinding | null {
   return binding;
 }
 
-/** Whether segments come from huge-page mappings (the addon is built). */
+/** Whether segments come from the addon's mappings (the addon is built). */
 export function nativeSegments(): boolean {
   return addon() !== null;
 }
