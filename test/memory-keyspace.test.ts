@@ -282,3 +282,56 @@ test('arena segments are mappings from the addon and keep their bytes', async (t
   arena.release(big.seg, 5 << 20);
   t.is(arena.segmentCount, 3);
 });
+
+test('a view closed while its consumer holds a batch ends its walk and leaks no pin', async (t) => {
+  const store = new MemoryStore();
+  const keys = Array.from({ length: 200 }, (_, i) => Buffer.from(`{s}k${i}`));
+  await store.write(
+    keys.map((key) => ({ op: 'set', key, value: Buffer.from('a'), expireAtMs: 0 })),
+  );
+  const view = await store.openView([]);
+  const walk = view.batches({ maxRecords: 10, maxBytes: 1 << 20 })[Symbol.asyncIterator]();
+  t.false((await walk.next()).done);
+  // Replace every key twice while the batch is held: the first replacement is preserved.
+  for (const value of ['b', 'c']) {
+    await store.write(
+      keys.map((key) => ({ op: 'set', key, value: Buffer.from(value), expireAtMs: 0 })),
+    );
+  }
+  view.close();
+  t.true((await walk.next()).done, 'the walk stops instead of reading records it no longer holds');
+  t.is(store.memoryUsage().records, 200, 'every record the view had pinned is freed');
+});
+
+test('an empty key with an empty value keeps its bytes when the rest of its segment dies', async (t) => {
+  const store = new MemoryStore();
+  const empty = Buffer.alloc(0);
+  await store.write([{ op: 'set', key: empty, value: empty, expireAtMs: 0 }]);
+  const big = Buffer.alloc(64 << 10, 1);
+  const keys = Array.from({ length: 200 }, (_, i) => Buffer.from(`k${i}`));
+  await store.write(keys.map((key) => ({ op: 'set', key, value: big, expireAtMs: 0 })));
+  await store.write(keys.map((key) => ({ op: 'del', key })));
+  const [entry] = await store.read([empty]);
+  t.true(entry?.value.type === 'string' && entry.value.value.length === 0);
+  t.is((await contentOf(store)).length, 1);
+});
+
+test('a staged install refuses records once its store is closed', async (t) => {
+  const store = new MemoryStore();
+  const staged = await store.beginInstall({
+    slots: [{ start: 0, end: 16383 }],
+    full: true,
+    seq: 1,
+  });
+  await store.close();
+  await t.throwsAsync(
+    staged.add([
+      {
+        key: Buffer.from('k'),
+        entry: { value: { type: 'string', value: Buffer.from('v') }, expireAtMs: 0 },
+      },
+    ]),
+    { message: /closed/ },
+  );
+  await staged.abort();
+});

@@ -54,7 +54,9 @@ export class Arena {
    * Reserves `length` bytes; the caller writes them at `segment(seg)[off..]` before
    * anything else allocates.
    */
-  allocate(length: number): { seg: number; off: number } {
+  allocate(bytes: number): { seg: number; off: number } {
+    // An empty range still counts a byte, so that it keeps its segment alive.
+    const length = Math.max(1, bytes);
     if (length > DEDICATED_FROM) {
       const seg = this.addSegment(this.source.take(Math.max(length, 1)));
       this.live[seg] = length;
@@ -75,7 +77,8 @@ export class Arena {
   }
 
   /** Marks a range dead; its segment goes when nothing in it lives. */
-  release(seg: number, length: number): void {
+  release(seg: number, bytes: number): void {
+    const length = Math.max(1, bytes);
     const left = (this.live[seg] as number) - length;
     this.live[seg] = left;
     this.liveTotal -= length;

@@ -35,6 +35,7 @@ export class MemoryStagedInstall implements StagedInstall {
   // eslint-disable-next-line @typescript-eslint/require-await -- async so that failures reject
   async add(records: StoreRecord[]): Promise<void> {
     this.assertOpen();
+    if (this.keyspace.generation !== this.generation) throw new Error('store is closed');
     const keyspace = this.keyspace;
     for (const { key, entry } of records) {
       const slot = slotOf(key);

@@ -109,6 +109,8 @@ export class MemoryView implements StoreView {
           }
           if (id >= 0 && push(id)) {
             yield flush();
+            // Closed while the consumer held the batch: the pins are gone, stop here.
+            if (this.closed) return;
             throwIfAborted(limits.signal);
           }
         }
@@ -122,6 +124,7 @@ export class MemoryView implements StoreView {
             if (id < 0 || fromPreserved.has(key) || listedKeys.has(key)) continue;
             if (push(id)) {
               yield flush();
+              if (this.closed) return;
               throwIfAborted(limits.signal);
             }
           }
