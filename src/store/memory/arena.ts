@@ -45,11 +45,6 @@ export class Arena {
     return this.segments[index] as Buffer;
   }
 
-  /** The segment being filled (never a compaction victim). */
-  get currentSegment(): number {
-    return this.current;
-  }
-
   /**
    * Reserves `length` bytes; the caller writes them at `segment(seg)[off..]` before
    * anything else allocates.
@@ -58,7 +53,7 @@ export class Arena {
     // An empty range still counts a byte, so that it keeps its segment alive.
     const length = Math.max(1, bytes);
     if (length > DEDICATED_FROM) {
-      const seg = this.addSegment(this.source.take(Math.max(length, 1)));
+      const seg = this.addSegment(this.source.take(length));
       this.live[seg] = length;
       this.liveTotal += length;
       return { seg, off: 0 };

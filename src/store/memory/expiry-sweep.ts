@@ -40,7 +40,7 @@ export class ExpirySweep {
     let removed = 0;
     for (let id = this.cursor; id < end; id++) {
       const at = records.expire(id);
-      if (at > 0 && at <= now && this.keyspace.isIndexed(id) && records.type(id) !== 0) {
+      if (at > 0 && at <= now && this.keyspace.isIndexed(id)) {
         this.removeExpired(id);
         removed++;
       }

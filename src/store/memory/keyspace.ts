@@ -97,10 +97,6 @@ export class Keyspace implements KeyMatcher {
     return this.tables[slot]?.find(this, key, hash) ?? -1;
   }
 
-  hashOf(id: number): number {
-    return this.records.hash(id);
-  }
-
   keyEquals(id: number, key: Buffer): boolean {
     const r = this.records;
     const length = r.keyLen(id);

@@ -93,11 +93,6 @@ export class SlotTable {
     return out;
   }
 
-  /** Bytes the table occupies. */
-  get byteLength(): number {
-    return this.buckets.byteLength;
-  }
-
   private place(id: number, hash: number): void {
     const buckets = this.buckets;
     const mask = this.capacity - 1;
