@@ -22,7 +22,7 @@ import { mkdir } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { ShardsnapClient } from '../src/client/client';
-import { Connection, call } from '../src/client/connection';
+import { Connection, call } from '../src/wire/connection';
 import type { DigestResponse__Output } from '../src/generated/shardsnap/v1/DigestResponse';
 import { isStopping, removeDir, stopTrackedProcesses } from './cleanup';
 import { type BenchConfig, type KeyspaceSet, TARGETS, keyspaceStepTimeout } from './config';

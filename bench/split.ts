@@ -18,7 +18,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { ShardsnapClient } from '../src/client/client';
-import { Connection } from '../src/client/connection';
+import { Connection } from '../src/wire/connection';
 import { loadSynthetic } from '../src/client/load';
 import { migrateSlots } from '../src/client/migrate';
 import { keyName } from '../src/client/synthetic';

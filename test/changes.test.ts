@@ -3,12 +3,9 @@ import { rm } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import test, { type ExecutionContext } from 'ava';
 import { ChangeLog, type ChangeLogBatch } from '../src/changes';
-import {
-  type ChangeStreamBatch,
-  type Connection,
-  loadSynthetic,
-  streamChanges,
-} from '../src/client';
+import { loadSynthetic } from '../src/client';
+import { type ChangeStreamBatch, streamChanges } from '../src/transfer';
+import type { Connection } from '../src/wire';
 import { ErrorCodes, type Mutation, type SlotRange, isShardsnapError, slotOf } from '../src/core';
 import type { ChangeBatch__Output } from '../src/generated/shardsnap/v1/ChangeBatch';
 import type { StreamChangesRequest } from '../src/generated/shardsnap/v1/StreamChangesRequest';

@@ -5,7 +5,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { compress } from 'zstd-napi';
-import { type Connection, ShardsnapClient, fetchLoop, loadSynthetic } from '../src/client';
+import { ShardsnapClient, loadSynthetic } from '../src/client';
+import { NodeFetch } from '../src/transfer';
+import type { Connection } from '../src/wire';
 import { ErrorCodes, encodeRecord, isShardsnapError } from '../src/core';
 import type { SnapshotChunk } from '../src/generated/shardsnap/v1/SnapshotChunk';
 import { RecordsDecoder, verifyArtifactFile } from '../src/snapshot';
@@ -323,24 +325,21 @@ test('a chunk corrupted in transit is detected by its CRC32C and fetched again',
   const needle = artifact.subarray(artifact.length >> 1, (artifact.length >> 1) + 12);
   t.is(artifact.indexOf(needle), artifact.length >> 1, 'the needle is unique');
 
-  // fetchLoop through a corrupting proxy: one retry, caused by a data_loss.
+  // A node source through a corrupting proxy: one retry, caused by a data_loss.
   const proxy = await TcpProxy.start(source.node.address, { corruptOnce: needle });
   t.teardown(() => proxy.close());
   const client = new ShardsnapClient(proxy.address);
   t.teardown(() => client.close());
   const received: Buffer[] = [];
   const retries: Array<{ code: string; offset: number }> = [];
-  const result = await fetchLoop(client.connection, {
+  const result = new NodeFetch(client.connection, {
     snapshotId: info.id,
-    offset: 0,
     chunkSize: 16384,
     retryDelayMs: 10,
-    onChunk: (_offset, raw) => {
-      received.push(raw);
-      return Promise.resolve();
-    },
     onRetry: (error, offset) => retries.push({ code: error.code, offset }),
   });
+  for await (const chunk of result.chunks()) received.push(chunk.data);
+  t.is(result.expectedSha256(), info.sha256);
   t.is(proxy.corrupted, 1);
   t.is(result.resumes, 1);
   t.is(retries.length, 1);

@@ -409,7 +409,9 @@ test('a build held on a slow disk does not see in-place changes made after its s
   });
   const seq = prepared.seq;
   // A tiny buffer, so writing the batch flushes (awaits the disk) between records.
-  const real = await ArtifactWriter.create(join(dir, 'artifact.bin'), () => undefined, 64);
+  const real = await ArtifactWriter.create(join(dir, 'artifact.bin'), () => undefined, {
+    bufferBytes: 64,
+  });
   let release!: () => void;
   const gate = new Promise<void>((resolve) => (release = resolve));
   let held!: () => void;

@@ -203,7 +203,7 @@ test('PullSnapshot resumes after the connection to the source drops', async (t) 
   t.is((await target.client.digest()).digest, (await source.client.digest()).digest);
 });
 
-test('fetchLoop through a dropping proxy resumes and fetchToFile gets the right bytes', async (t) => {
+test('a fetch through a dropping proxy resumes and fetchToFile gets the right bytes', async (t) => {
   const { node, info, size } = await readySnapshot(t, 2500, 150);
   const proxy = await TcpProxy.start(node.node.address, { dropAfterBytes: Math.floor(size / 3) });
   t.teardown(() => proxy.close());

@@ -3,17 +3,15 @@ import * as net from 'node:net';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import {
-  Connection,
   ShardsnapClient,
-  abortHandoff,
   cancelMigration,
-  commitHandoff,
   getMigration,
   isTryAgain,
   migrateSlots,
   movedTo,
-  prepareHandoff,
 } from '../src/client';
+import { abortHandoff, commitHandoff, prepareHandoff } from '../src/migration/handoff-calls';
+import { Connection } from '../src/wire';
 import {
   ErrorCodes,
   type Mutation,

@@ -1,7 +1,8 @@
 import { type AddressInfo, createServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import test, { type ExecutionContext } from 'ava';
-import { Connection, getMigration, migrateSlots } from '../src/client';
+import { getMigration, migrateSlots } from '../src/client';
+import { Connection } from '../src/wire';
 import type { ShardsnapError, SlotRange } from '../src/core';
 import type { MigrationStatus } from '../src/migration';
 import { cli, cliJson, serve } from './helpers/cli';

@@ -6,7 +6,7 @@ import {
   isShardsnapError,
   throwIfAborted,
 } from '../core';
-import { checksum, sha256Stream } from '../snapshot';
+import { type VerifiedChunk, checksum, sha256Stream } from '../snapshot';
 import type { ArchiveRecord } from './archive-snapshot';
 import type { ArchiveTarget } from './target';
 
@@ -19,11 +19,6 @@ export interface DownloadOptions {
   /** Chunks asked for per ranged GET; default 8. */
   chunksPerRequest?: number;
   onRetry?: (error: ShardsnapError, offset: number, attempt: number) => void;
-}
-
-export interface VerifiedChunk {
-  offset: number;
-  data: Buffer;
 }
 
 /** A chunk whose CRC32C differs from the manifest's: fetched once more, then DATA_LOSS. */

@@ -10,7 +10,6 @@ export * from './archive-snapshot';
 export * from './read-manifest';
 export * from './catalog';
 export * from './download';
-export * from './restore';
 export * from './verify';
 export * from './info';
 export * from './scheduler';

@@ -8,10 +8,14 @@ import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInf
 import type { Value__Output } from '../generated/shardsnap/v1/Value';
 import { mutationsToWire } from '../wire/convert';
 import { fromServiceError } from '../wire/status';
-import { Connection, call } from './connection';
-import { type FetchToFileOptions, type FetchToFileResult, fetchToFile } from './fetch-to-file';
+import { Connection, call } from '../wire/connection';
+import {
+  type FetchToFileOptions,
+  type FetchToFileResult,
+  fetchToFile,
+} from '../transfer/fetch-to-file';
 import { type InstallFileOptions, installFile } from './install-file';
-import { type CreateSnapshotOptions, createSnapshot } from './snapshots';
+import { type CreateSnapshotOptions, createSnapshot } from '../transfer/remote-snapshot';
 
 /** A typed, promise-based client of one shard node. */
 export class ShardsnapClient {

@@ -10,7 +10,7 @@ import type { InstallResult__Output } from '../generated/shardsnap/v1/InstallRes
 import type { SnapshotChunk } from '../generated/shardsnap/v1/SnapshotChunk';
 import { compressionToWire } from '../wire/convert';
 import { fromServiceError } from '../wire/status';
-import type { Connection } from './connection';
+import type { Connection } from '../wire/connection';
 import { dataLoss } from '../core';
 
 function finalSha(

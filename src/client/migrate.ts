@@ -3,7 +3,7 @@ import { type SlotRange, ShardsnapError, ErrorCodes, cancelled } from '../core';
 import type { MigrationEvent__Output } from '../generated/shardsnap/v1/MigrationEvent';
 import type { MigrationStatus } from '../migration/status';
 import { fromServiceError } from '../wire/status';
-import { type Connection, call } from './connection';
+import { type Connection, call } from '../wire/connection';
 
 export function statusFromWire(event: MigrationEvent__Output): MigrationStatus {
   return {
@@ -90,43 +90,4 @@ export async function cancelMigration(
     conn.migration.CancelMigration({ migrationId }, cb),
   );
   return statusFromWire(event);
-}
-
-const deadline = (ms: number): grpc.CallOptions => ({ deadline: new Date(Date.now() + ms) });
-
-/** Node to node: pauses writes to `slots` on the source; resolves with the covering seq. */
-export function prepareHandoff(
-  conn: Connection,
-  request: { migrationId: string; slots: SlotRange[]; target: string; maxPauseMs: number },
-  signal?: AbortSignal,
-): Promise<{ seq: number; incarnation: string }> {
-  return call(
-    'PrepareHandoff',
-    (cb) => conn.migration.PrepareHandoff(request, deadline(request.maxPauseMs), cb),
-    signal,
-  );
-}
-
-export function commitHandoff(
-  conn: Connection,
-  migrationId: string,
-  timeoutMs: number,
-): Promise<{ writePauseMs: number; waitedMs: number; persistMs: number }> {
-  return call('CommitHandoff', (cb) =>
-    conn.migration.CommitHandoff({ migrationId }, deadline(timeoutMs), cb),
-  );
-}
-
-export function abortHandoff(
-  conn: Connection,
-  migrationId: string,
-  handedTo?: { slots: SlotRange[]; target: string },
-): Promise<{ aborted: boolean; committed: boolean }> {
-  return call('AbortHandoff', (cb) =>
-    conn.migration.AbortHandoff(
-      { migrationId, slots: handedTo?.slots ?? [], target: handedTo?.target ?? '' },
-      deadline(5_000),
-      cb,
-    ),
-  );
 }

@@ -9,11 +9,11 @@ import {
   formatSlotRanges,
   isShardsnapError,
 } from '../core';
-import { Connection, call } from '../client/connection';
-import { streamChanges } from '../client/changes';
-import { abortHandoff, commitHandoff, prepareHandoff } from '../client/migrate';
-import { pullIntoStore } from '../client/pull';
-import { createSnapshot } from '../client/snapshots';
+import { Connection, call } from '../wire/connection';
+import { streamChanges } from '../transfer/change-stream';
+import { abortHandoff, commitHandoff, prepareHandoff } from './handoff-calls';
+import { pullIntoStore } from '../transfer/pull';
+import { createSnapshot } from '../transfer/remote-snapshot';
 import type { ShardStats__Output } from '../generated/shardsnap/v1/ShardStats';
 import type { Ownership } from '../ownership';
 import { type Store, dropSlots } from '../store';

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { formatSlotRanges } from '../core';
-import { Connection } from '../client/connection';
-import { abortHandoff } from '../client/migrate';
+import { Connection } from '../wire/connection';
+import { abortHandoff } from './handoff-calls';
 import type { ImportRecord, Ownership } from '../ownership';
 import { type Store, dropSlots } from '../store';
 

@@ -5,10 +5,10 @@ import {
   deleteArchive,
   listArchives,
   parseArchiveUri,
-  restoreArchive,
   summarizeArchive,
 } from '../archive';
 import { invalidArgument } from '../core';
+import { restoreArchive } from '../transfer';
 import type { ArchiveProgress } from '../generated/shardsnap/v1/ArchiveProgress';
 import type { PullProgress } from '../generated/shardsnap/v1/PullProgress';
 import type { PullSnapshotRequest__Output } from '../generated/shardsnap/v1/PullSnapshotRequest';

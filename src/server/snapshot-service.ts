@@ -1,6 +1,6 @@
 import { type ArchiveTargets, isArchiveUri } from '../archive';
 import { ErrorCodes, ShardsnapError, invalidArgument, isFullRange } from '../core';
-import { pullIntoStore } from '../client/pull';
+import { pullIntoStore } from '../transfer';
 import type { CreateSnapshotRequest__Output } from '../generated/shardsnap/v1/CreateSnapshotRequest';
 import type { InstallResult } from '../generated/shardsnap/v1/InstallResult';
 import type { SnapshotChunk, SnapshotChunk__Output } from '../generated/shardsnap/v1/SnapshotChunk';
@@ -13,8 +13,8 @@ import {
   encodeChunk,
   readArtifact,
   resolveChunkSize,
-  startBuild,
 } from '../snapshot';
+import { startBuild } from '../build';
 import {
   compressionFromWire,
   compressionToWire,
@@ -94,6 +94,12 @@ export function snapshotService(
     >('FetchSnapshot', hooks, async (request, send, signal) => {
       const chunkSize = resolveChunkSize(request.chunkSize || node.config.chunkSize);
       const offset = Number(request.offset);
+      const length = Number(request.length);
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length)) {
+        throw invalidArgument(
+          `offset ${request.offset} and length ${request.length} must be below 2^53`,
+        );
+      }
       const id = request.snapshotId || (await create(node, request.create)).meta.id;
       const lease = node.catalog.lease(id);
       try {
@@ -103,8 +109,20 @@ export function snapshotService(
         let first = true;
         // Read buffers go back to the pool once the serializer has copied them.
         const pool = new BufferPool(chunkSize, 8);
-        for await (const piece of readArtifact(entry, { offset, chunkSize, signal, pool })) {
-          const chunk = encodeChunk(piece.offset, piece.data, compression);
+        const end = length > 0 ? offset + length : undefined;
+        for await (const piece of readArtifact(entry, { offset, end, chunkSize, signal, pool })) {
+          const chunk = encodeChunk(
+            piece.offset,
+            piece.data,
+            compression,
+            chunkSize === entry.meta.chunkSize
+              ? entry.storedCrc(piece.offset, piece.data.length)
+              : undefined,
+          );
+          const endsArtifact =
+            piece.last &&
+            entry.meta.state === 'READY' &&
+            piece.offset + piece.data.length === entry.meta.sizeBytes;
           if (chunk.data !== piece.data) piece.release();
           const message: OutgoingChunk = {
             snapshotId: id,
@@ -114,7 +132,7 @@ export function snapshotService(
             compression: compressionToWire(chunk.compression),
             rawLength: chunk.rawLength,
             last: piece.last,
-            sha256: piece.last ? entry.meta.sha256 : '',
+            sha256: endsArtifact ? entry.meta.sha256 : '',
             info: first ? snapshotInfoToWire(entry.meta) : null,
           };
           if (chunk.data === piece.data) message[AFTER_SERIALIZE] = piece.release;

@@ -15,16 +15,28 @@ export interface ArtifactPiece {
 }
 
 /**
- * Reads an artifact from `offset` in pieces of `chunkSize`, following it while it is
- * still being built. Each piece is a fresh buffer, so a consumer may hold it while the
- * next is read. The file is closed when the generator ends, fails or is returned early.
+ * Reads an artifact from `offset` up to `end` (exclusive; default its end) in pieces of
+ * `chunkSize`, following it while it is still being built. A range that ends past the
+ * end of the artifact is INVALID_ARGUMENT (as soon as the size is known). Each piece is
+ * a fresh buffer (or one from `pool`), so a consumer may hold it while the next is read.
+ * The file is closed when the generator ends, fails or is returned early.
  */
 export async function* readArtifact(
   entry: SnapshotEntry,
-  options: { offset: number; chunkSize: number; signal?: AbortSignal; pool?: BufferPool },
+  options: {
+    offset: number;
+    end?: number;
+    chunkSize: number;
+    signal?: AbortSignal;
+    pool?: BufferPool;
+  },
 ): AsyncGenerator<ArtifactPiece> {
   const { chunkSize, signal } = options;
   const position = options.offset;
+  const end = options.end;
+  if (end !== undefined && end <= position) {
+    throw invalidArgument(`range [${position}, ${end}) of snapshot ${entry.meta.id} is empty`);
+  }
   const check = (): void => {
     throwIfAborted(signal);
     if (entry.deleted) throw notFound(`snapshot ${entry.meta.id} was deleted`);
@@ -37,6 +49,11 @@ export async function* readArtifact(
     if (entry.meta.state === 'READY' && position > entry.meta.sizeBytes) {
       throw invalidArgument(
         `offset ${position} is past the end of snapshot ${entry.meta.id} (${entry.meta.sizeBytes} bytes)`,
+      );
+    }
+    if (entry.meta.state === 'READY' && end !== undefined && end > entry.meta.sizeBytes) {
+      throw invalidArgument(
+        `range end ${end} is past the end of snapshot ${entry.meta.id} (${entry.meta.sizeBytes} bytes)`,
       );
     }
   };
@@ -66,7 +83,7 @@ export async function* readArtifact(
     return data;
   };
   try {
-    if (entry.meta.state === 'READY' && position === entry.meta.sizeBytes) {
+    if (end === undefined && entry.meta.state === 'READY' && position === entry.meta.sizeBytes) {
       yield { offset: position, data: Buffer.alloc(0), last: true, release: () => undefined };
       return;
     }
@@ -74,15 +91,23 @@ export async function* readArtifact(
       check();
       for (;;) {
         const ready = entry.meta.state === 'READY';
-        const available = entry.meta.bytesWritten - next;
-        if (ahead.length >= READ_AHEAD || (ready ? available <= 0 : available < chunkSize)) break;
+        const limit =
+          end === undefined ? entry.meta.bytesWritten : Math.min(end, entry.meta.bytesWritten);
+        const available = limit - next;
+        const tail = ready || (end !== undefined && entry.meta.bytesWritten >= end);
+        if (
+          ahead.length >= READ_AHEAD ||
+          next >= (end ?? Infinity) ||
+          (tail ? available <= 0 : available < chunkSize)
+        )
+          break;
         const length = Math.min(chunkSize, available);
         const buffer = pool ? pool.acquire() : Buffer.allocUnsafe(length);
         const data = readPiece(buffer, next, length);
         data.catch(() => undefined);
         ahead.push({
           offset: next,
-          last: ready && next + length === entry.meta.sizeBytes,
+          last: next + length === end || (ready && next + length === entry.meta.sizeBytes),
           data,
           buffer,
         });
@@ -90,7 +115,7 @@ export async function* readArtifact(
       }
       const piece = ahead.shift();
       if (!piece) {
-        await entry.waitForBytes(next + chunkSize - 1, signal);
+        await entry.waitForBytes(Math.min(next + chunkSize, end ?? Infinity) - 1, signal);
         continue;
       }
       const release = (): void => pool?.release(piece.buffer);

@@ -1,4 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
+import { crc32c } from '@node-rs/crc32';
 import { type Sha256Stream, sha256Stream } from './sha256-stream';
 
 /**
@@ -17,11 +18,19 @@ export class ArtifactWriter {
   /** Bytes handed to the disk but not yet written. */
   private pendingBytes = 0;
   private inflight: Promise<void> | undefined;
+  /**
+   * CRC32C of each `crcChunkSize` piece of the artifact, in order (the last, shorter one
+   * once finished): a fetch in chunks of that size sends these instead of computing them.
+   */
+  readonly chunkCrcs: number[] = [];
+  private crcState = 0;
+  private crcFill = 0;
 
   private constructor(
     private readonly file: FileHandle,
     bufferBytes: number,
     private readonly onFlush: (size: number) => void,
+    private readonly crcChunkSize: number,
   ) {
     this.buffer_ = Buffer.allocUnsafe(bufferBytes);
   }
@@ -29,9 +38,14 @@ export class ArtifactWriter {
   static async create(
     path: string,
     onFlush: (size: number) => void,
-    bufferBytes = 1 << 20,
+    options: { bufferBytes?: number; crcChunkSize?: number } = {},
   ): Promise<ArtifactWriter> {
-    return new ArtifactWriter(await open(path, 'wx'), bufferBytes, onFlush);
+    return new ArtifactWriter(
+      await open(path, 'wx'),
+      options.bufferBytes ?? 1 << 20,
+      onFlush,
+      options.crcChunkSize ?? 1 << 20,
+    );
   }
 
   get size(): number {
@@ -81,6 +95,7 @@ export class ArtifactWriter {
     if (this.used === 0) return;
     const data = this.buffer_.subarray(0, this.used);
     this.hash.update(data);
+    this.trackChunkCrcs(data);
     const position = this.flushed + this.pendingBytes;
     this.pendingBytes += data.length;
     this.inflight = this.writeAll(data, position);
@@ -90,6 +105,21 @@ export class ArtifactWriter {
     this.spare = this.buffer_;
     this.buffer_ = spare ?? Buffer.allocUnsafe(this.spare.length);
     this.used = 0;
+  }
+
+  private trackChunkCrcs(data: Buffer): void {
+    let at = 0;
+    while (at < data.length) {
+      const take = Math.min(this.crcChunkSize - this.crcFill, data.length - at);
+      this.crcState = crc32c(data.subarray(at, at + take), this.crcState);
+      this.crcFill += take;
+      at += take;
+      if (this.crcFill === this.crcChunkSize) {
+        this.chunkCrcs.push(this.crcState);
+        this.crcState = 0;
+        this.crcFill = 0;
+      }
+    }
   }
 
   private async writeAll(data: Buffer, position: number): Promise<void> {
@@ -123,6 +153,8 @@ export class ArtifactWriter {
   /** Flushes, fsyncs and closes; returns the size and the SHA-256 of the whole file. */
   async finish(): Promise<{ size: number; sha256: string }> {
     await this.drain();
+    if (this.crcFill > 0) this.chunkCrcs.push(this.crcState);
+    this.crcFill = 0;
     await this.file.sync();
     await this.file.close();
     return { size: this.flushed, sha256: await this.hash.digest() };

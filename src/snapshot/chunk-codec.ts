@@ -8,6 +8,12 @@ export const DEFAULT_CHUNK_SIZE = 1 << 20;
 export const MAX_CHUNK_SIZE = 16 << 20;
 export const MIN_CHUNK_SIZE = 4 << 10;
 
+/** Raw artifact bytes at `offset` whose CRC32C has been checked. */
+export interface VerifiedChunk {
+  offset: number;
+  data: Buffer;
+}
+
 /** A chunk as it travels: data possibly compressed, CRC32C over the raw bytes. */
 export interface EncodedChunk {
   offset: number;
@@ -31,12 +37,14 @@ export function resolveChunkSize(requested: number | undefined): number {
   return requested;
 }
 
+/** `knownCrc`: the CRC32C of `raw` when it is already known (stored when it was written). */
 export function encodeChunk(
   offset: number,
   raw: Buffer,
   compression: ChunkCompression,
+  knownCrc?: number,
 ): EncodedChunk {
-  const crc = checksum(raw);
+  const crc = knownCrc ?? checksum(raw);
   if (compression === 'zstd') {
     const packed = compress(raw, { compressionLevel: 1 });
     // Incompressible data travels raw: zstd would only add its frame overhead.

@@ -8,7 +8,6 @@ export * from './snapshot-entry';
 export * from './catalog';
 export * from './artifact-reader';
 export * from './installer';
-export * from './builder';
 export * from './verify-file';
 export * from './sha256-stream';
 export * from './files-format';

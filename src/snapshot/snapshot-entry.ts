@@ -15,12 +15,28 @@ export class SnapshotEntry {
   /** Settles when the build has ended and cleaned up (resolved at once for reloaded snapshots). */
   buildDone: Promise<void> = Promise.resolve();
   private readonly events = new EventEmitter();
+  /**
+   * CRC32C of each `meta.chunkSize` piece of the artifact, filled in by the build as it
+   * writes (empty for a snapshot reloaded after a restart).
+   */
+  chunkCrcs: readonly number[] = [];
 
   constructor(
     public meta: SnapshotMeta,
     readonly dir: string,
   ) {
     this.events.setMaxListeners(0);
+  }
+
+  /** The CRC32C the build stored for `[offset, offset + length)`, if that is one of its pieces. */
+  storedCrc(offset: number, length: number): number | undefined {
+    const size = this.meta.chunkSize;
+    if (!size || offset % size !== 0) return undefined;
+    const crc = this.chunkCrcs[offset / size];
+    if (crc === undefined) return undefined;
+    if (length === size) return crc;
+    // The shorter piece that ends the artifact.
+    return this.meta.state === 'READY' && offset + length === this.meta.sizeBytes ? crc : undefined;
   }
 
   get artifactPath(): string {

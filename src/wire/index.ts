@@ -1,3 +1,4 @@
 export * from './convert';
 export * from './proto';
 export * from './status';
+export * from './connection';

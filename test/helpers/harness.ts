@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import type { ExecutionContext } from 'ava';
 import type * as grpc from '@grpc/grpc-js';
 import { credentials } from '@grpc/grpc-js';
-import type { Connection } from '../../src/client';
+import type { Connection } from '../../src/wire';
 import { type Mutation, cloneEntry } from '../../src/core';
 import type { SnapshotsClient } from '../../src/generated/shardsnap/v1/Snapshots';
 import { RecordsWriter } from '../../src/snapshot';

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { Connection, RoutingClient, ShardsnapClient, migrateSlots } from '../../client';
+import { RoutingClient, ShardsnapClient, migrateSlots } from '../../client';
+import { Connection } from '../../wire';
 import { type SlotRange, formatSlotRanges, slotOf } from '../../core';
 import type { MigrationStatus } from '../../migration';
 import { ShardNode } from '../../server';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { infoPath } from '../../client';
+import { infoPath } from '../../transfer';
 import { type SlotRange, formatSlotRanges, invalidArgument } from '../../core';
 import type { SnapshotInfo__Output } from '../../generated/shardsnap/v1/SnapshotInfo';
 import { unpackArtifactFile, verifyArtifactFile } from '../../snapshot';
@@ -44,6 +44,11 @@ export function registerSnapshots(program: Command): void {
     .option('--id <id>', 'fetch this existing snapshot instead of creating one')
     .option('--compression <kind>', 'none | zstd, for chunks in transit', 'none')
     .option('--chunk-size <bytes>', 'bytes per chunk', positiveInt)
+    .option(
+      '--parallel <n>',
+      'concurrent ranged streams for a READY snapshot (default by size: 1 below 256 MiB, 2 below 2 GiB, else 4)',
+      positiveInt,
+    )
     .requiredOption('--out <file>', 'where to write the artifact')
     .action(
       action(
@@ -54,6 +59,7 @@ export function registerSnapshots(program: Command): void {
             id?: string;
             compression: string;
             chunkSize?: number;
+            parallel?: number;
             out: string;
           },
           command: Command,
@@ -68,6 +74,7 @@ export function registerSnapshots(program: Command): void {
               slots: options.slots,
               compression: compression(options.compression),
               chunkSize: options.chunkSize,
+              parallel: options.parallel,
               onProgress: (received, total) => bar.update(received, total),
             }),
           );
@@ -80,7 +87,8 @@ export function registerSnapshots(program: Command): void {
             () =>
               `fetched snapshot ${result.info.id} (seq ${result.info.seq}, ${result.info.keyCount} keys) to ${result.path}: ` +
               `${formatBytes(result.bytes)}${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''} in ` +
-              `${(ms / 1000).toFixed(2)} s, ${mibPerSecond(transferred, ms).toFixed(1)} MiB/s, sha256 ${result.sha256}`,
+              `${(ms / 1000).toFixed(2)} s, ${mibPerSecond(transferred, ms).toFixed(1)} MiB/s` +
+              `${result.streams > 1 ? ` over ${result.streams} streams` : ''}, sha256 ${result.sha256}`,
           );
         },
       ),

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { type SlotRange, formatSlotRanges } from '../../core';
-import { Connection, migrateSlots } from '../../client';
+import { migrateSlots } from '../../client';
+import { Connection } from '../../wire';
 import type { MigrationPhase, MigrationStatus } from '../../migration';
 import { action, address, globals, positiveInt, slots } from '../common';
 import { emit, formatBytes, mibPerSecond } from '../output';

@@ -1,11 +1,11 @@
 import type { SlotRange } from '../core';
 import type { Store } from '../store';
 import type { PreparedBuild, SnapshotStrategy } from '../strategies/strategy';
-import { ArtifactWriter } from './artifact-writer';
-import type { SnapshotCatalog } from './catalog';
-import type { ChunkCompression } from './chunk-codec';
-import { FORMAT_VERSION } from './format';
-import type { SnapshotEntry } from './snapshot-entry';
+import { ArtifactWriter } from '../snapshot';
+import type { SnapshotCatalog } from '../snapshot';
+import type { ChunkCompression } from '../snapshot';
+import { FORMAT_VERSION } from '../snapshot';
+import type { SnapshotEntry } from '../snapshot';
 
 export interface BuildSpec {
   strategy: SnapshotStrategy;
@@ -65,10 +65,15 @@ async function runBuild(
   const { catalog } = ctx;
   let writer: ArtifactWriter | undefined;
   try {
-    writer = await ArtifactWriter.create(entry.artifactPath, (size) => {
-      entry.meta.bytesWritten = size;
-      entry.notify();
-    });
+    writer = await ArtifactWriter.create(
+      entry.artifactPath,
+      (size) => {
+        entry.meta.bytesWritten = size;
+        entry.notify();
+      },
+      { crcChunkSize: entry.meta.chunkSize },
+    );
+    entry.chunkCrcs = writer.chunkCrcs;
     const { keyCount } = await prepared.write(
       writer,
       {

@@ -2,7 +2,7 @@ import type { Mutation, SlotRange } from '../core';
 import type { ChangeBatch__Output } from '../generated/shardsnap/v1/ChangeBatch';
 import { mutationsFromWire } from '../wire/convert';
 import { fromServiceError } from '../wire/status';
-import type { Connection } from './connection';
+import type { Connection } from '../wire/connection';
 
 export interface StreamChangesOptions {
   /** Empty (or absent) = every slot. */

@@ -2,7 +2,7 @@ import type { SlotRange } from '../core';
 import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
 import type { ChunkCompression } from '../snapshot';
 import { compressionToWire } from '../wire/convert';
-import { type Connection, call } from './connection';
+import { type Connection, call } from '../wire/connection';
 
 export interface CreateSnapshotOptions {
   slots?: SlotRange[];
@@ -24,4 +24,8 @@ export function createSnapshot(
       cb,
     ),
   );
+}
+
+export function getSnapshot(conn: Connection, id: string): Promise<SnapshotInfo__Output> {
+  return call<SnapshotInfo__Output>('GetSnapshot', (cb) => conn.snapshots.GetSnapshot({ id }, cb));
 }

@@ -1,0 +1,275 @@
+import { createReadStream } from 'node:fs';
+import { type FileHandle, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { type SlotRange, dataLoss, invalidArgument } from '../core';
+import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
+import {
+  type ChunkCompression,
+  DEFAULT_CHUNK_SIZE,
+  type Sha256Stream,
+  sha256Stream,
+} from '../snapshot';
+import type { Connection } from '../wire/connection';
+import { NodeFetch } from './node-source';
+import { type RangeProgress, fetchRanges, planRanges } from './parallel-fetch';
+import { createSnapshot, getSnapshot } from './remote-snapshot';
+import { WriteBehind } from './write-behind';
+
+export interface FetchToFileOptions {
+  out: string;
+  /** Fetch this snapshot; otherwise a new one of `slots` is created on the node. */
+  snapshotId?: string;
+  slots?: SlotRange[];
+  strategy?: string;
+  compression?: ChunkCompression;
+  chunkSize?: number;
+  /**
+   * Concurrent ranged streams for a READY snapshot; default chosen by its size
+   * (`defaultParallelism`). A snapshot still being built is fetched as one stream.
+   */
+  parallel?: number;
+  signal?: AbortSignal;
+  maxRetries?: number;
+  onProgress?: (received: number, total: number, info: SnapshotInfo__Output) => void;
+}
+
+export interface FetchToFileResult {
+  info: SnapshotInfo__Output;
+  path: string;
+  bytes: number;
+  sha256: string;
+  /** Bytes that were already in `<out>.part` from an earlier run. */
+  resumedFrom: number;
+  resumes: number;
+  /** Streams the artifact was fetched with. */
+  streams: number;
+}
+
+interface PartState {
+  snapshotId: string;
+  address: string;
+  /** Present when fetched as ranges: how far each range got (its bytes on file). */
+  ranges?: RangeProgress[];
+}
+
+/** Streams are worth it only for large artifacts; each one costs a request and a buffer. */
+export function defaultParallelism(sizeBytes: number): number {
+  if (sizeBytes < 256 << 20) return 1;
+  if (sizeBytes < 2 << 30) return 2;
+  return 4;
+}
+
+export const MAX_PARALLEL = 16;
+
+const partPath = (out: string): string => `${out}.part`;
+const partStatePath = (out: string): string => `${out}.part.json`;
+/** The sidecar with the snapshot's info (seq, slots, sha256), written next to the artifact. */
+export const infoPath = (out: string): string => `${out}.json`;
+
+/** A hash stream that has already seen the first `length` bytes of `path`. */
+async function hashFile(path: string, length: number): Promise<Sha256Stream> {
+  const hash = sha256Stream();
+  if (length === 0) return hash;
+  for await (const piece of createReadStream(path, { start: 0, end: length - 1 })) {
+    hash.update(piece as Buffer);
+  }
+  return hash;
+}
+
+/**
+ * Fetches a snapshot into `out`: bytes go to `<out>.part` (with `<out>.part.json`
+ * naming the snapshot and, for a ranged fetch, how far each range got), which survives a
+ * crash of either side; running again with the same `out` resumes where it stopped. The
+ * file is fsynced and renamed into place only once the SHA-256 of the whole artifact
+ * matches.
+ */
+export async function fetchToFile(
+  conn: Connection,
+  options: FetchToFileOptions,
+): Promise<FetchToFileResult> {
+  const parallel = options.parallel;
+  if (
+    parallel !== undefined &&
+    (!Number.isInteger(parallel) || parallel < 1 || parallel > MAX_PARALLEL)
+  ) {
+    throw invalidArgument(`parallel ${parallel} is outside 1..${MAX_PARALLEL}`);
+  }
+  const part = partPath(options.out);
+  const previous = await readPartState(options.out);
+  let state: PartState;
+  let info: SnapshotInfo__Output | undefined;
+  if (previous && (!options.snapshotId || options.snapshotId === previous.snapshotId)) {
+    state = previous;
+  } else {
+    const snapshotId =
+      options.snapshotId ??
+      (
+        await createSnapshot(conn, {
+          slots: options.slots ?? [],
+          strategy: options.strategy,
+          compression: options.compression,
+        })
+      ).id;
+    if (options.snapshotId && parallel !== 1) {
+      info = await getSnapshot(conn, snapshotId);
+    }
+    state = { snapshotId, address: conn.address };
+    const streams =
+      info?.state === 'READY' ? (parallel ?? defaultParallelism(Number(info.sizeBytes))) : 1;
+    if (info && streams > 1)
+      state.ranges = planRanges(
+        Number(info.sizeBytes),
+        streams,
+        options.chunkSize ?? DEFAULT_CHUNK_SIZE,
+      );
+    await rm(part, { force: true });
+    await writeFile(partStatePath(options.out), JSON.stringify(state));
+  }
+  // Ranged fetches read their part file back to hash it.
+  const file = await open(part, state === previous ? 'r+' : 'w+').catch(() => open(part, 'w+'));
+  let corrupt = false;
+  try {
+    const result = state.ranges
+      ? await fetchRanged(conn, options, state, file, info)
+      : await fetchSequential(conn, options, state.snapshotId, file);
+    if (result.sha256 !== result.expected) {
+      corrupt = true;
+      throw dataLoss(
+        `fetched artifact SHA-256 ${result.sha256} differs from the node's ${result.expected} [snapshot=${state.snapshotId}]`,
+      );
+    }
+    await file.truncate(result.bytes);
+    await file.sync();
+    await file.close();
+    await rename(part, options.out);
+    const finalInfo = {
+      ...result.info,
+      sha256: result.sha256,
+      sizeBytes: result.bytes,
+      state: 'READY' as const,
+    };
+    await writeFile(infoPath(options.out), JSON.stringify(finalInfo, null, 2));
+    await rm(partStatePath(options.out), { force: true });
+    return {
+      info: finalInfo,
+      path: options.out,
+      bytes: result.bytes,
+      sha256: result.sha256,
+      resumedFrom: result.resumedFrom,
+      resumes: result.resumes,
+      streams: state.ranges?.length ?? 1,
+    };
+  } catch (error) {
+    await file.close().catch(() => undefined);
+    if (corrupt) {
+      // The part file cannot be trusted: the next run starts over.
+      await rm(part, { force: true });
+      await rm(partStatePath(options.out), { force: true });
+    }
+    throw error;
+  }
+}
+
+interface Fetched {
+  info: SnapshotInfo__Output;
+  bytes: number;
+  sha256: string;
+  expected: string;
+  resumedFrom: number;
+  resumes: number;
+}
+
+/**
+ * One stream from the end of the part file. Each chunk is hashed as it arrives and
+ * written behind, so receiving, hashing and writing overlap; the part file stays a
+ * gapless prefix, which is what a later run resumes from.
+ */
+async function fetchSequential(
+  conn: Connection,
+  options: FetchToFileOptions,
+  snapshotId: string,
+  file: FileHandle,
+): Promise<Fetched> {
+  const part = partPath(options.out);
+  const resumedFrom = (await stat(part)).size;
+  const hash = await hashFile(part, resumedFrom);
+  const source = new NodeFetch(conn, {
+    snapshotId,
+    offset: resumedFrom,
+    chunkSize: options.chunkSize,
+    compression: options.compression,
+    maxRetries: options.maxRetries,
+  });
+  const writer = new WriteBehind(file, resumedFrom);
+  let bytes = resumedFrom;
+  try {
+    for await (const chunk of source.chunks(options.signal)) {
+      hash.update(chunk.data);
+      await writer.write(chunk.offset, chunk.data);
+      bytes = chunk.offset + chunk.data.length;
+      if (source.info) options.onProgress?.(bytes, Number(source.info.sizeBytes), source.info);
+    }
+    await writer.flush();
+  } catch (error) {
+    hash.discard();
+    // What was written stays: it is verified, and the next run resumes after it.
+    await writer.flush().catch(() => undefined);
+    throw error;
+  }
+  if (!source.info) throw dataLoss(`the stream of snapshot ${snapshotId} carried no info`);
+  return {
+    info: source.info,
+    bytes,
+    sha256: await hash.digest(),
+    expected: source.expectedSha256(),
+    resumedFrom,
+    resumes: source.resumes,
+  };
+}
+
+/** Concurrent ranges of a READY artifact (see parallel-fetch.ts). */
+async function fetchRanged(
+  conn: Connection,
+  options: FetchToFileOptions,
+  state: PartState & { ranges?: RangeProgress[] },
+  file: FileHandle,
+  known: SnapshotInfo__Output | undefined,
+): Promise<Fetched> {
+  const info = known ?? (await getSnapshot(conn, state.snapshotId));
+  const ranges = state.ranges ?? [];
+  const total = Number(info.sizeBytes);
+  const resumedFrom = ranges.reduce((sum, r) => sum + (r.next - r.start), 0);
+  let saving: Promise<void> = Promise.resolve();
+  const result = await fetchRanges(conn, {
+    snapshotId: state.snapshotId,
+    ranges,
+    file,
+    chunkSize: options.chunkSize,
+    compression: options.compression,
+    maxRetries: options.maxRetries,
+    signal: options.signal,
+    onProgress: (received) => options.onProgress?.(received, total, info),
+    // The ranges' progress is saved now and then, and always after the bytes it counts
+    // are on file: a crash can only make the next run fetch a little again.
+    onCheckpoint: () => {
+      saving = saving.then(() =>
+        writeFile(partStatePath(options.out), JSON.stringify(state)).catch(() => undefined),
+      );
+    },
+  }).finally(() => saving);
+  return {
+    info,
+    bytes: total,
+    sha256: result.sha256,
+    expected: info.sha256,
+    resumedFrom,
+    resumes: result.resumes,
+  };
+}
+
+async function readPartState(out: string): Promise<PartState | undefined> {
+  try {
+    return JSON.parse(await readFile(partStatePath(out), 'utf8')) as PartState;
+  } catch {
+    return undefined;
+  }
+}
