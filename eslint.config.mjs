@@ -1,5 +1,34 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import importX, { createNodeResolver } from 'eslint-plugin-import-x';
+
+/**
+ * The layers of src/, lowest first: a folder may import only from folders before it, so
+ * bytes flow one way (formats ← strategies ← build ← transfer ← server, migration,
+ * client, cli). Type-only imports count too: a type cycle is still a cycle.
+ */
+const LAYERS = [
+  ['core', 'generated'],
+  ['store', 'changes', 'ownership'],
+  ['snapshot'],
+  ['wire'],
+  ['strategies'],
+  ['build'],
+  ['archive'],
+  ['transfer'],
+  ['migration'],
+  ['server', 'client'],
+  ['cli'],
+];
+const layerZones = LAYERS.flatMap((folders, level) =>
+  folders.map((folder) => ({
+    target: `./src/${folder}`,
+    from: LAYERS.slice(level + 1)
+      .flat()
+      .map((higher) => `./src/${higher}`),
+    message: `src/${folder} sits below these folders (see LAYERS in eslint.config.mjs)`,
+  })),
+).filter((zone) => zone.from.length > 0);
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'src/generated/**', 'native/**'] },
@@ -17,6 +46,18 @@ export default tseslint.config(
         'error',
         { allowNumber: true, allowBoolean: true },
       ],
+    },
+  },
+  {
+    files: ['src/**/*.ts'],
+    plugins: { 'import-x': importX },
+    settings: {
+      'import-x/resolver-next': [createNodeResolver({ extensions: ['.ts', '.js'] })],
+      'import-x/parsers': { '@typescript-eslint/parser': ['.ts'] },
+    },
+    rules: {
+      'import-x/no-cycle': ['error', { ignoreExternal: true }],
+      'import-x/no-restricted-paths': ['error', { zones: layerZones }],
     },
   },
   { files: ['**/*.mjs', 'bin/**'], ...tseslint.configs.disableTypeChecked },
