@@ -7,7 +7,7 @@ import { status } from '@grpc/grpc-js';
 import { ShardsnapClient, loadSynthetic } from '../src/client';
 import { isShardsnapError } from '../src/core';
 import { planRanges } from '../src/transfer';
-import { verifyArtifactFile } from '../src/snapshot';
+import { ArtifactWriter, verifyArtifactFile } from '../src/snapshot';
 import { TcpProxy, concatChunks, nodeFor, rawFetch, sha256, tempDirFor } from './helpers/harness';
 
 const CHUNK = 4096;
@@ -244,4 +244,29 @@ test('fetchToFile refuses a parallelism outside 1..16', async (t) => {
     );
     t.true(isShardsnapError(error, 'invalid_argument'), String(error));
   }
+});
+
+test('the build stores one CRC32C per chunk, and full-size fetches send those', async (t) => {
+  const dir = await tempDirFor(t);
+  const path = join(dir, 'artifact.bin');
+  const bytes = Buffer.from(Array.from({ length: 300_001 }, (_, i) => (i * 7919) % 256));
+  const writer = await ArtifactWriter.create(path, () => undefined, {
+    bufferBytes: 10_000,
+    crcChunkSize: 65_536,
+  });
+  for (let at = 0; at < bytes.length; at += 777) await writer.append(bytes.subarray(at, at + 777));
+  await writer.finish();
+  const expected: number[] = [];
+  for (let at = 0; at < bytes.length; at += 65_536) {
+    expected.push(crc32c(bytes.subarray(at, at + 65_536)));
+  }
+  t.deepEqual(writer.chunkCrcs, expected);
+
+  const { node, info, artifact } = await readySnapshot(t, 12_000, 300);
+  t.true(artifact.length > 3 << 20);
+  const fetched = await rawFetch(node.client.connection, { snapshotId: info.id });
+  t.is(fetched.error, undefined);
+  t.true(fetched.chunks.length >= 4);
+  for (const chunk of fetched.chunks) t.is(chunk.crc32c, crc32c(chunk.data));
+  t.deepEqual(concatChunks(fetched.chunks), artifact);
 });
