@@ -19,6 +19,7 @@ import { type Store, openStore } from '../store';
 import { type StrategyRegistry, defaultStrategies } from '../strategies';
 import { SERVER_OPTIONS, loadProto } from '../wire/proto';
 import { widenReceiveWindows } from './receive-windows';
+import { enableSelfFraming } from './self-framing';
 import { type NodeConfig, parseHostPort, resolveConfig } from './config';
 import type { NodeContext } from './node-context';
 import { shardService } from './shard-service';
@@ -124,6 +125,11 @@ export class ShardNode implements NodeContext {
       });
       if (!widenReceiveWindows(server)) {
         logger.warn('could not size the HTTP/2 receive windows; uploads to this node will be slow');
+      }
+      if (!enableSelfFraming()) {
+        logger.warn(
+          'could not frame snapshot chunks in place; fetches from this node allocate per chunk',
+        );
       }
       const node = new ShardNode(
         config,

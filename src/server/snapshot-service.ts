@@ -24,7 +24,7 @@ import {
 import { archiveService, pullFromArchive } from './archive-service';
 import { changesService } from './changes-service';
 import { type CallHooks, clientStream, serverStream, unary } from './calls';
-import { AFTER_SERIALIZE, type OutgoingChunk } from './chunk-serializer';
+import { AFTER_SERIALIZE, FRAME_BUFFER, FramePool, type OutgoingChunk } from './chunk-serializer';
 import { parseHostPort } from './config';
 import type { NodeContext } from './node-context';
 import { pullDone, pullProgress } from './pull-progress';
@@ -109,6 +109,7 @@ export function snapshotService(
         let first = true;
         // Read buffers go back to the pool once the serializer has copied them.
         const pool = new BufferPool(chunkSize, 8);
+        const frames = new FramePool(chunkSize + 256);
         const end = length > 0 ? offset + length : undefined;
         for await (const piece of readArtifact(entry, { offset, end, chunkSize, signal, pool })) {
           const chunk = encodeChunk(
@@ -136,6 +137,7 @@ export function snapshotService(
             info: first ? snapshotInfoToWire(entry.meta) : null,
           };
           if (chunk.data === piece.data) message[AFTER_SERIALIZE] = piece.release;
+          message[FRAME_BUFFER] = frames.take();
           await send(message);
           first = false;
         }
