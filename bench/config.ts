@@ -2,9 +2,9 @@
 import { DEFAULT_WRITER_RATE } from './redis-cluster';
 import { MiB, envInt } from './util';
 
-export type Suite = 'memory' | 'rocksdb' | 'split' | 'keyspace';
+export type Suite = 'memory' | 'rocksdb' | 'split' | 'keyspace' | 'transfer';
 
-export const SUITES: readonly Suite[] = ['memory', 'rocksdb', 'split', 'keyspace'];
+export const SUITES: readonly Suite[] = ['memory', 'rocksdb', 'split', 'keyspace', 'transfer'];
 
 /** Backends of the split section: row 11 memory → memory, row 12 rocksdb → rocksdb. */
 export type SplitBackend = 'memory' | 'rocksdb';
@@ -55,6 +55,10 @@ export interface BenchConfig {
   keyspaceSets: KeyspaceSet[];
   /** BENCH_KEYSPACE_RUNS: repetitions of rows 15-17 per dataset (median shown). */
   keyspaceRuns: number;
+  /** BENCH_TRANSFER_KEYS: string keys on the nodes of the transfer section (rows 19-24). */
+  transferKeys: number;
+  /** Upper bound of any single step of the transfer section, ms. */
+  transferStepTimeoutMs: number;
 }
 
 /** Generous: 1 MiB/s would be pathological on any machine; at least two minutes. */
@@ -160,6 +164,8 @@ export function readConfig(argv: readonly string[] = process.argv.slice(2)): Ben
       process.env.BENCH_KEYSPACE_SETS?.trim() || DEFAULT_KEYSPACE_SETS,
     ),
     keyspaceRuns: envInt('BENCH_KEYSPACE_RUNS', 1),
+    transferKeys: envInt('BENCH_TRANSFER_KEYS', 1_000_000),
+    transferStepTimeoutMs: stepTimeout(envInt('BENCH_TRANSFER_KEYS', 1_000_000), valueSize),
   };
 }
 
@@ -197,6 +203,14 @@ export const TARGETS = {
   keyspaceGcFlatRatio: 1.25,
   /** 18: p99 of single-key writes during a full build. */
   keyspaceWriteP99Ms: 10,
+  /** 19-20: `shardsnap fetch --id` (CLI, start included) / raw file→socket→file copy, MiB/s. */
+  transferFetchRatio: 0.6,
+  /** 21: `shardsnap pull` node → node / the same raw copy, bytes/s. */
+  transferPullRatio: 0.5,
+  /** 22: one fetch / raw copy, both through a proxy adding 10 ms each way. */
+  transferLatencyRatio: 0.8,
+  /** 24: CreateSnapshot until the first chunk of a fetch of it, 1M-key memory node. */
+  transferFirstByteMs: 50,
 } as const;
 
 /** 1/8 of the 16384 slots. */

@@ -1,7 +1,7 @@
 /**
  * shardsnap benchmark harness (`make bench`). See docs/BENCHMARKS.md.
  *
- * Four sections, chosen with BENCH_SUITES or `--only` (default `memory,rocksdb,split,keyspace`):
+ * Five sections, chosen with BENCH_SUITES or `--only` (default all five):
  *
  * - memory (rows 1-6): starts a memory node as a separate process, loads BENCH_KEYS string
  *   keys of BENCH_VALUE_SIZE random bytes, and measures fetch throughput, create + fetch vs
@@ -18,6 +18,11 @@
  *   CLI vs `redis-cli --pipe`, RSS vs used_memory_rss, create + fetch vs `redis-cli --rdb`,
  *   `shardsnap pull` vs a replica's full sync, GC pauses per GiB fetched (most keys vs
  *   fewest), write p99 during a full build.
+ * - transfer (rows 19-24, bench/transfer.ts): BENCH_TRANSFER_KEYS keys on a memory node
+ *   and on a RocksDB node; `shardsnap fetch --id` and `shardsnap pull` as users run them
+ *   against a raw file→socket→file copy of the same artifact, the same over a proxy that
+ *   adds 20 ms of round trip (one stream, four ranged streams), and the first byte of a
+ *   fetch right after CreateSnapshot.
  *
  * `node ... dist/bench/run.js --only split` runs only the split section.
  *
@@ -64,6 +69,7 @@ import {
 import { type SampledBuild, sampledBuild } from './snapshot-builds';
 import { SPLIT_ROWS, splitSuite } from './split';
 import { KEYSPACE_ROWS, keyspaceSuite, setLabel } from './keyspace';
+import { TRANSFER_ROWS, transferSuite } from './transfer';
 import { REPO_ROOT, formatBytes, formatCount, formatMs, log, withTimeout } from './util';
 
 const ROW_NAMES: Record<number, [string, string]> = {
@@ -76,6 +82,7 @@ const ROW_NAMES: Record<number, [string, string]> = {
   ...ROCKSDB_ROWS,
   ...SPLIT_ROWS,
   ...KEYSPACE_ROWS,
+  ...TRANSFER_ROWS,
 };
 
 function errorRow(n: number, error: unknown): Row {
@@ -308,6 +315,7 @@ async function main(): Promise<number> {
       ? `BENCH_SPLIT_KEYS=${config.splitKeys} BENCH_SPLIT_BACKENDS=${config.splitBackends.join(',')} ` +
         `BENCH_SPLIT_RUNS=${config.splitRuns} BENCH_SPLIT_WRITER_RATE=${config.splitWriterRate} `
       : '') +
+    (config.suites.includes('transfer') ? `BENCH_TRANSFER_KEYS=${config.transferKeys} ` : '') +
     (config.suites.includes('keyspace')
       ? `BENCH_KEYSPACE_SETS=${config.keyspaceSets.map((s) => `${s.keys}x${s.valueSize}`).join(',')} ` +
         `BENCH_KEYSPACE_RUNS=${config.keyspaceRuns} `
@@ -326,6 +334,8 @@ async function main(): Promise<number> {
     sizes.push(
       `split: ${formatCount(config.splitKeys)} keys × ${config.valueSize} B (${config.splitBackends.join(', ')}; ${config.splitRuns} run(s))`,
     );
+  if (config.suites.includes('transfer'))
+    sizes.push(`transfer: ${formatCount(config.transferKeys)} keys × ${config.valueSize} B`);
   if (config.suites.includes('keyspace'))
     sizes.push(
       `keyspace: ${config.keyspaceSets.map(setLabel).join(', ')} (${config.keyspaceRuns} run(s))`,
@@ -353,7 +363,8 @@ async function main(): Promise<number> {
       if (suite === 'memory') await memorySuite(config, dir, rows, errors, results);
       else if (suite === 'rocksdb') await rocksdbSuite(config, dir, rows, errors, results);
       else if (suite === 'split') await splitSuite(config, dir, rows, errors, results);
-      else await keyspaceSuite(config, dir, rows, errors, results);
+      else if (suite === 'keyspace') await keyspaceSuite(config, dir, rows, errors, results);
+      else await transferSuite(config, dir, (n, body) => attempt(n, rows, errors, body));
     }
   } finally {
     await cleanupAll();

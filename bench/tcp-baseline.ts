@@ -18,10 +18,15 @@ export interface TcpResult {
   receivedMs: number;
 }
 
+/**
+ * `through`: given the receiver's port, returns the port the sender should connect to
+ * instead (a proxy in front of the receiver).
+ */
 export async function rawTcpCopy(
   source: string,
   out: string,
   timeoutMs: number,
+  through?: (receiverPort: number) => Promise<number>,
 ): Promise<TcpResult> {
   const receiverErr = new Tail();
   const receiver = spawn(process.execPath, [CHILD, 'recv', out], {
@@ -42,7 +47,8 @@ export async function rawTcpCopy(
       receiverErr,
     );
     const senderErr = new Tail();
-    const sender = spawn(process.execPath, [CHILD, 'send', source, String(port)], {
+    const sendTo = through ? await through(port) : port;
+    const sender = spawn(process.execPath, [CHILD, 'send', source, String(sendTo)], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     senderPid = trackProcess('tcp-sender', sender);

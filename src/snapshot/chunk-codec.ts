@@ -12,6 +12,12 @@ export const MIN_CHUNK_SIZE = 4 << 10;
 export interface VerifiedChunk {
   offset: number;
   data: Buffer;
+  /**
+   * When present, `data` lives in a buffer its source will reuse: a consumer that is
+   * done with the bytes (and keeps no view of them) calls this so no buffer is allocated
+   * for the next chunk. Consumers that may keep views simply never call it.
+   */
+  release?: () => void;
 }
 
 /** A chunk as it travels: data possibly compressed, CRC32C over the raw bytes. */

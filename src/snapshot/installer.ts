@@ -96,16 +96,18 @@ class FilesSink implements Sink {
   }
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /**
  * Installs an artifact fed in order, piece by piece: records are staged in the store,
  * checkpoint files beside its database. Nothing is visible until `finish` has checked
  * the SHA-256 of the whole artifact and its trailer. Any failure or `abort` drops what
- * was staged.
+ * was staged. It keeps no view of the bytes it is given once `push` has resolved.
  */
 export class ArtifactInstaller {
   private readonly hash = sha256Stream();
   private received = 0;
-  private head: Buffer[] = [];
+  private head: Buffer = EMPTY;
   private sink: Sink | undefined;
   private header: ArtifactHeader | undefined;
 
@@ -129,16 +131,19 @@ export class ArtifactInstaller {
     this.received += raw.length;
     this.hash.update(raw);
     if (this.sink) return this.sink.push(raw);
-    this.head.push(raw);
-    const parsed = tryDecodeHeader(Buffer.concat(this.head));
-    if (!parsed) return;
+    // A copy: callers may reuse `raw` once this returns (see VerifiedChunk.release).
+    const head = Buffer.concat([this.head, raw]);
+    const parsed = tryDecodeHeader(head);
+    if (!parsed) {
+      this.head = head;
+      return;
+    }
     this.header = parsed.header;
     this.sink =
       parsed.header.kind === 'files'
         ? new FilesSink(this.store)
         : new RecordsSink(this.store, parsed.header);
-    const head = Buffer.concat(this.head);
-    this.head = [];
+    this.head = EMPTY;
     await this.sink.push(head);
   }
 

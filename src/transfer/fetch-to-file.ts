@@ -12,7 +12,7 @@ import type { Connection } from '../wire/connection';
 import { NodeFetch } from './node-source';
 import { type RangeProgress, fetchRanges, planRanges } from './parallel-fetch';
 import { createSnapshot, getSnapshot } from './remote-snapshot';
-import { WriteBehind } from './write-behind';
+import { WriteThrough } from './write-through';
 
 export interface FetchToFileOptions {
   out: string;
@@ -179,9 +179,9 @@ interface Fetched {
 }
 
 /**
- * One stream from the end of the part file. Each chunk is hashed as it arrives and
- * written behind, so receiving, hashing and writing overlap; the part file stays a
- * gapless prefix, which is what a later run resumes from.
+ * One stream from the end of the part file. Each verified piece is hashed and written
+ * as it arrives; the part file stays a gapless prefix, which is what a later run resumes
+ * from.
  */
 async function fetchSequential(
   conn: Connection,
@@ -199,20 +199,20 @@ async function fetchSequential(
     compression: options.compression,
     maxRetries: options.maxRetries,
   });
-  const writer = new WriteBehind(file, resumedFrom);
   let bytes = resumedFrom;
+  const writer = new WriteThrough(file);
   try {
     for await (const chunk of source.chunks(options.signal)) {
       hash.update(chunk.data);
-      await writer.write(chunk.offset, chunk.data);
+      writer.add(chunk.offset, chunk.data, chunk.release);
       bytes = chunk.offset + chunk.data.length;
       if (source.info) options.onProgress?.(bytes, Number(source.info.sizeBytes), source.info);
     }
-    await writer.flush();
+    writer.flush();
   } catch (error) {
+    // What was received is verified: it goes to the file, and the next run resumes after it.
     hash.discard();
-    // What was written stays: it is verified, and the next run resumes after it.
-    await writer.flush().catch(() => undefined);
+    writer.flush();
     throw error;
   }
   if (!source.info) throw dataLoss(`the stream of snapshot ${snapshotId} carried no info`);

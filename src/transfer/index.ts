@@ -8,4 +8,5 @@ export * from './remote-snapshot';
 export * from './change-stream';
 export * from './fetch-to-file';
 export * from './parallel-fetch';
-export * from './write-behind';
+export * from './write-through';
+export * from './chunk-message';

@@ -32,6 +32,8 @@ export async function install(
   try {
     for await (const chunk of source.chunks(options.signal)) {
       await installer.push(chunk.offset, chunk.data);
+      // The installer keeps no view of what it was given.
+      chunk.release?.();
       options.onProgress?.({
         snapshotId: source.snapshotId,
         bytesReceived: chunk.offset + chunk.data.length,

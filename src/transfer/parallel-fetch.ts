@@ -3,7 +3,7 @@ import { ErrorCodes, ShardsnapError, throwIfAborted } from '../core';
 import { type ChunkCompression, DEFAULT_CHUNK_SIZE, sha256Stream } from '../snapshot';
 import type { Connection } from '../wire/connection';
 import { NodeFetch } from './node-source';
-import { WriteBehind } from './write-behind';
+import { WriteThrough } from './write-through';
 
 /** One range of a ranged fetch: `[start, end)`, of which `[start, next)` is on file. */
 export interface RangeProgress {
@@ -82,24 +82,27 @@ export async function fetchRanges(
       maxRetries: options.maxRetries,
       onRetry: () => resumes++,
     });
-    const writer = new WriteBehind(file, range.next, 8 << 20, (end) => {
-      sinceCheckpoint += end - range.next;
-      range.next = end;
+    const writer = new WriteThrough(file);
+    const advance = (): void => {
+      sinceCheckpoint += writer.written - range.next;
+      range.next = writer.written;
       if (sinceCheckpoint >= every) {
         sinceCheckpoint = 0;
         options.onCheckpoint?.();
       }
       options.onProgress?.(received());
       notify();
-    });
+    };
     try {
       for await (const chunk of source.chunks(abort.signal)) {
-        await writer.write(chunk.offset, chunk.data);
+        writer.add(chunk.offset, chunk.data, chunk.release);
+        if (writer.written > range.next) advance();
       }
     } finally {
-      await writer.flush().catch(() => undefined);
+      // Verified bytes go to the file even when the range stops early.
+      writer.flush();
+      advance();
     }
-    await writer.flush();
   };
 
   const hashPrefix = async (): Promise<string> => {

@@ -4,7 +4,6 @@ import { RoutingClient, ShardsnapClient, migrateSlots } from '../../client';
 import { Connection } from '../../wire';
 import { type SlotRange, formatSlotRanges, slotOf } from '../../core';
 import type { MigrationStatus } from '../../migration';
-import { ShardNode } from '../../server';
 import { progressBar } from '../progress';
 
 export interface SplitStepResult {
@@ -28,6 +27,7 @@ export async function splitStep(
   logger: Logger,
   showProgress: boolean,
 ): Promise<SplitStepResult> {
+  const { ShardNode } = await import('../../server/node');
   const node = await ShardNode.start({
     listen: '127.0.0.1:0',
     dataDir: join(dir, 'node-d'),

@@ -2,11 +2,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import pino from 'pino';
 import { ShardsnapClient, loadSynthetic } from '../../client';
 import { type SlotRange, formatSlotRanges } from '../../core';
 import { verifyArtifactFile } from '../../snapshot';
-import { ShardNode } from '../../server';
 import { action, globals, positiveInt } from '../common';
 import { emit, formatBytes, mibPerSecond, table } from '../output';
 import { progressBar } from '../progress';
@@ -41,6 +39,9 @@ export function registerDemo(program: Command): void {
             if (!json) process.stderr.write(`${line}\n`);
           };
           const dir = await mkdtemp(join(tmpdir(), 'shardsnap-demo-'));
+          // Loaded here, not at start-up: the node's modules cost every other command ~0.1 s.
+          const { ShardNode } = await import('../../server/node');
+          const { default: pino } = await import('pino');
           const logger = pino({ level: 'warn' }, pino.destination(2));
           const source = await ShardNode.start({
             listen: '127.0.0.1:0',

@@ -1,7 +1,6 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { type SlotRange, invalidArgument } from '../../core';
 import { parseOwnedSlots } from '../../ownership';
-import { ShardNode } from '../../server';
 import { parseDuration, parseSize } from '../../server/config';
 import { action, address, globals, positiveInt } from '../common';
 import { emit } from '../output';
@@ -105,6 +104,8 @@ export function registerServe(program: Command): void {
     );
   addS3Options(serve).action(
     action(async (options: ServeOptions, command: Command) => {
+      // Loaded here, not at start-up: the node's modules cost every other command ~0.1 s.
+      const { ShardNode } = await import('../../server/node');
       const node = await ShardNode.start({
         listen: options.listen,
         backend: options.backend,

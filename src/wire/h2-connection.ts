@@ -1,0 +1,144 @@
+import * as http2 from 'node:http2';
+import { ErrorCodes, ShardsnapError, cancelled } from '../core';
+import { fromServiceError } from './status';
+import { GrpcFrameReader, frameMessage } from './grpc-frames';
+
+/** Receive windows of a bulk download: what a node may send before an acknowledgement. */
+export const DOWNLOAD_STREAM_WINDOW = 16 << 20;
+export const DOWNLOAD_CONNECTION_WINDOW = 64 << 20;
+const KEEPALIVE_MS = 30_000;
+const KEEPALIVE_TIMEOUT_MS = 20_000;
+
+interface Status {
+  code: number;
+  details: string;
+}
+
+function statusOf(headers: http2.IncomingHttpHeaders): Status | undefined {
+  const raw = headers['grpc-status'];
+  if (raw === undefined) return undefined;
+  let details = String(headers['grpc-message'] ?? '');
+  try {
+    details = decodeURIComponent(details);
+  } catch {
+    // Not percent-encoded after all: keep it as it came.
+  }
+  return { code: Number(raw), details };
+}
+
+/**
+ * One HTTP/2 connection to a node for server-streaming gRPC calls whose messages are
+ * consumed in place: each message is yielded as the list of received buffers that hold
+ * it (see GrpcFrameReader), not joined into a fresh buffer as a general gRPC client
+ * does. Used for the bulk path only (FetchSnapshot); everything else uses `Connection`.
+ * Backpressure is HTTP/2's: while the consumer holds a message, nothing more is read and
+ * the node stops once the windows are full.
+ */
+export class H2Connection {
+  private session: http2.ClientHttp2Session | undefined;
+  private keepalive: NodeJS.Timeout | undefined;
+
+  constructor(readonly address: string) {}
+
+  private open(): http2.ClientHttp2Session {
+    if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
+    const session = http2.connect(`http://${this.address}`, {
+      settings: { initialWindowSize: DOWNLOAD_STREAM_WINDOW, enablePush: false },
+    });
+    session.once('connect', () => session.setLocalWindowSize(DOWNLOAD_CONNECTION_WINDOW));
+    // Failures reach the calls through their streams; an unhandled session error would crash.
+    session.on('error', () => undefined);
+    clearInterval(this.keepalive);
+    this.keepalive = setInterval(() => {
+      if (session.destroyed) return;
+      const timer = setTimeout(
+        () => session.destroy(new Error(`no keepalive answer from ${this.address}`)),
+        KEEPALIVE_TIMEOUT_MS,
+      );
+      const sent = session.ping((error) => {
+        clearTimeout(timer);
+        if (error && !session.destroyed) session.destroy(error);
+      });
+      if (!sent) clearTimeout(timer);
+    }, KEEPALIVE_MS);
+    this.keepalive.unref();
+    this.session = session;
+    return session;
+  }
+
+  /**
+   * Calls `method` (`/package.Service/Method`) with one request message and yields each
+   * response message as its list of buffers. Ends once the call ends with status OK;
+   * any other status, a reset or a lost connection throws a ShardsnapError (CANCELLED
+   * when `signal` aborted it).
+   */
+  async *serverStream(
+    method: string,
+    request: Buffer,
+    options: { signal?: AbortSignal; maxMessageBytes: number },
+  ): AsyncGenerator<Buffer[]> {
+    const { signal } = options;
+    if (signal?.aborted) throw cancelled(`${method} cancelled`);
+    const stream = this.open().request({
+      ':method': 'POST',
+      ':path': method,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      'grpc-accept-encoding': 'identity',
+    });
+    let status: Status | undefined;
+    let httpStatus = 0;
+    stream.once('response', (headers) => {
+      httpStatus = Number(headers[':status']);
+      status = statusOf(headers);
+    });
+    stream.once('trailers', (headers) => {
+      status = statusOf(headers) ?? status;
+    });
+    const onAbort = (): void => {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const where = method.slice(method.lastIndexOf('/') + 1);
+    const reader = new GrpcFrameReader(options.maxMessageBytes);
+    try {
+      stream.end(frameMessage(request));
+      try {
+        for await (const data of stream as AsyncIterable<Buffer>) {
+          for (const message of reader.push(data)) yield message;
+        }
+      } catch (error) {
+        if (signal?.aborted) throw cancelled(`${where} cancelled`);
+        if (error instanceof ShardsnapError) throw error;
+        throw new ShardsnapError(
+          ErrorCodes.unavailable,
+          `${where}: connection to ${this.address} lost: ${error instanceof Error ? error.message : String(error)}`,
+          { cause: error },
+        );
+      }
+      if (signal?.aborted) throw cancelled(`${where} cancelled`);
+      if (!status) {
+        throw new ShardsnapError(
+          ErrorCodes.unavailable,
+          `${where}: the call to ${this.address} ended without a status (HTTP ${httpStatus || 'none'})`,
+        );
+      }
+      if (status.code !== 0) throw fromServiceError({ ...status, metadata: undefined }, where);
+      if (!reader.idle) {
+        throw new ShardsnapError(
+          ErrorCodes.unavailable,
+          `${where}: the call ended inside a message`,
+        );
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    }
+  }
+
+  close(): void {
+    clearInterval(this.keepalive);
+    this.session?.close();
+    this.session = undefined;
+  }
+}
