@@ -383,3 +383,42 @@ test('the digest changes with any change of value, score, expiry or member', asy
   await c.client.write([{ op: 'hset', key: b('h'), fields: [{ field: b('a'), value: b('1') }] }]);
   t.is((await a.client.digest()).digest, (await c.client.digest()).digest);
 });
+
+test('a pull of large collections across many chunks installs copies, not views of reused chunk buffers', async (t) => {
+  const source = await nodeFor(t);
+  // Collections too large to be kept as one encoded payload, between megabytes of strings,
+  // so that their bytes arrive in chunks whose buffers the pull reuses afterwards.
+  const mutations: Mutation[] = [];
+  for (let c = 0; c < 6; c++) {
+    mutations.push({
+      op: 'hset',
+      key: b(`big-hash-${c}`),
+      fields: Array.from({ length: 300 }, (_, i) => ({
+        field: b(`f${i}`),
+        value: Buffer.alloc(64, (c * 31 + i) % 251),
+      })),
+    });
+    mutations.push({
+      op: 'rpush',
+      key: b(`big-list-${c}`),
+      values: Array.from({ length: 400 }, (_, i) => Buffer.alloc(48, (c * 17 + i) % 253)),
+    });
+    for (let s = 0; s < 600; s++) {
+      mutations.push({
+        op: 'set',
+        key: b(`filler-${c}-${s}`),
+        value: Buffer.alloc(1000, (c + s) % 256),
+        expireAtMs: 0,
+      });
+    }
+  }
+  for (let i = 0; i < mutations.length; i += 500) {
+    await source.client.write(mutations.slice(i, i + 500));
+  }
+  const target = await nodeFor(t);
+  const { result } = await pullToEnd(target.client, { source: source.node.address });
+  t.true(Number(result.bytes) > 3 << 20, 'the artifact spans several 1 MiB chunks');
+  t.is((await target.client.digest()).digest, (await source.client.digest()).digest);
+  const keys = [0, 3, 5].flatMap((c) => [b(`big-hash-${c}`), b(`big-list-${c}`)]);
+  t.deepEqual(await readAll(target.client, keys), await readAll(source.client, keys));
+});

@@ -86,7 +86,7 @@ class Reader {
     private readonly buf: Buffer,
     public pos: number,
     private readonly end: number,
-    private readonly slab: SlabAllocator | undefined,
+    private readonly slab: SlabAllocator | 'views' | undefined,
   ) {}
 
   need(n: number): void {
@@ -105,10 +105,14 @@ class Reader {
   bytes(): Buffer {
     const len = this.u32();
     this.need(len);
-    // A copy, so a record never pins the (large) chunk it was decoded from.
-    const out = this.slab
-      ? this.slab.copy(this.buf, this.pos, this.pos + len)
-      : Buffer.from(this.buf.subarray(this.pos, this.pos + len));
+    // A copy, so a record never pins the (large) chunk it was decoded from; views only
+    // for callers that copy what they keep at once.
+    const out =
+      this.slab === 'views'
+        ? this.buf.subarray(this.pos, this.pos + len)
+        : this.slab
+          ? this.slab.copy(this.buf, this.pos, this.pos + len)
+          : Buffer.from(this.buf.subarray(this.pos, this.pos + len));
     this.pos += len;
     return out;
   }
@@ -161,12 +165,15 @@ function readPayload(r: Reader, type: Value['type']): Value {
   }
 }
 
-/** Decodes one record; byte strings are copied, into `slab` when one is given. */
+/**
+ * Decodes one record; byte strings are copied, into `slab` when one is given, or are
+ * views into `buf` with `'views'` (for a caller that copies them before `buf` changes).
+ */
 export function decodeRecord(
   buf: Buffer,
   start = 0,
   end = buf.length,
-  slab?: SlabAllocator,
+  slab?: SlabAllocator | 'views',
 ): StoreRecord {
   const r = new Reader(buf, start, end, slab);
   r.need(HEADER_BYTES);

@@ -23,7 +23,7 @@ interface Sink {
 
 /** Records are staged in the store as they arrive (any backend). */
 class RecordsSink implements Sink {
-  private readonly decoder = new RecordsDecoder();
+  private decoder: RecordsDecoder | undefined;
   private staged: StagedInstall | undefined;
 
   constructor(
@@ -32,20 +32,23 @@ class RecordsSink implements Sink {
   ) {}
 
   get recordsStaged(): number {
-    return this.decoder.recordCount;
+    return this.decoder?.recordCount ?? 0;
   }
 
   async push(bytes: Buffer): Promise<void> {
-    const records = this.decoder.push(bytes);
     this.staged ??= await this.store.beginInstall({
       slots: normalizeSlotRanges(this.header.slots),
       full: this.header.full,
       seq: this.header.seq,
     });
+    // A store that copies what it stages can take records that are views of `bytes`.
+    this.decoder ??= new RecordsDecoder({ views: this.staged.copiesRecords === true });
+    const records = this.decoder.push(bytes);
     if (records.length > 0) await this.staged.add(records);
   }
 
   async finish(): Promise<{ seq: number; keysInstalled: number }> {
+    if (!this.decoder) throw dataLoss('artifact has no records section');
     this.decoder.finish();
     if (!this.staged) throw dataLoss('artifact has no records section');
     return this.staged.commit();

@@ -8,6 +8,12 @@ export interface RecordsDecoderOptions {
    * artifact anyway (installs) skip this second pass over the bytes.
    */
   verifyInnerDigest?: boolean;
+  /**
+   * Records' byte strings are views into the pieces given to `push` instead of copies:
+   * only for a consumer that copies them before the next `push` or before the piece's
+   * buffer is reused.
+   */
+  views?: boolean;
 }
 
 /**
@@ -20,13 +26,14 @@ export class RecordsDecoder {
   private carry: Buffer = Buffer.alloc(0);
   private headerValue: ArtifactHeader | undefined;
   private readonly hash: Hash | undefined;
-  private readonly slab = new SlabAllocator();
+  private readonly slab: SlabAllocator | 'views';
   private records = 0;
   private ended = false;
   private consumed = 0;
 
   constructor(options: RecordsDecoderOptions = {}) {
     this.hash = options.verifyInnerDigest ? createHash('sha256') : undefined;
+    this.slab = options.views ? 'views' : new SlabAllocator();
   }
 
   get header(): ArtifactHeader | undefined {

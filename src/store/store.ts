@@ -37,6 +37,11 @@ export interface InstallTarget {
 /** An install being staged: nothing is visible to readers until `commit`. */
 export interface StagedInstall {
   add(records: StoreRecord[]): Promise<void>;
+  /**
+   * True when `add` copies every byte it keeps before it returns: the records given may
+   * then be views into a buffer that is reused afterwards (no copy per record first).
+   */
+  readonly copiesRecords?: boolean;
   readonly recordCount: number;
   commit(): Promise<{ seq: number; keysInstalled: number }>;
   /** Drops everything staged; idempotent, and a no-op after commit. */

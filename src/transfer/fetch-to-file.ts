@@ -67,7 +67,7 @@ export const infoPath = (out: string): string => `${out}.json`;
 
 /** A hash stream that has already seen the first `length` bytes of `path`. */
 async function hashFile(path: string, length: number): Promise<Sha256Stream> {
-  const hash = sha256Stream();
+  const hash = sha256Stream({ background: true });
   if (length === 0) return hash;
   for await (const piece of createReadStream(path, { start: 0, end: length - 1 })) {
     hash.update(piece as Buffer);

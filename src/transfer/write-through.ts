@@ -1,8 +1,10 @@
-import { writevSync } from 'node:fs';
+import { writeSync, writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 /** Bytes gathered before one write: fewer system calls for small pieces. */
 const BATCH_BYTES = 256 << 10;
+/** Larger single writes measured slower here (see docs/design/transfer.md). */
+const MAX_WRITE = 256 << 10;
 
 /**
  * Writes contiguous pieces to `file` on the calling thread, gathered into one `writev`
@@ -41,7 +43,16 @@ export class WriteThrough {
     let pieces = this.pieces;
     let position = this.start;
     while (pieces.length > 0) {
-      const written = writevSync(this.file.fd, pieces, position);
+      const written =
+        pieces.length === 1
+          ? writeSync(
+              this.file.fd,
+              pieces[0] as Buffer,
+              0,
+              Math.min(MAX_WRITE, (pieces[0] as Buffer).length),
+              position,
+            )
+          : writevSync(this.file.fd, pieces, position);
       position += written;
       pieces = dropBytes(pieces, written);
     }

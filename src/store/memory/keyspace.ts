@@ -194,7 +194,11 @@ export class Keyspace implements KeyMatcher {
   }
 
   /** A new record for any value, not yet in any index. */
-  create(key: Buffer, hash: number, slot: number, entry: Entry): number {
+  /**
+   * `borrowed`: the entry's buffers are views into memory that will be reused (an
+   * install decoding in place); a value kept as an object then gets copies of them.
+   */
+  create(key: Buffer, hash: number, slot: number, entry: Entry, borrowed = false): number {
     const value = entry.value;
     if (value.type === 'string') {
       return this.createString(key, hash, slot, value.value, entry.expireAtMs);
@@ -210,7 +214,8 @@ export class Keyspace implements KeyMatcher {
     }
     const id = this.allocateRecord(key, hash, slot, 0, code, entry.expireAtMs);
     this.records.setFlags(id, FLAG_OBJECT);
-    this.objects.set(id, { value, bytes: valueBytes(value) });
+    const owned = borrowed ? ownedValue(value) : value;
+    this.objects.set(id, { value: owned, bytes: valueBytes(owned) });
     return id;
   }
 
@@ -431,4 +436,16 @@ export class Keyspace implements KeyMatcher {
     this.bytesBySlot[slot] = (this.bytesBySlot[slot] as number) + delta;
     this.bytes += delta;
   }
+}
+
+/** `value` with copies of its byte strings (members of sets and zsets are strings already). */
+function ownedValue(value: Value): Value {
+  if (value.type === 'list') return { type: 'list', items: value.items.map((i) => Buffer.from(i)) };
+  if (value.type === 'hash') {
+    const fields = new Map<string, Buffer>();
+    for (const [field, v] of value.fields) fields.set(field, Buffer.from(v));
+    return { type: 'hash', fields };
+  }
+  if (value.type === 'string') return { type: 'string', value: Buffer.from(value.value) };
+  return value;
 }

@@ -18,6 +18,8 @@ export class MemoryStagedInstall implements StagedInstall {
   private count = 0;
   private state: 'open' | 'committed' | 'aborted' = 'open';
   private readonly generation: number;
+  /** Keys and values are copied into the arena by `add`. */
+  readonly copiesRecords = true;
 
   constructor(
     private readonly keyspace: Keyspace,
@@ -47,7 +49,9 @@ export class MemoryStagedInstall implements StagedInstall {
         table = keyspace.newTable();
         this.staged.tables.set(slot, table);
       }
-      const id = keyspace.create(key, hashKey(key), slot, entry);
+      // Records may be views into the install's chunk (copiesRecords): the key and value
+      // bytes are copied into the arena, or into the object kept for a large collection.
+      const id = keyspace.create(key, hashKey(key), slot, entry, true);
       if (!keyspace.stage(table, id)) {
         keyspace.free(id);
         throw dataLoss(`duplicate key "${key.toString('latin1')}" in artifact`);
