@@ -51,10 +51,13 @@ interface PartState {
   ranges?: RangeProgress[];
 }
 
-/** Streams are worth it only for large artifacts; each one costs a request and a buffer. */
+/**
+ * Ranges pay on paths that limit each connection; on a fast local link they cost CPU
+ * (the file is read back to hash it), so only large artifacts get more than one.
+ */
 export function defaultParallelism(sizeBytes: number): number {
-  if (sizeBytes < 256 << 20) return 1;
-  if (sizeBytes < 2 << 30) return 2;
+  if (sizeBytes < 1 << 30) return 1;
+  if (sizeBytes < 8 * (1 << 30)) return 2;
   return 4;
 }
 

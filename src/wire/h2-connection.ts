@@ -4,8 +4,8 @@ import { fromServiceError } from './status';
 import { GrpcFrameReader, frameMessage } from './grpc-frames';
 
 /** Receive windows of a bulk download: what a node may send before an acknowledgement. */
-export const DOWNLOAD_STREAM_WINDOW = 16 << 20;
-export const DOWNLOAD_CONNECTION_WINDOW = 64 << 20;
+export const DOWNLOAD_STREAM_WINDOW = 64 << 20;
+export const DOWNLOAD_CONNECTION_WINDOW = 256 << 20;
 const KEEPALIVE_MS = 30_000;
 const KEEPALIVE_TIMEOUT_MS = 20_000;
 

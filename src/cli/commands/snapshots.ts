@@ -46,7 +46,7 @@ export function registerSnapshots(program: Command): void {
     .option('--chunk-size <bytes>', 'bytes per chunk', positiveInt)
     .option(
       '--parallel <n>',
-      'concurrent ranged streams for a READY snapshot (default by size: 1 below 256 MiB, 2 below 2 GiB, else 4)',
+      'concurrent ranged streams for a READY snapshot (default by size: 1 below 1 GiB, 2 below 8 GiB, else 4)',
       positiveInt,
     )
     .requiredOption('--out <file>', 'where to write the artifact')
