@@ -29,6 +29,42 @@ import { parseHostPort } from './config';
 import type { NodeContext } from './node-context';
 import { pullDone, pullProgress } from './pull-progress';
 
+/** Read-ahead pieces plus those waiting for the serializer, with a margin. */
+const READ_BUFFERS = 8;
+const UNSERIALIZED_LIMIT = 3;
+
+/** Counts messages handed to gRPC whose bytes it has not serialized yet. */
+class SerializeGate {
+  private pending = 0;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly limit: number) {}
+
+  /** One more message; the returned function runs once it has been serialized. */
+  enter(then?: () => void): () => void {
+    this.pending++;
+    return () => {
+      this.pending--;
+      then?.();
+      this.wake?.();
+      this.wake = undefined;
+    };
+  }
+
+  /** Resolves once fewer than `limit` messages wait (at once, or when `signal` aborts). */
+  room(signal: AbortSignal): Promise<void> {
+    if (this.pending < this.limit || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.wake = done;
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+}
+
 function requireId(id: string): string {
   if (!id) throw invalidArgument('snapshot id is required');
   return id;
@@ -107,8 +143,12 @@ export function snapshotService(
         const compression =
           request.compression === 'COMPRESSION_ZSTD' ? 'zstd' : entry.meta.compression;
         let first = true;
-        // Read buffers go back to the pool once the serializer has copied them.
-        const pool = new BufferPool(chunkSize, 8);
+        // Read buffers go back to the pool once the serializer has copied them. gRPC queues
+        // up to 16 messages before it pushes back; holding a read buffer each, they would
+        // drain the pool and make every further chunk a fresh allocation (and V8 mark the
+        // heap for it), so at most UNSERIALIZED_LIMIT chunks wait for the serializer.
+        const pool = new BufferPool(chunkSize, READ_BUFFERS);
+        const waiting = new SerializeGate(UNSERIALIZED_LIMIT);
         const frames = new FramePool(chunkSize + 256);
         const end = length > 0 ? offset + length : undefined;
         for await (const piece of readArtifact(entry, { offset, end, chunkSize, signal, pool })) {
@@ -136,9 +176,11 @@ export function snapshotService(
             sha256: endsArtifact ? entry.meta.sha256 : '',
             info: first ? snapshotInfoToWire(entry.meta) : null,
           };
-          if (chunk.data === piece.data) message[AFTER_SERIALIZE] = piece.release;
+          const release = chunk.data === piece.data ? piece.release : undefined;
+          message[AFTER_SERIALIZE] = waiting.enter(release);
           message[FRAME_BUFFER] = frames.take();
           await send(message);
+          await waiting.room(signal);
           first = false;
         }
       } finally {
