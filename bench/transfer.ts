@@ -224,7 +224,10 @@ async function rawCopy(
   return { ms: tcp.ms, clientCpu, nodeCpu: 0 };
 }
 
-/** Runs `ours` and `raw` alternately, `runs` times each (odd runs start with raw). */
+/**
+ * Runs `ours` and `raw` alternately, `runs` times each (odd runs start with raw), after
+ * one untimed run of each: the first GiB written after a pause pays for fresh pages.
+ */
 async function alternate(
   runs: number,
   ours: () => Promise<Timed>,
@@ -233,6 +236,8 @@ async function alternate(
   bytes: number,
 ): Promise<{ ours: Timed[]; raw: Timed[] }> {
   const result = { ours: [] as Timed[], raw: [] as Timed[] };
+  await ours();
+  await raw();
   for (let run = 0; run < runs; run++) {
     if (isStopping()) break;
     const order = run % 2 === 0 ? (['ours', 'raw'] as const) : (['raw', 'ours'] as const);

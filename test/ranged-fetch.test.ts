@@ -1,14 +1,24 @@
 import test from 'ava';
 import { crc32c } from '@node-rs/crc32';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
+import * as net from 'node:net';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { ShardsnapClient, loadSynthetic } from '../src/client';
 import { isShardsnapError } from '../src/core';
-import { planRanges } from '../src/transfer';
+import { fetchRanges, planRanges } from '../src/transfer';
+import { Connection, H2Connection } from '../src/wire';
 import { ArtifactWriter, verifyArtifactFile } from '../src/snapshot';
-import { TcpProxy, concatChunks, nodeFor, rawFetch, sha256, tempDirFor } from './helpers/harness';
+import {
+  TcpProxy,
+  concatChunks,
+  nodeFor,
+  rawFetch,
+  sha256,
+  tempDirFor,
+  waitFor,
+} from './helpers/harness';
 
 const CHUNK = 4096;
 
@@ -185,6 +195,11 @@ test('an interrupted parallel fetch resumes every range from its part state', as
     }),
   );
   t.true(isShardsnapError(error, 'cancelled'), String(error));
+  // Every range's stream was cancelled on the node too: its leases are released.
+  t.true(
+    await waitFor(async () => Number((await node.client.stats()).activeStreams) === 0, 5_000),
+    'no stream left open on the node',
+  );
   t.true(existsSync(`${out}.part`));
   const state = JSON.parse(await readFile(`${out}.part.json`, 'utf8')) as {
     ranges: Array<{ start: number; end: number; next: number }>;
@@ -269,4 +284,54 @@ test('the build stores one CRC32C per chunk, and full-size fetches send those', 
   t.true(fetched.chunks.length >= 4);
   for (const chunk of fetched.chunks) t.is(chunk.crc32c, crc32c(chunk.data));
   t.deepEqual(concatChunks(fetched.chunks), artifact);
+});
+
+/** A loopback port with nothing listening on it. */
+async function closedPort(): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', () => resolve()));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+test('a fetch cancelled while its connection is still being set up fails with CANCELLED, and nothing throws later', async (t) => {
+  const h2 = new H2Connection(`127.0.0.1:${await closedPort()}`);
+  const stop = new AbortController();
+  const call = h2.serverStream('/shardsnap.v1.Snapshots/FetchSnapshot', Buffer.alloc(0), {
+    signal: stop.signal,
+    maxMessageBytes: 1 << 20,
+  });
+  const first = call.next();
+  stop.abort();
+  const error = await t.throwsAsync(first);
+  t.true(isShardsnapError(error, 'cancelled'), String(error));
+  h2.close();
+  // The refused connect lands after the cancel: an unhandled error here fails the run.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+});
+
+test('ranges that cannot reach their node keep the progress they had', async (t) => {
+  const dir = await tempDirFor(t);
+  const file = await open(join(dir, 'x.part'), 'w+');
+  t.teardown(() => file.close());
+  const conn = new Connection(`127.0.0.1:${await closedPort()}`);
+  t.teardown(() => conn.close());
+  const ranges = planRanges(8 << 20, 4);
+  for (const r of ranges) r.next = r.start + (r.end - r.start) / 2;
+  const before = JSON.stringify(ranges);
+  const error = await t.throwsAsync(
+    fetchRanges(conn, { snapshotId: 'absent', ranges, file, maxRetries: 0 }),
+  );
+  t.true(isShardsnapError(error, 'unavailable'), String(error));
+  t.is(JSON.stringify(ranges), before);
+
+  // A signal aborted before the ranges start: nothing is fetched, nothing changes.
+  const stop = new AbortController();
+  stop.abort();
+  const cancelledError = await t.throwsAsync(
+    fetchRanges(conn, { snapshotId: 'absent', ranges, file, signal: stop.signal }),
+  );
+  t.true(isShardsnapError(cancelledError, 'cancelled'), String(cancelledError));
+  t.is(JSON.stringify(ranges), before);
 });

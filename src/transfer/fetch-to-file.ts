@@ -203,7 +203,7 @@ async function fetchSequential(
     maxRetries: options.maxRetries,
   });
   let bytes = resumedFrom;
-  const writer = new WriteThrough(file);
+  const writer = new WriteThrough(file, resumedFrom);
   try {
     for await (const chunk of source.chunks(options.signal)) {
       hash.update(chunk.data);

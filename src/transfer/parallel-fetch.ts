@@ -60,6 +60,7 @@ export async function fetchRanges(
   const every = options.checkpointBytes ?? 32 << 20;
   const abort = new AbortController();
   const stop = (): void => abort.abort(options.signal?.reason);
+  throwIfAborted(options.signal);
   options.signal?.addEventListener('abort', stop, { once: true });
   let wake: (() => void) | undefined;
   const notify = (): void => {
@@ -82,7 +83,7 @@ export async function fetchRanges(
       maxRetries: options.maxRetries,
       onRetry: () => resumes++,
     });
-    const writer = new WriteThrough(file);
+    const writer = new WriteThrough(file, range.next);
     const advance = (): void => {
       sinceCheckpoint += writer.written - range.next;
       range.next = writer.written;
@@ -101,7 +102,7 @@ export async function fetchRanges(
     } finally {
       // Verified bytes go to the file even when the range stops early.
       writer.flush();
-      advance();
+      if (writer.written > range.next) advance();
     }
   };
 

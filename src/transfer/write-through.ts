@@ -16,9 +16,15 @@ export class WriteThrough {
   private pieces: Buffer[] = [];
   private releases: Array<() => void> = [];
   private bytes = 0;
-  private start = 0;
+  private start: number;
 
-  constructor(private readonly file: FileHandle) {}
+  /** `start`: where the file's verified prefix (or a range's region) ends so far. */
+  constructor(
+    private readonly file: FileHandle,
+    start = 0,
+  ) {
+    this.start = start;
+  }
 
   /** Offset up to which everything given is on the file. */
   get written(): number {

@@ -50,15 +50,14 @@ export class H2Connection {
     session.on('error', () => undefined);
     clearInterval(this.keepalive);
     this.keepalive = setInterval(() => {
-      if (session.destroyed) return;
+      // A closed session (after GOAWAY) may still be draining a stream: leave it be.
+      if (session.destroyed || session.closed || session.connecting) return;
       const timer = setTimeout(
         () => session.destroy(new Error(`no keepalive answer from ${this.address}`)),
         KEEPALIVE_TIMEOUT_MS,
       );
-      const sent = session.ping((error) => {
-        clearTimeout(timer);
-        if (error && !session.destroyed) session.destroy(error);
-      });
+      // Only silence kills the session; a ping cancelled by a closing session does not.
+      const sent = session.ping(() => clearTimeout(timer));
       if (!sent) clearTimeout(timer);
     }, KEEPALIVE_MS);
     this.keepalive.unref();
@@ -86,6 +85,9 @@ export class H2Connection {
       te: 'trailers',
       'grpc-accept-encoding': 'identity',
     });
+    // Failures reach the caller through the read loop below; a stream cancelled while
+    // still connecting fails later with nobody reading it, which must not crash.
+    stream.on('error', () => undefined);
     let status: Status | undefined;
     let httpStatus = 0;
     stream.once('response', (headers) => {
@@ -95,9 +97,7 @@ export class H2Connection {
     stream.once('trailers', (headers) => {
       status = statusOf(headers) ?? status;
     });
-    const onAbort = (): void => {
-      stream.close(http2.constants.NGHTTP2_CANCEL);
-    };
+    const onAbort = (): void => cancel(stream);
     signal?.addEventListener('abort', onAbort, { once: true });
     const where = method.slice(method.lastIndexOf('/') + 1);
     const reader = new GrpcFrameReader(options.maxMessageBytes);
@@ -132,13 +132,22 @@ export class H2Connection {
       }
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+      cancel(stream);
     }
   }
 
   close(): void {
     clearInterval(this.keepalive);
-    this.session?.close();
+    // A session still connecting would otherwise wait for the connect (or its timeout).
+    if (this.session?.connecting) this.session.destroy();
+    else this.session?.close();
     this.session = undefined;
   }
+}
+
+/** Resets the stream (the node sees CANCELLED and releases what the call held). */
+function cancel(stream: http2.ClientHttp2Stream): void {
+  if (stream.destroyed) return;
+  if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+  stream.destroy();
 }
