@@ -2,17 +2,12 @@ import { createReadStream } from 'node:fs';
 import { type FileHandle, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { type SlotRange, dataLoss, invalidArgument } from '../core';
 import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
-import {
-  type ChunkCompression,
-  DEFAULT_CHUNK_SIZE,
-  type Sha256Stream,
-  sha256Stream,
-} from '../snapshot';
+import { type ChunkCompression, DEFAULT_CHUNK_SIZE } from '../snapshot';
 import type { Connection } from '../wire/connection';
 import { NodeFetch } from './node-source';
 import { type RangeProgress, fetchRanges, planRanges } from './parallel-fetch';
 import { createSnapshot, getSnapshot } from './remote-snapshot';
-import { WriteThrough } from './write-through';
+import { HashingWriter } from './hashing-writer';
 
 export interface FetchToFileOptions {
   out: string;
@@ -67,16 +62,6 @@ const partPath = (out: string): string => `${out}.part`;
 const partStatePath = (out: string): string => `${out}.part.json`;
 /** The sidecar with the snapshot's info (seq, slots, sha256), written next to the artifact. */
 export const infoPath = (out: string): string => `${out}.json`;
-
-/** A hash stream that has already seen the first `length` bytes of `path`. */
-async function hashFile(path: string, length: number): Promise<Sha256Stream> {
-  const hash = sha256Stream({ background: true });
-  if (length === 0) return hash;
-  for await (const piece of createReadStream(path, { start: 0, end: length - 1 })) {
-    hash.update(piece as Buffer);
-  }
-  return hash;
-}
 
 /**
  * Fetches a snapshot into `out`: bytes go to `<out>.part` (with `<out>.part.json`
@@ -194,39 +179,41 @@ async function fetchSequential(
 ): Promise<Fetched> {
   const part = partPath(options.out);
   const resumedFrom = (await stat(part)).size;
-  const hash = await hashFile(part, resumedFrom);
-  const source = new NodeFetch(conn, {
-    snapshotId,
-    offset: resumedFrom,
-    chunkSize: options.chunkSize,
-    compression: options.compression,
-    maxRetries: options.maxRetries,
-  });
-  let bytes = resumedFrom;
-  const writer = new WriteThrough(file, resumedFrom);
+  const writer = new HashingWriter(file.fd, resumedFrom);
   try {
+    if (resumedFrom > 0) {
+      await writer.seed(createReadStream(part, { start: 0, end: resumedFrom - 1 }));
+    }
+    const source = new NodeFetch(conn, {
+      snapshotId,
+      offset: resumedFrom,
+      chunkSize: options.chunkSize,
+      compression: options.compression,
+      maxRetries: options.maxRetries,
+    });
     for await (const chunk of source.chunks(options.signal)) {
-      hash.update(chunk.data);
-      writer.add(chunk.offset, chunk.data, chunk.release);
-      bytes = chunk.offset + chunk.data.length;
+      await writer.add(chunk.offset, chunk.data);
+      // The writer took a copy.
+      chunk.release?.();
+      const bytes = chunk.offset + chunk.data.length;
       if (source.info) options.onProgress?.(bytes, Number(source.info.sizeBytes), source.info);
     }
-    writer.flush();
+    if (!source.info) throw dataLoss(`the stream of snapshot ${snapshotId} carried no info`);
+    const sha256 = await writer.finish();
+    return {
+      info: source.info,
+      bytes: writer.written,
+      sha256,
+      expected: source.expectedSha256(),
+      resumedFrom,
+      resumes: source.resumes,
+    };
   } catch (error) {
-    // What was received is verified: it goes to the file, and the next run resumes after it.
-    hash.discard();
-    writer.flush();
+    // What was received is verified and stays on file (written in order): the next run
+    // resumes after it. The writes in flight finish before the file is closed.
+    await writer.abandon();
     throw error;
   }
-  if (!source.info) throw dataLoss(`the stream of snapshot ${snapshotId} carried no info`);
-  return {
-    info: source.info,
-    bytes,
-    sha256: await hash.digest(),
-    expected: source.expectedSha256(),
-    resumedFrom,
-    resumes: source.resumes,
-  };
 }
 
 /** Concurrent ranges of a READY artifact (see parallel-fetch.ts). */

@@ -238,7 +238,7 @@ function fetchMethod(): {
 } {
   const method = loadProto().shardsnap.v1.Snapshots.service.FetchSnapshot;
   return {
-    requestSerialize: method.requestSerialize as (value: FetchSnapshotRequest) => Buffer,
-    responseDeserialize: method.responseDeserialize as (bytes: Buffer) => SnapshotChunk__Output,
+    requestSerialize: method.requestSerialize,
+    responseDeserialize: method.responseDeserialize,
   };
 }

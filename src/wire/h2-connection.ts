@@ -94,7 +94,7 @@ export class H2Connection {
       httpStatus = Number(headers[':status']);
       status = statusOf(headers);
     });
-    stream.once('trailers', (headers) => {
+    stream.once('trailers', (headers: http2.IncomingHttpHeaders) => {
       status = statusOf(headers) ?? status;
     });
     const onAbort = (): void => cancel(stream);

@@ -1,0 +1,148 @@
+import { Worker } from 'node:worker_threads';
+import { ErrorCodes, ShardsnapError } from '../core';
+
+/**
+ * The thread that writes a fetched artifact to its part file and hashes it, in the order
+ * given: pieces arrive as transferred copies, are written synchronously (in pieces of at
+ * most 256 KiB, cheaper here than larger writes) and then hashed, and their buffers go
+ * back for reuse.
+ */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { writeSync } = require('node:fs');
+const { createHash } = require('node:crypto');
+const MAX_WRITE = 256 << 10;
+let hash = createHash('sha256');
+let failed = false;
+parentPort.on('message', (m) => {
+  if (m.reset) { hash = createHash('sha256'); failed = false; return; }
+  if (m.data) {
+    const view = new Uint8Array(m.data, 0, m.length);
+    if (!failed) {
+      try {
+        let done = m.fd < 0 ? m.length : 0;
+        while (done < m.length) {
+          done += writeSync(m.fd, view, done, Math.min(MAX_WRITE, m.length - done), m.position + done);
+        }
+        hash.update(view);
+      } catch (error) {
+        failed = true;
+        parentPort.postMessage({ error: String(error && error.message || error) });
+      }
+    }
+    parentPort.postMessage({ recycle: m.data, end: m.position + m.length }, [m.data]);
+    return;
+  }
+  if (m.digest) parentPort.postMessage({ hex: hash.digest('hex') });
+});
+`;
+
+const POOLED_BYTES = 1 << 20;
+const MAX_IN_FLIGHT = 16 << 20;
+
+/**
+ * Writes a fetch's verified bytes to the part file and hashes them on a second thread,
+ * so the thread receiving the next chunks never waits for the disk or SHA-256. Bytes are
+ * written strictly in order: the file is always a gapless prefix, what a later run
+ * resumes from. At most 16 MiB are in flight; `add` waits beyond that.
+ */
+export class HashingWriter {
+  private readonly worker = new Worker(WORKER_SOURCE, { eval: true });
+  private readonly free: ArrayBuffer[] = [];
+  private inFlight = 0;
+  private failure: Error | undefined;
+  private waiters: Array<() => void> = [];
+  private digestWaiter: ((hex: string) => void) | undefined;
+  /** End of what the thread has written so far. */
+  written: number;
+
+  constructor(
+    private readonly fd: number,
+    start: number,
+  ) {
+    this.written = start;
+    this.worker.on(
+      'message',
+      (m: { recycle?: ArrayBuffer; end?: number; error?: string; hex?: string }) => {
+        if (m.error) this.failure = new Error(`writing the part file: ${m.error}`);
+        if (m.recycle) {
+          this.inFlight -= m.recycle.byteLength;
+          if (m.end !== undefined && m.end > this.written && !this.failure) this.written = m.end;
+          if (this.free.length < MAX_IN_FLIGHT / POOLED_BYTES) this.free.push(m.recycle);
+          this.wake();
+        }
+        if (m.hex !== undefined) this.digestWaiter?.(m.hex);
+      },
+    );
+    this.worker.on('error', (error) => {
+      this.failure = error;
+      this.wake();
+    });
+  }
+
+  /** Writes `data` at `offset` and hashes it after what came before. */
+  add(offset: number, data: Buffer): Promise<void> {
+    return this.post(offset, data, this.fd);
+  }
+
+  /**
+   * Hashes bytes that are already in the file (an earlier run's part file) without
+   * writing them again. Call before any `add`.
+   */
+  async seed(pieces: AsyncIterable<Buffer>): Promise<void> {
+    for await (const piece of pieces) await this.post(0, piece, -1);
+  }
+
+  private async post(offset: number, data: Buffer, fd: number): Promise<void> {
+    this.throwIfFailed();
+    while (this.inFlight >= MAX_IN_FLIGHT) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+      this.throwIfFailed();
+    }
+    let buffer = this.free.pop();
+    if (!buffer || buffer.byteLength < data.length) {
+      buffer = new ArrayBuffer(Math.max(data.length, POOLED_BYTES));
+    }
+    new Uint8Array(buffer).set(data);
+    this.inFlight += buffer.byteLength;
+    this.worker.postMessage({ data: buffer, length: data.length, fd, position: offset }, [buffer]);
+  }
+
+  /** Waits until everything given is written; returns the SHA-256 of everything. */
+  async finish(): Promise<string> {
+    await this.drain();
+    this.throwIfFailed();
+    const hex = await new Promise<string>((resolve) => {
+      this.digestWaiter = resolve;
+      this.worker.postMessage({ digest: true });
+    });
+    await this.worker.terminate();
+    return hex;
+  }
+
+  /** Waits for the writes in flight (the file must not be closed under them), then stops. */
+  async abandon(): Promise<void> {
+    await this.drain().catch(() => undefined);
+    await this.worker.terminate();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.inFlight > 0 && !this.failure) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) {
+      throw new ShardsnapError(ErrorCodes.internal, this.failure.message, {
+        cause: this.failure,
+      });
+    }
+  }
+}
