@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { ShardsnapClient, loadSynthetic } from '../src/client';
 import { isShardsnapError } from '../src/core';
-import { fetchRanges, planRanges } from '../src/transfer';
+import { fetchRanges, liveWriterThreads, planRanges } from '../src/transfer';
 import { Connection, H2Connection } from '../src/wire';
 import { ArtifactWriter, verifyArtifactFile } from '../src/snapshot';
 import {
@@ -334,4 +334,34 @@ test('ranges that cannot reach their node keep the progress they had', async (t)
   );
   t.true(isShardsnapError(cancelledError, 'cancelled'), String(cancelledError));
   t.is(JSON.stringify(ranges), before);
+});
+
+test('a one-stream fetch ends its writer thread whether it completes or is cancelled, and a re-run resumes', async (t) => {
+  const { node, info, size, artifact } = await readySnapshot(t, 4000, 200);
+  const dir = await tempDirFor(t);
+  const out = join(dir, 'one-stream.snap');
+  const stop = new AbortController();
+  const error = await t.throwsAsync(
+    node.client.fetchToFile({
+      out,
+      snapshotId: info.id,
+      chunkSize: CHUNK,
+      parallel: 1,
+      signal: stop.signal,
+      onProgress: (received) => {
+        if (received > size / 3) stop.abort();
+      },
+    }),
+  );
+  t.true(isShardsnapError(error, 'cancelled'), String(error));
+  t.true(await waitFor(() => liveWriterThreads() === 0, 5_000), 'the writer thread ended');
+  const part = await readFile(`${out}.part`);
+  t.true(part.length > 0 && part.length < size);
+  t.deepEqual(part, artifact.subarray(0, part.length), 'the part file is a verified prefix');
+
+  const result = await node.client.fetchToFile({ out, chunkSize: CHUNK });
+  t.is(result.resumedFrom, part.length);
+  t.is(result.sha256, info.sha256);
+  t.deepEqual(await readFile(out), artifact);
+  t.true(await waitFor(() => liveWriterThreads() === 0, 5_000), 'the writer thread ended');
 });

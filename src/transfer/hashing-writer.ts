@@ -37,6 +37,13 @@ parentPort.on('message', (m) => {
 });
 `;
 
+let liveThreads = 0;
+
+/** Writer threads running in this process (every fetch ends its own; tests check it). */
+export function liveWriterThreads(): number {
+  return liveThreads;
+}
+
 const POOLED_BYTES = 1 << 20;
 const MAX_IN_FLIGHT = 16 << 20;
 
@@ -61,6 +68,8 @@ export class HashingWriter {
     start: number,
   ) {
     this.written = start;
+    liveThreads++;
+    this.worker.once('exit', () => liveThreads--);
     this.worker.on(
       'message',
       (m: { recycle?: ArrayBuffer; end?: number; error?: string; hex?: string }) => {

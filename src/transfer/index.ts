@@ -9,4 +9,5 @@ export * from './change-stream';
 export * from './fetch-to-file';
 export * from './parallel-fetch';
 export * from './write-through';
+export { liveWriterThreads } from './hashing-writer';
 export * from './chunk-message';
