@@ -18,6 +18,13 @@ export interface VerifiedChunk {
    * for the next chunk. Consumers that may keep views simply never call it.
    */
   release?: () => void;
+  /**
+   * When present, hands the whole buffer under `data` (which starts at its byte 0) to the
+   * consumer, for example to transfer it to another thread; `data` must not be used after
+   * a transfer. `giveBack` returns it (or a buffer like it) for reuse. Undefined when the
+   * buffer was already released or taken.
+   */
+  take?: () => { buffer: ArrayBuffer; giveBack: (buffer: ArrayBuffer) => void } | undefined;
 }
 
 /** A chunk as it travels: data possibly compressed, CRC32C over the raw bytes. */

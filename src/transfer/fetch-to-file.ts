@@ -192,10 +192,10 @@ async function fetchSequential(
       maxRetries: options.maxRetries,
     });
     for await (const chunk of source.chunks(options.signal)) {
-      await writer.add(chunk.offset, chunk.data);
-      // The writer took a copy.
-      chunk.release?.();
+      // Read before the writer may transfer the chunk's buffer to its thread.
       const bytes = chunk.offset + chunk.data.length;
+      await writer.add(chunk.offset, chunk.data, chunk.take);
+      chunk.release?.();
       if (source.info) options.onProgress?.(bytes, Number(source.info.sizeBytes), source.info);
     }
     if (!source.info) throw dataLoss(`the stream of snapshot ${snapshotId} carried no info`);

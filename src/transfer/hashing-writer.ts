@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, ShardsnapError } from '../core';
+import type { VerifiedChunk } from '../snapshot';
 
 /**
  * The thread that writes a fetched artifact to its part file and hashes it, in the order
@@ -56,6 +57,7 @@ const MAX_IN_FLIGHT = 16 << 20;
 export class HashingWriter {
   private readonly worker = new Worker(WORKER_SOURCE, { eval: true });
   private readonly free: ArrayBuffer[] = [];
+  private readonly returns: Array<((buffer: ArrayBuffer) => void) | undefined> = [];
   private inFlight = 0;
   private failure: Error | undefined;
   private waiters: Array<() => void> = [];
@@ -77,7 +79,10 @@ export class HashingWriter {
         if (m.recycle) {
           this.inFlight -= m.recycle.byteLength;
           if (m.end !== undefined && m.end > this.written && !this.failure) this.written = m.end;
-          if (this.free.length < MAX_IN_FLIGHT / POOLED_BYTES) this.free.push(m.recycle);
+          // Buffers come back in the order they went; a taken one goes back to its source.
+          const giveBack = this.returns.shift();
+          if (giveBack) giveBack(m.recycle);
+          else if (this.free.length < MAX_IN_FLIGHT / POOLED_BYTES) this.free.push(m.recycle);
           this.wake();
         }
         if (m.hex !== undefined) this.digestWaiter?.(m.hex);
@@ -89,9 +94,13 @@ export class HashingWriter {
     });
   }
 
-  /** Writes `data` at `offset` and hashes it after what came before. */
-  add(offset: number, data: Buffer): Promise<void> {
-    return this.post(offset, data, this.fd);
+  /**
+   * Writes `data` at `offset` and hashes it after what came before. With `take` (see
+   * VerifiedChunk), the buffer under `data` is moved to the thread instead of copied,
+   * and `data` is unusable afterwards.
+   */
+  add(offset: number, data: Buffer, take?: VerifiedChunk['take']): Promise<void> {
+    return this.post(offset, data, this.fd, take);
   }
 
   /**
@@ -102,19 +111,33 @@ export class HashingWriter {
     for await (const piece of pieces) await this.post(0, piece, -1);
   }
 
-  private async post(offset: number, data: Buffer, fd: number): Promise<void> {
+  private async post(
+    offset: number,
+    data: Buffer,
+    fd: number,
+    take?: VerifiedChunk['take'],
+  ): Promise<void> {
     this.throwIfFailed();
     while (this.inFlight >= MAX_IN_FLIGHT) {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
       this.throwIfFailed();
     }
-    let buffer = this.free.pop();
-    if (!buffer || buffer.byteLength < data.length) {
-      buffer = new ArrayBuffer(Math.max(data.length, POOLED_BYTES));
+    const length = data.length;
+    const taken = data.byteOffset === 0 ? take?.() : undefined;
+    let buffer: ArrayBuffer;
+    if (taken) {
+      buffer = taken.buffer;
+    } else {
+      let pooled = this.free.pop();
+      if (!pooled || pooled.byteLength < length) {
+        pooled = new ArrayBuffer(Math.max(length, POOLED_BYTES));
+      }
+      new Uint8Array(pooled).set(data);
+      buffer = pooled;
     }
-    new Uint8Array(buffer).set(data);
+    this.returns.push(taken?.giveBack);
     this.inFlight += buffer.byteLength;
-    this.worker.postMessage({ data: buffer, length: data.length, fd, position: offset }, [buffer]);
+    this.worker.postMessage({ data: buffer, length, fd, position: offset }, [buffer]);
   }
 
   /** Waits until everything given is written; returns the SHA-256 of everything. */

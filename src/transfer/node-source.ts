@@ -130,7 +130,10 @@ export class NodeFetch implements ChunkSource {
   }
 
   /** `parts` as one buffer: the only part itself, else a copy into a spare buffer. */
-  private join(parts: Buffer[], length: number): { data: Buffer; release: () => void } {
+  private join(
+    parts: Buffer[],
+    length: number,
+  ): { data: Buffer; release: () => void; take?: VerifiedChunk['take'] } {
     if (parts.length === 1) return { data: parts[0] as Buffer, release: () => undefined };
     let buffer = this.spare.pop();
     if (!buffer || buffer.length < length)
@@ -139,12 +142,20 @@ export class NodeFetch implements ChunkSource {
     for (const part of parts) at += part.copy(buffer, at);
     const owned = buffer;
     let released = false;
+    const giveBack = (returned: ArrayBuffer): void => {
+      if (this.spare.length < MAX_SPARE) this.spare.push(Buffer.from(returned));
+    };
     return {
       data: owned.subarray(0, length),
       release: () => {
         if (released) return;
         released = true;
         if (this.spare.length < MAX_SPARE) this.spare.push(owned);
+      },
+      take: () => {
+        if (released) return undefined;
+        released = true;
+        return { buffer: owned.buffer as ArrayBuffer, giveBack };
       },
     };
   }
@@ -212,7 +223,7 @@ export class NodeFetch implements ChunkSource {
         throw dataLoss(`the last chunk carries no SHA-256 [${where(next)}]`);
       }
       yield raw === joined.data
-        ? { offset: this.position, data: raw, release: joined.release }
+        ? { offset: this.position, data: raw, release: joined.release, take: joined.take }
         : { offset: this.position, data: raw };
       this.position = next;
       if (chunk.last) {
@@ -227,7 +238,7 @@ export class NodeFetch implements ChunkSource {
   }
 }
 
-const MAX_SPARE = 4;
+const MAX_SPARE = 16;
 const FETCH_METHOD = '/shardsnap.v1.Snapshots/FetchSnapshot';
 /** Chunks are at most 16 MiB raw; zstd never makes them much larger. */
 const MAX_MESSAGE_BYTES = 64 << 20;
