@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { crc32c } from '@node-rs/crc32';
 import { existsSync } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
@@ -30,6 +30,27 @@ async function readySnapshot(t: Parameters<typeof nodeFor>[0], keys = 2000, valu
   const whole = await rawFetch(node.client.connection, { snapshotId: info.id, chunkSize: CHUNK });
   if (whole.error) throw whole.error;
   return { node, info, size: Number(info.sizeBytes), artifact: concatChunks(whole.chunks) };
+}
+
+/** A fetch stopped (its signal aborted) once `stopAt` bytes have arrived; returns the error. */
+async function fetchUntilStopped(
+  t: ExecutionContext,
+  client: ShardsnapClient,
+  options: { out: string; snapshotId: string; parallel: number; stopAt: number },
+): Promise<unknown> {
+  const stop = new AbortController();
+  return t.throwsAsync(
+    client.fetchToFile({
+      out: options.out,
+      snapshotId: options.snapshotId,
+      chunkSize: CHUNK,
+      parallel: options.parallel,
+      signal: stop.signal,
+      onProgress: (received) => {
+        if (received > options.stopAt) stop.abort();
+      },
+    }),
+  );
 }
 
 test('ranged FetchSnapshot returns exactly the bytes asked for, cut anywhere, overlapping or not', async (t) => {
@@ -181,19 +202,12 @@ test('an interrupted parallel fetch resumes every range from its part state', as
   const { node, info, size, artifact } = await readySnapshot(t, 3000, 150);
   const dir = await tempDirFor(t);
   const out = join(dir, 'interrupted.snap');
-  const stop = new AbortController();
-  const error = await t.throwsAsync(
-    node.client.fetchToFile({
-      out,
-      snapshotId: info.id,
-      chunkSize: CHUNK,
-      parallel: 4,
-      signal: stop.signal,
-      onProgress: (received) => {
-        if (received > size / 2) stop.abort();
-      },
-    }),
-  );
+  const error = await fetchUntilStopped(t, node.client, {
+    out,
+    snapshotId: info.id,
+    parallel: 4,
+    stopAt: size / 2,
+  });
   t.true(isShardsnapError(error, 'cancelled'), String(error));
   // Every range's stream was cancelled on the node too: its leases are released.
   t.true(
@@ -225,19 +239,12 @@ test('a part file damaged between runs is caught by the SHA-256 and fetched agai
   const { node, info, size, artifact } = await readySnapshot(t, 1500, 150);
   const dir = await tempDirFor(t);
   const out = join(dir, 'damaged.snap');
-  const stop = new AbortController();
-  await t.throwsAsync(
-    node.client.fetchToFile({
-      out,
-      snapshotId: info.id,
-      chunkSize: CHUNK,
-      parallel: 2,
-      signal: stop.signal,
-      onProgress: (received) => {
-        if (received > size / 2) stop.abort();
-      },
-    }),
-  );
+  await fetchUntilStopped(t, node.client, {
+    out,
+    snapshotId: info.id,
+    parallel: 2,
+    stopAt: size / 2,
+  });
   const part = await readFile(`${out}.part`);
   part[100] = (part[100] as number) ^ 0xff;
   await writeFile(`${out}.part`, part);
@@ -340,19 +347,12 @@ test('a one-stream fetch ends its writer thread whether it completes or is cance
   const { node, info, size, artifact } = await readySnapshot(t, 4000, 200);
   const dir = await tempDirFor(t);
   const out = join(dir, 'one-stream.snap');
-  const stop = new AbortController();
-  const error = await t.throwsAsync(
-    node.client.fetchToFile({
-      out,
-      snapshotId: info.id,
-      chunkSize: CHUNK,
-      parallel: 1,
-      signal: stop.signal,
-      onProgress: (received) => {
-        if (received > size / 3) stop.abort();
-      },
-    }),
-  );
+  const error = await fetchUntilStopped(t, node.client, {
+    out,
+    snapshotId: info.id,
+    parallel: 1,
+    stopAt: size / 3,
+  });
   t.true(isShardsnapError(error, 'cancelled'), String(error));
   t.true(await waitFor(() => liveWriterThreads() === 0, 5_000), 'the writer thread ended');
   const part = await readFile(`${out}.part`);

@@ -1,6 +1,7 @@
 import {
   ErrorCodes,
   ShardsnapError,
+  abortableSleep,
   cancelled,
   dataLoss,
   isShardsnapError,
@@ -33,20 +34,6 @@ class ChunkMismatch extends ShardsnapError {
 
 function isRetryable(error: ShardsnapError): boolean {
   return error.code === ErrorCodes.unavailable || error.code === ErrorCodes.internal;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(cancelled('download cancelled'));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**
@@ -141,7 +128,11 @@ export async function* downloadArtifact(
         if (attempt >= maxRetries) throw failure;
         attempt++;
         options.onRetry?.(failure, offset, attempt);
-        await sleep(Math.min(5_000, (options.retryDelayMs ?? 200) * 2 ** (attempt - 1)), signal);
+        await abortableSleep(
+          Math.min(5_000, (options.retryDelayMs ?? 200) * 2 ** (attempt - 1)),
+          signal,
+          'download',
+        );
       }
     }
     const sha256 = await hash.digest();

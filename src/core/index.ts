@@ -7,3 +7,4 @@ export * from './mutation-codec';
 export * from './record-codec';
 export * from './digest';
 export * from './slab';
+export * from './abortable-sleep';

@@ -1,4 +1,5 @@
 import type { SnapshotChunk } from '../generated/shardsnap/v1/SnapshotChunk';
+import { GRPC_PREFIX_BYTES } from '../wire/grpc-frames';
 
 /** A chunk on its way out, with what to do once its bytes have been copied. */
 export type OutgoingChunk = SnapshotChunk & {
@@ -15,9 +16,6 @@ export const FRAMES_ITSELF = Symbol.for('shardsnap.framesItself');
 export type SelfFramingSerializer = ((value: OutgoingChunk) => Buffer) & {
   [FRAMES_ITSELF]: (value: OutgoingChunk) => Buffer;
 };
-
-/** gRPC's message prefix: a compressed flag and a big-endian length. */
-export const FRAME_PREFIX_BYTES = 5;
 
 /**
  * Frame buffers of one FetchSnapshot call, used in turn. grpc-js frames a stream's next
@@ -155,17 +153,17 @@ export function chunkSerializer(general: (value: SnapshotChunk) => Buffer): Self
       let end: number;
       if (chunk.info) {
         const message = general(chunk);
-        out = Buffer.allocUnsafe(message.length + FRAME_PREFIX_BYTES);
-        end = FRAME_PREFIX_BYTES + message.copy(out, FRAME_PREFIX_BYTES);
+        out = Buffer.allocUnsafe(message.length + GRPC_PREFIX_BYTES);
+        end = GRPC_PREFIX_BYTES + message.copy(out, GRPC_PREFIX_BYTES);
       } else {
         const [id, sha, compression] = fields(chunk);
-        const size = encodedLength(chunk, id, sha, compression) + FRAME_PREFIX_BYTES;
+        const size = encodedLength(chunk, id, sha, compression) + GRPC_PREFIX_BYTES;
         const given = chunk[FRAME_BUFFER];
         out = given && given.length >= size ? given : Buffer.allocUnsafe(size);
-        end = encodeInto(out, FRAME_PREFIX_BYTES, chunk, id, sha, compression);
+        end = encodeInto(out, GRPC_PREFIX_BYTES, chunk, id, sha, compression);
       }
       out[0] = 0;
-      out.writeUInt32BE(end - FRAME_PREFIX_BYTES, 1);
+      out.writeUInt32BE(end - GRPC_PREFIX_BYTES, 1);
       return out.subarray(0, end);
     } finally {
       chunk[AFTER_SERIALIZE]?.();

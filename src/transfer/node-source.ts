@@ -1,7 +1,7 @@
 import {
   ErrorCodes,
   ShardsnapError,
-  cancelled,
+  abortableSleep,
   dataLoss,
   isShardsnapError,
   throwIfAborted,
@@ -41,20 +41,6 @@ function isRetryable(error: ShardsnapError): boolean {
     error.code === ErrorCodes.internal ||
     error.code === ErrorCodes.cancelled
   );
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(cancelled('fetch cancelled'));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**
@@ -118,9 +104,10 @@ export class NodeFetch implements ChunkSource {
           if (signal?.aborted || !isRetryable(failure) || this.resumes >= maxRetries) throw failure;
           this.resumes++;
           options.onRetry?.(failure, this.position, this.resumes);
-          await sleep(
+          await abortableSleep(
             Math.min(5_000, (options.retryDelayMs ?? 100) * 2 ** (this.resumes - 1)),
             signal,
+            'fetch',
           );
         }
       }
