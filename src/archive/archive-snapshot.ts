@@ -1,4 +1,4 @@
-import { ErrorCodes, ShardsnapError, dataLoss, throwIfAborted } from '../core';
+import { ErrorCodes, ShardsnapError, type Throttle, dataLoss, throwIfAborted } from '../core';
 import { type SnapshotCatalog, type SnapshotEntry, readArtifact } from '../snapshot';
 import { ChunkDigests } from './chunk-digests';
 import { archiveDir } from './layout';
@@ -17,6 +17,8 @@ export interface ArchiveOptions {
   prefix: string;
   signal?: AbortSignal;
   onProgress?: (bytesUploaded: number, totalBytes: number) => void;
+  /** Paid for every piece read for the upload (rate limits, byte counts). */
+  throttle?: Throttle;
 }
 
 /** Waits until a build has ended; only READY snapshots can be archived. */
@@ -40,9 +42,11 @@ async function* digested(
   entry: SnapshotEntry,
   digests: ChunkDigests,
   signal?: AbortSignal,
+  throttle?: Throttle,
 ): AsyncGenerator<Buffer> {
   const { meta } = entry;
   for await (const piece of readArtifact(entry, { offset: 0, chunkSize: meta.chunkSize, signal })) {
+    await throttle?.take(piece.data.length, signal);
     digests.update(piece.data);
     yield piece.data;
   }
@@ -76,7 +80,7 @@ export async function archiveSnapshot(
     const location = archiveLocation(target.bucket, archiveDir(options.prefix, meta));
     const digests = new ChunkDigests(meta.chunkSize);
     options.onProgress?.(0, meta.sizeBytes);
-    await target.put(location.artifactKey, digested(entry, digests, signal), {
+    await target.put(location.artifactKey, digested(entry, digests, signal, options.throttle), {
       size: meta.sizeBytes,
       contentType: 'application/octet-stream',
       signal,

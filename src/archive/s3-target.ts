@@ -58,6 +58,15 @@ export class S3Targets implements ArchiveTargets {
       ...(s.endpoint !== undefined ? { endpoint: s.endpoint } : {}),
       ...(s.credentials ? { credentials: s.credentials } : {}),
       requestHandler: { connectionTimeout: s.connectTimeoutMs, socketTimeout: s.requestTimeoutMs },
+      // The SDK's own warnings go where the node's go, not to the console.
+      logger: {
+        debug: () => undefined,
+        info: () => undefined,
+        warn: (...content: unknown[]) =>
+          this.warn(`object store client: ${content.map(String).join(' ')}`, undefined),
+        error: (...content: unknown[]) =>
+          this.warn(`object store client: ${content.map(String).join(' ')}`, undefined),
+      },
     });
     return this.client;
   }

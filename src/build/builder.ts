@@ -1,4 +1,12 @@
-import type { SlotRange } from '../core';
+import { performance } from 'node:perf_hooks';
+import {
+  ErrorCodes,
+  SLOT_COUNT,
+  type SlotRange,
+  ShardsnapError,
+  isShardsnapError,
+  normalizeSlotRanges,
+} from '../core';
 import type { Store } from '../store';
 import type { PreparedBuild, SnapshotStrategy } from '../strategies/strategy';
 import { ArtifactWriter } from '../snapshot';
@@ -20,6 +28,43 @@ export interface BuildContext {
   catalog: SnapshotCatalog;
   nodeId: string;
   onError?: (error: unknown, context: string) => void;
+  /** Every build once it ends: READY, FAILED, or cancelled (deleted or stopped). */
+  onFinished?: (entry: SnapshotEntry, status: BuildStatus, durationMs: number) => void;
+  /** Bytes all stored snapshots may take (`--spool-max-bytes`); builds beyond are refused. */
+  spoolMaxBytes?: number;
+}
+
+const countSlots = (slots: readonly SlotRange[]): number =>
+  normalizeSlotRanges(slots).reduce((n, r) => n + r.end - r.start + 1, 0);
+
+export type BuildStatus = 'ready' | 'failed' | 'cancelled';
+
+/** RESOURCE_EXHAUSTED because of `--spool-max-bytes` (rather than too many builds). */
+export class SpoolFullError extends ShardsnapError {
+  constructor(message: string) {
+    super(ErrorCodes.resourceExhausted, message);
+  }
+}
+
+const spoolFull = (message: string): SpoolFullError => new SpoolFullError(message);
+
+/**
+ * Refuses a build the spool cannot take: the bytes stored plus what this build is
+ * expected to write (the store's data bytes, times the share of slots asked for). The
+ * estimate can be off either way, so a build that outgrows the spool is stopped too.
+ */
+async function checkSpool(ctx: BuildContext, spec: BuildSpec): Promise<void> {
+  const max = ctx.spoolMaxBytes;
+  if (max === undefined) return;
+  const used = ctx.catalog.storedBytes;
+  const share = spec.full ? 1 : countSlots(spec.slots) / SLOT_COUNT;
+  const expected = Math.ceil((await ctx.store.stats()).dataBytes * share);
+  if (used + expected > max) {
+    throw spoolFull(
+      `the snapshot spool is full: ${used} bytes stored, this snapshot is expected to take ` +
+        `~${expected} more, the limit is ${max} (--spool-max-bytes); delete snapshots or retry later`,
+    );
+  }
 }
 
 /**
@@ -28,6 +73,7 @@ export interface BuildContext {
  */
 export async function startBuild(ctx: BuildContext, spec: BuildSpec): Promise<SnapshotEntry> {
   const { store, catalog } = ctx;
+  await checkSpool(ctx, spec);
   const entry = await catalog.create({
     slots: spec.slots,
     full: spec.full,
@@ -63,6 +109,8 @@ async function runBuild(
   prepared: PreparedBuild,
 ): Promise<void> {
   const { catalog } = ctx;
+  const startedAt = performance.now();
+  let status: BuildStatus = 'failed';
   let writer: ArtifactWriter | undefined;
   try {
     writer = await ArtifactWriter.create(
@@ -70,6 +118,15 @@ async function runBuild(
       (size) => {
         entry.meta.bytesWritten = size;
         entry.notify();
+        const max = ctx.spoolMaxBytes;
+        if (max !== undefined && catalog.storedBytes > max && !entry.build.signal.aborted) {
+          entry.build.abort(
+            spoolFull(
+              `snapshot ${entry.meta.id} outgrew the snapshot spool (${catalog.storedBytes} bytes ` +
+                `stored, limit ${max}, --spool-max-bytes)`,
+            ),
+          );
+        }
       },
       { crcChunkSize: entry.meta.chunkSize },
     );
@@ -97,8 +154,11 @@ async function runBuild(
     // Durable first: a READY snapshot in memory is always READY on disk too.
     if (!entry.deleted) await catalog.saveManifest(entry, ready);
     entry.meta = ready;
+    status = 'ready';
     await catalog.applyRetention();
   } catch (error) {
+    status =
+      entry.deleted || isShardsnapError(error, ErrorCodes.cancelled) ? 'cancelled' : 'failed';
     await writer?.abandon();
     entry.meta.state = 'FAILED';
     entry.meta.error = error instanceof Error ? error.message : String(error);
@@ -110,5 +170,6 @@ async function runBuild(
   } finally {
     await prepared.release().catch((e: unknown) => ctx.onError?.(e, 'releasing a build'));
     entry.notify();
+    ctx.onFinished?.(entry, status, performance.now() - startedAt);
   }
 }

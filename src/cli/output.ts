@@ -13,6 +13,7 @@ export const EXIT_CODES: Record<ErrorCode | 'usage', number> = {
   [ErrorCodes.cancelled]: 8,
   [ErrorCodes.outOfRange]: 2,
   [ErrorCodes.permissionDenied]: 9,
+  [ErrorCodes.unauthenticated]: 9,
   [ErrorCodes.internal]: 1,
   [ErrorCodes.moved]: 5,
   [ErrorCodes.tryAgain]: 7,

@@ -14,6 +14,8 @@ export const ErrorCodes = {
   outOfRange: 'out_of_range',
   /** The object store refused the credentials or the request (archives). */
   permissionDenied: 'permission_denied',
+  /** The call carried no credentials, or unknown ones. */
+  unauthenticated: 'unauthenticated',
   /** The key's slot is owned by another node (FAILED_PRECONDITION "MOVED <slot> <host:port>"). */
   moved: 'moved',
   /** The key's slot is being handed over; retry shortly (UNAVAILABLE "TRYAGAIN"). */
@@ -25,11 +27,18 @@ export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 export class ShardsnapError extends Error {
   readonly code: ErrorCode;
+  /** When a retry makes sense: after this many milliseconds (a busy node's hint). */
+  readonly retryAfterMs: number | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown; retryAfterMs?: number },
+  ) {
     super(message, options);
     this.name = 'ShardsnapError';
     this.code = code;
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }
 

@@ -8,3 +8,4 @@ export * from './record-codec';
 export * from './digest';
 export * from './slab';
 export * from './abortable-sleep';
+export * from './token-bucket';

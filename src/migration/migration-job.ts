@@ -5,15 +5,17 @@ import {
   type Mutation,
   type SlotRange,
   ShardsnapError,
+  type Throttle,
   cancelled,
   formatSlotRanges,
   isShardsnapError,
 } from '../core';
 import { Connection, call } from '../wire/connection';
+import type { ClientSecurity } from '../wire/security';
 import { streamChanges } from '../transfer/change-stream';
 import { abortHandoff, commitHandoff, prepareHandoff } from './handoff-calls';
 import { pullIntoStore } from '../transfer/pull';
-import { createSnapshot } from '../transfer/remote-snapshot';
+import { createSnapshot, deleteRemoteSnapshot } from '../transfer/remote-snapshot';
 import type { ShardStats__Output } from '../generated/shardsnap/v1/ShardStats';
 import type { Ownership } from '../ownership';
 import { type Store, dropSlots } from '../store';
@@ -52,6 +54,10 @@ export interface MigrationDeps {
   /** This node's address, where MOVED points once the slots are here. */
   address: string;
   logger: Logger;
+  /** TLS and token of this node's calls to the source. */
+  security?: ClientSecurity;
+  /** Paid for every snapshot chunk received (rate limits, byte counts). */
+  throttle?: Throttle;
   tuning?: Partial<MigrationTuning>;
   /** Takes over an import whose commit got no answer; `release` ends its local pause. */
   resolveInDoubt: (migrationId: string, release: () => void) => void;
@@ -191,7 +197,7 @@ export class MigrationJob {
     const { ownership, logger } = this.deps;
     const { id, slots, source } = this.request;
     const log = logger.child({ migration: id, slots: formatSlotRanges(slots), source });
-    const conn = new Connection(source);
+    const conn = new Connection(source, { security: this.deps.security });
     try {
       await ownership.beginImport({ id, slots, source });
       this.emit('SNAPSHOT');
@@ -205,7 +211,7 @@ export class MigrationJob {
     } catch (error) {
       await this.fail(conn, error, log);
     } finally {
-      await Promise.all(this.snapshotIds.map((id) => deleteQuietly(conn, id)));
+      await Promise.all(this.snapshotIds.map((id) => deleteRemoteSnapshot(conn, id)));
       conn.close();
     }
     return { ...this.status };
@@ -286,7 +292,10 @@ export class MigrationJob {
     const { slots, source } = this.request;
     // Its own channel with ordinary HTTP/2 windows: while the feed's buffer is full, the
     // stream waits in the source's change log rather than in transport buffers.
-    const feedConn = new Connection(source, CHANGE_STREAM_CHANNEL_OPTIONS);
+    const feedConn = new Connection(source, {
+      security: this.deps.security,
+      channelOptions: CHANGE_STREAM_CHANNEL_OPTIONS,
+    });
     return new ChangeFeed(
       (feedSignal) =>
         streamChanges(feedConn, {
@@ -305,6 +314,8 @@ export class MigrationJob {
     const signal = AbortSignal.any([this.signal, feed.failureSignal]);
     const outcome = await pullIntoStore(this.deps.store, {
       source: this.request.source,
+      security: this.deps.security,
+      throttle: this.deps.throttle,
       snapshotId,
       signal,
       onProgress: (p) =>
@@ -610,10 +621,4 @@ export class MigrationJob {
   }
 
   private failureError: ShardsnapError | undefined;
-}
-
-async function deleteQuietly(conn: Connection, snapshotId: string): Promise<void> {
-  await call('DeleteSnapshot', (cb) =>
-    conn.snapshots.DeleteSnapshot({ id: snapshotId }, { deadline: Date.now() + 5_000 }, cb),
-  ).catch(() => undefined);
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { formatSlotRanges } from '../core';
 import { Connection } from '../wire/connection';
+import type { ClientSecurity } from '../wire/security';
 import { abortHandoff } from './handoff-calls';
 import type { ImportRecord, Ownership } from '../ownership';
 import { type Store, dropSlots } from '../store';
@@ -11,6 +12,7 @@ export interface ImportSettlingDeps {
   logger: Logger;
   /** This node's address: where the source's MOVED points once the handoff committed. */
   address: string;
+  security?: ClientSecurity;
   /** Fires when the node stops; an unresolved import stays recorded for the next start. */
   signal: AbortSignal;
 }
@@ -31,7 +33,7 @@ export async function resolveImport(
     slots: formatSlotRanges(record.slots),
     source: record.source,
   });
-  const conn = new Connection(record.source);
+  const conn = new Connection(record.source, { security: deps.security });
   let delay = 200;
   try {
     while (!deps.signal.aborted) {

@@ -4,6 +4,7 @@ import {
   ErrorCodes,
   type SlotRange,
   ShardsnapError,
+  type Throttle,
   formatSlotRanges,
   invalidArgument,
   notFound,
@@ -12,6 +13,7 @@ import type { Ownership } from '../ownership';
 import type { Store } from '../store';
 import { MigrationJob, type MigrationTuning } from './migration-job';
 import { resolveImport } from './recover';
+import type { ClientSecurity } from '../wire/security';
 import { overlaps } from './source-handoff';
 
 export interface MigrationRegistryDeps {
@@ -19,6 +21,8 @@ export interface MigrationRegistryDeps {
   ownership: Ownership;
   address: string;
   logger: Logger;
+  /** TLS and token of this node's calls to sources. */
+  security?: ClientSecurity;
   tuning?: Partial<MigrationTuning>;
 }
 
@@ -40,7 +44,10 @@ export class MigrationRegistry {
     return [...this.jobs.values()].filter((job) => !job.finished).length;
   }
 
-  start(request: { source: string; slots: SlotRange[]; maxPauseMs: number }): MigrationJob {
+  start(
+    request: { source: string; slots: SlotRange[]; maxPauseMs: number },
+    options: { throttle?: Throttle } = {},
+  ): MigrationJob {
     const { ownership } = this.deps;
     const { source, slots } = request;
     if (this.stopping.signal.aborted) {
@@ -74,6 +81,7 @@ export class MigrationRegistry {
         ...this.deps,
         resolveInDoubt: (migrationId, release) => this.settle(migrationId, release),
         stopSignal: this.stopping.signal,
+        ...(options.throttle ? { throttle: options.throttle } : {}),
       },
       { id, ...request },
     );

@@ -17,6 +17,8 @@ export interface SourceHandoffDeps {
   ownership: Ownership;
   onError: (error: unknown, context: string) => void;
   onInfo: (context: object, message: string) => void;
+  /** Every write pause once it ends (committed, aborted or expired), in ms. */
+  onPause?: (ms: number) => void;
 }
 
 interface ActiveHandoff {
@@ -229,6 +231,7 @@ export class SourceHandoffs {
 
   private end(handoff: ActiveHandoff): void {
     clearTimeout(handoff.timer);
+    this.deps.onPause?.(performance.now() - handoff.pausedAt);
     handoff.release();
     if (this.active.get(handoff.id) === handoff) this.active.delete(handoff.id);
   }

@@ -233,6 +233,26 @@ export class Ownership {
     this.releaseHold(id);
   }
 
+  /**
+   * Seeds a node that owns nothing: it owns `slots` from now on (a forced install put
+   * their data here). Refused once the node owns any slot, or has an import under way:
+   * from then on ownership moves by handoffs only.
+   */
+  async adopt(slots: readonly SlotRange[]): Promise<void> {
+    const ranges = normalizeRanges(slots);
+    await this.mutate((s) => {
+      if (rangesOf(s.owned).length > 0 || s.imports.length > 0) {
+        throw failedPrecondition(
+          `only a node that owns no slots can be seeded; this one owns ${describeRanges(rangesOf(s.owned))}`,
+        );
+      }
+      setRanges(s.owned, ranges, true);
+      setRanges(s.cleanup, ranges, false);
+      fillOwners(s, ranges, undefined);
+      return true;
+    });
+  }
+
   /** Forgets an import (idempotent); the owner hints stay, the source still owns the slots. */
   async abandonImport(id: string): Promise<void> {
     await this.mutate((s) => {

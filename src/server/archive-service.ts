@@ -1,4 +1,5 @@
 import {
+  type ArchiveRecord,
   type ArchiveTargets,
   archiveSnapshot,
   archiveUri,
@@ -8,13 +9,14 @@ import {
   summarizeArchive,
 } from '../archive';
 import { invalidArgument } from '../core';
-import { restoreArchive } from '../transfer';
+import { type InstallResultWithResumes, restoreArchive } from '../transfer';
 import type { ArchiveProgress } from '../generated/shardsnap/v1/ArchiveProgress';
 import type { PullProgress } from '../generated/shardsnap/v1/PullProgress';
 import type { PullSnapshotRequest__Output } from '../generated/shardsnap/v1/PullSnapshotRequest';
 import type { SnapshotsHandlers } from '../generated/shardsnap/v1/Snapshots';
 import { type CallHooks, serverStream, unary } from './calls';
 import type { NodeContext } from './node-context';
+import { installAdmission } from './install-admission';
 import { pullDone, pullProgress } from './pull-progress';
 
 type ArchiveHandlers = Pick<
@@ -76,15 +78,27 @@ export function archiveService(
       const target = archives.open(required(request.bucket, 'bucket'));
       const progress = latestOnly(send);
       const started = Date.now();
-      const record = await archiveSnapshot(node.catalog, id, target, {
-        prefix: request.prefix,
-        signal,
-        onProgress: (bytesUploaded, totalBytes) =>
-          progress.offer({ bytesUploaded, totalBytes, done: false }),
-      });
+      const transfer = node.transfers.begin('send', 'ArchiveSnapshot');
+      let record: ArchiveRecord;
+      try {
+        record = await archiveSnapshot(node.catalog, id, target, {
+          prefix: request.prefix,
+          signal: AbortSignal.any([signal, transfer.signal]),
+          throttle: transfer,
+          onProgress: (bytesUploaded, totalBytes) =>
+            progress.offer({ bytesUploaded, totalBytes, done: false }),
+        });
+      } finally {
+        transfer.end();
+      }
       await progress.drain();
       node.logger.info(
-        { uri: archiveUri(record.location), bytes: record.manifest.size, ms: Date.now() - started },
+        {
+          snapshot: id,
+          uri: archiveUri(record.location),
+          bytes: record.manifest.size,
+          durationMs: Date.now() - started,
+        },
         'snapshot archived',
       );
       await send({
@@ -126,12 +140,23 @@ export async function pullFromArchive(
     throw invalidArgument('an archive is restored whole: slots and snapshot_id must be empty');
   }
   const progress = latestOnly(send);
-  const outcome = await restoreArchive(node.store, archives, request.source, {
-    signal,
-    onRetry: (error, offset, attempt) =>
-      node.logger.warn({ err: error, offset, attempt }, 'archive download resumes'),
-    onProgress: (p) => progress.offer(pullProgress(p)),
-  });
+  const transfer = node.transfers.begin('recv', 'PullSnapshot from an archive');
+  const admission = installAdmission(node.ownership, request.force, 'PullSnapshot');
+  let outcome: InstallResultWithResumes;
+  try {
+    outcome = await restoreArchive(node.store, archives, request.source, {
+      signal: AbortSignal.any([signal, transfer.signal]),
+      throttle: transfer,
+      admit: admission.admit,
+      onRetry: (error, offset, attempt) =>
+        node.logger.warn({ err: error, offset, attempt }, 'archive download resumes'),
+      onProgress: (p) => progress.offer(pullProgress(p)),
+    });
+    await admission.afterCommit();
+  } finally {
+    transfer.end();
+  }
+  node.metrics.installedKeys(outcome.keysInstalled);
   await progress.drain();
   node.logger.info({ ...outcome, source: request.source }, 'archive restored');
   await send(pullDone(outcome));

@@ -6,6 +6,8 @@ import { toServiceError } from '../wire/status';
 
 export interface CallHooks {
   onError?: (error: unknown, method: string) => void;
+  /** Runs before every handler; throws to refuse the call (authentication, shutdown). */
+  admit?: (method: string, metadata: grpc.Metadata) => void;
 }
 
 /** An AbortSignal that fires when the client cancels or goes away. */
@@ -24,7 +26,10 @@ export function unary<Req, Res>(
   return (call, callback) => {
     const { signal, done } = signalOf(call);
     // A handler that throws before returning its promise fails the call the same way.
-    new Promise<Res>((resolve) => resolve(handler(call.request, signal))).then(
+    new Promise<Res>((resolve) => {
+      hooks.admit?.(method, call.metadata);
+      resolve(handler(call.request, signal));
+    }).then(
       (response) => {
         done();
         callback(null, response);
@@ -57,7 +62,10 @@ export function serverStream<Req, Res>(
       if (signal.aborted) throw signal.reason;
       if (!call.write(message)) await once(call, 'drain', { signal });
     };
-    handler(call.request, send, signal).then(
+    new Promise<void>((resolve) => {
+      hooks.admit?.(method, call.metadata);
+      resolve(handler(call.request, send, signal));
+    }).then(
       () => {
         done();
         call.end();
@@ -81,7 +89,10 @@ export function clientStream<Req, Res>(
 ): grpc.handleClientStreamingCall<Req, Res> {
   return (call, callback) => {
     const { signal, done } = signalOf(call);
-    handler(call as AsyncIterable<Req>, signal).then(
+    new Promise<Res>((resolve) => {
+      hooks.admit?.(method, call.metadata);
+      resolve(handler(call as AsyncIterable<Req>, signal));
+    }).then(
       (response) => {
         done();
         callback(null, response);

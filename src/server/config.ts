@@ -32,6 +32,34 @@ export interface NodeConfig {
    * Once recorded, ownership changes only by handoffs: other slots here fail the start.
    */
   slots?: SlotRange[];
+  /** Serve TLS with this certificate and key (PEM files); `clientCa` requires client certificates signed by it. */
+  tls?: { cert: string; key: string; clientCa?: string };
+  /** Dial other nodes over TLS, trusting this CA (PEM file); the node's own cert is the client cert. */
+  peerTlsCa?: string;
+  /** `--auth-tokens`: the JSON file of tokens and roles; without it every call is allowed. */
+  authTokensFile?: string;
+  /** `--peer-token-file`: the token this node presents to other nodes. */
+  peerTokenFile?: string;
+  /** Addresses this node may dial for pulls and splits (host, host:port, CIDR); default: any. */
+  allowPeers?: string[];
+  /** Serve Prometheus metrics at http://HOST:PORT/metrics. */
+  metricsListen?: string;
+  /** Bytes per second all outgoing transfers share (fetches, archives); default unlimited. */
+  maxSendRate?: number;
+  /** Bytes per second all incoming transfers share (installs, pulls, restores, splits). */
+  maxRecvRate?: number;
+  /** Outgoing transfers at once; more are refused with RESOURCE_EXHAUSTED. Default 32. */
+  maxConcurrentSends: number;
+  /** Incoming transfers at once; more are refused with RESOURCE_EXHAUSTED. Default 32. */
+  maxConcurrentRecvs: number;
+  /** Adaptive mode: slow transfers while foreground write p99 is above this. */
+  snapshotLatencyTargetMs?: number;
+  /** The address put in MOVED redirects and given to peers (default: the bound address). */
+  advertise?: string;
+  /** Bytes stored snapshots may take; builds that would exceed it are refused. */
+  spoolMaxBytes?: number;
+  /** On SIGTERM, how long transfers in flight may run before they are cancelled. */
+  shutdownGraceMs: number;
 }
 
 export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
@@ -44,6 +72,9 @@ export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
   chunkSize: DEFAULT_CHUNK_SIZE,
   logLevel: 'info',
   changeLogBytes: 64 * 1024 * 1024,
+  maxConcurrentSends: 32,
+  maxConcurrentRecvs: 32,
+  shutdownGraceMs: 30_000,
 };
 
 export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }): NodeConfig {
@@ -61,6 +92,38 @@ export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }
     );
   }
   if (config.archive) validateSchedule(config.archive);
+  for (const [name, value] of [
+    ['max concurrent sends', config.maxConcurrentSends],
+    ['max concurrent receives', config.maxConcurrentRecvs],
+  ] as const) {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw invalidArgument(`${name} must be a positive integer, got ${value}`);
+    }
+  }
+  for (const [name, value] of [
+    ['max send rate', config.maxSendRate],
+    ['max receive rate', config.maxRecvRate],
+    ['spool max bytes', config.spoolMaxBytes],
+    ['snapshot latency target', config.snapshotLatencyTargetMs],
+  ] as const) {
+    if (value !== undefined && !(value > 0 && Number.isFinite(value))) {
+      throw invalidArgument(`${name} must be positive, got ${value}`);
+    }
+  }
+  if (!(config.shutdownGraceMs >= 0 && Number.isFinite(config.shutdownGraceMs))) {
+    throw invalidArgument(`shutdown grace must be a duration, got ${config.shutdownGraceMs}`);
+  }
+  if (config.advertise !== undefined) {
+    const { host, port } = parseHostPort(config.advertise);
+    if (port === 0 || isWildcardHost(host)) {
+      throw invalidArgument(`--advertise ${config.advertise}: give an address others can dial`);
+    }
+  }
+  if (config.metricsListen !== undefined) parseHostPort(config.metricsListen);
+  if (config.tls && (!config.tls.cert || !config.tls.key)) {
+    throw invalidArgument('--tls-cert and --tls-key must be given together');
+  }
+  if (config.tls?.clientCa === '') throw invalidArgument('--tls-client-ca needs a file');
   return config;
 }
 
@@ -77,6 +140,11 @@ export function parseHostPort(address: string): { host: string; port: number } {
   const port = Number(match?.[2]);
   if (!match || port > 65535) throw invalidArgument(`"${address}" is not a HOST:PORT address`);
   return { host: match[1] as string, port };
+}
+
+/** `0.0.0.0`, `::` and friends: listen everywhere, dial nowhere. */
+export function isWildcardHost(host: string): boolean {
+  return ['0.0.0.0', '[::]', '::', '[::0]'].includes(host);
 }
 
 /** Parses `64MiB`, `512KiB`, `1GiB` (K, M, G are the same binary units) or plain bytes. */

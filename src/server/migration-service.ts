@@ -13,6 +13,7 @@ import {
 import { slotRangesFromWire } from '../wire/convert';
 import { type CallHooks, serverStream, unary } from './calls';
 import { parseHostPort } from './config';
+import { checkPeer } from './snapshot-service';
 import type { NodeContext } from './node-context';
 
 export const DEFAULT_MAX_PAUSE_MS = 1_000;
@@ -60,11 +61,28 @@ export function migrationService(node: MigrationContext, hooks: CallHooks): Migr
       const slots = requiredSlots(request.slots, 'MigrateSlots');
       if (!request.source) throw invalidArgument('MigrateSlots: source is required');
       parseHostPort(request.source);
-      const job = node.migrations.start({
-        source: request.source,
-        slots,
-        maxPauseMs: maxPause(request.maxPauseMs),
-      });
+      await checkPeer(node, request.source, 'MigrateSlots');
+      const transfer = node.transfers.begin('recv', 'MigrateSlots');
+      let job: MigrationJob;
+      try {
+        job = node.migrations.start(
+          { source: request.source, slots, maxPauseMs: maxPause(request.maxPauseMs) },
+          { throttle: transfer },
+        );
+      } catch (error) {
+        transfer.end();
+        throw error;
+      }
+      const cancelAtShutdown = (): void => {
+        job.cancel('the node is shutting down');
+      };
+      // At shutdown, a migration past its grace is cancelled like any transfer.
+      transfer.signal.addEventListener('abort', cancelAtShutdown, { once: true });
+      const ended = (): void => {
+        transfer.signal.removeEventListener('abort', cancelAtShutdown);
+        transfer.end();
+      };
+      job.done.then(ended, ended);
       // Progress events of one phase coalesce when the client reads slowly; phase changes never do.
       const pending: MigrationStatus[] = [{ ...job.status }];
       let wake: (() => void) | undefined;

@@ -4,7 +4,11 @@ import type { Ownership } from '../ownership';
 import type { SnapshotCatalog } from '../snapshot';
 import type { Store } from '../store';
 import type { StrategyRegistry } from '../strategies';
+import type { ClientSecurity } from '../wire/security';
 import type { NodeConfig } from './config';
+import type { PeerPolicy } from './security/peer-policy';
+import type { NodeMetrics } from './metrics';
+import type { Transfers } from './transfers';
 
 /** What the services of a node share. */
 export interface NodeContext {
@@ -20,4 +24,15 @@ export interface NodeContext {
   readonly incarnation: string;
   /** The store's recent changes, read by change streams. */
   readonly changeLog: ChangeLog;
+  /** The address this node gives out (MOVED redirects, peers): `--advertise` or the bound one. */
+  readonly address: string;
+  /** Admission, limits and accounting of snapshot transfers. */
+  readonly transfers: Transfers;
+  /** How this node dials other nodes. */
+  readonly peer: ClientSecurity;
+  /** Which addresses this node may dial (undefined = any). */
+  readonly peers: PeerPolicy | undefined;
+  readonly metrics: NodeMetrics;
+  /** Counts one foreground write's latency (metrics, and the adaptive transfer rate). */
+  recordWrite(seconds: number): void;
 }

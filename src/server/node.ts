@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { mkdir, stat } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
@@ -10,23 +11,35 @@ import {
   resolveS3Settings,
 } from '../archive';
 import { ChangeLog } from '../changes';
-import { MAX_SLOT, invalidArgument } from '../core';
+import { ErrorCodes, MAX_SLOT, ShardsnapError, invalidArgument } from '../core';
+import type { ClientSecurity } from '../wire/security';
 import { MigrationRegistry, type MigrationTuning, SourceHandoffs } from '../migration';
 import { Ownership, recoverOwnership } from '../ownership';
-import { startBuild } from '../build';
+import { buildOn } from './build-context';
 import { SnapshotCatalog, installArtifactFile } from '../snapshot';
 import { type Store, openStore } from '../store';
 import { type StrategyRegistry, defaultStrategies } from '../strategies';
 import { SERVER_OPTIONS, loadProto } from '../wire/proto';
 import { widenReceiveWindows } from './receive-windows';
 import { enableSelfFraming } from './self-framing';
-import { type NodeConfig, parseHostPort, resolveConfig } from './config';
+import { type NodeConfig, isWildcardHost, parseHostPort, resolveConfig } from './config';
+import type { CallHooks } from './calls';
+import { logCallFailure } from './call-log';
+import { NodeMetrics } from './metrics';
+import { type MetricsEndpoint, serveMetrics } from './metrics-http';
+import type { PeerPolicy } from './security/peer-policy';
+import { type NodeSecurity, loadNodeSecurity } from './security/node-security';
+import { type TransferLimits, transferLimits } from './transfer-limits';
+import type { Transfers } from './transfers';
 import type { NodeContext } from './node-context';
 import { shardService } from './shard-service';
 import { chunkSerializer } from './chunk-serializer';
 import { addIntrospection } from './introspection';
 import { migrationService } from './migration-service';
 import { snapshotService } from './snapshot-service';
+
+/** Calls that start a snapshot build: refused once the node is stopping. */
+const BUILDS = new Set(['CreateSnapshot', 'FetchSnapshot', 'PullSnapshot', 'MigrateSlots']);
 
 export interface StartOptions extends Partial<NodeConfig> {
   dataDir: string;
@@ -42,7 +55,7 @@ export interface StartOptions extends Partial<NodeConfig> {
 export class ShardNode implements NodeContext {
   readonly startedAtMs = Date.now();
   readonly incarnation = randomBytes(8).toString('hex');
-  private stopped = false;
+  stopped = false;
   /** Cleanup left by a crash (see recoverOwnership); stop() waits for it before closing the store. */
   private recovery: Promise<void> = Promise.resolve();
   private scheduler: ArchiveScheduler | undefined;
@@ -51,6 +64,9 @@ export class ShardNode implements NodeContext {
   handoffs!: SourceHandoffs;
 
   private introspection: { notServing: () => void } | undefined;
+  /** The node's Prometheus metrics (served when `metricsListen` is set). */
+  metrics!: NodeMetrics;
+  private metricsEndpoint: MetricsEndpoint | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -67,7 +83,26 @@ export class ShardNode implements NodeContext {
     private readonly ownsArchives: boolean,
     readonly changeLog: ChangeLog,
     private readonly unsubscribeChanges: () => void,
+    private readonly security: NodeSecurity,
+    private readonly limits: TransferLimits,
   ) {}
+
+  get transfers(): Transfers {
+    return this.limits.transfers;
+  }
+
+  get peer(): ClientSecurity {
+    return this.security.peer;
+  }
+
+  get peers(): PeerPolicy | undefined {
+    return this.security.peers;
+  }
+
+  recordWrite(seconds: number): void {
+    this.metrics.writeLatency(seconds);
+    this.limits.writeLatencies?.record(seconds * 1000);
+  }
 
   /** The archive schedule of `serve --archive-every`, when configured. */
   get archiveScheduler(): ArchiveScheduler | undefined {
@@ -76,7 +111,16 @@ export class ShardNode implements NodeContext {
 
   static async start(options: StartOptions): Promise<ShardNode> {
     const config = resolveConfig(options);
-    const logger = options.logger ?? pino({ level: config.logLevel }, pino.destination(2));
+    const logger = (options.logger ?? pino({ level: config.logLevel }, pino.destination(2))).child({
+      nodeId: config.nodeId,
+    });
+    // Bad certificate, key or token files fail the start before anything is opened.
+    const security = await loadNodeSecurity(config, (reason, method) => {
+      node?.metrics?.rejected(reason);
+      logger.debug({ method, reason }, 'call refused');
+    });
+    // Assigned once the node exists; the callbacks above and below only run after that.
+    let node: ShardNode | undefined;
     await mkdir(config.dataDir, { recursive: true });
     const restore = config.restoreFrom ? await restoreKind(config.restoreFrom) : undefined;
     const store = await openStore(config.backend, {
@@ -98,8 +142,20 @@ export class ShardNode implements NodeContext {
       maxConcurrentBuilds: config.maxConcurrentBuilds,
       keepRecent: config.keepRecent,
       onError: (err, context) => logger.warn({ err }, context),
+      onRemoved: (entry, reason) =>
+        logger.info(
+          {
+            snapshot: entry.meta.id,
+            reason,
+            state: entry.meta.state,
+            bytes: entry.meta.bytesWritten,
+            ageMs: Date.now() - entry.meta.createdAtMs,
+          },
+          reason === 'deleted' ? 'snapshot deleted' : `snapshot removed (${reason})`,
+        ),
     });
     const ownsArchives = !options.archiveTargets;
+    let boundServer: grpc.Server | undefined;
     let archives: ArchiveTargets | undefined;
     try {
       archives =
@@ -117,9 +173,10 @@ export class ShardNode implements NodeContext {
       });
       const unsubscribeChanges = store.onChange((change) => changeLog.append(change));
       const server = new grpc.Server(SERVER_OPTIONS);
+      boundServer = server;
       const { host } = parseHostPort(config.listen);
       const port = await new Promise<number>((resolve, reject) => {
-        server.bindAsync(config.listen, grpc.ServerCredentials.createInsecure(), (error, bound) =>
+        server.bindAsync(config.listen, security.server, (error, bound) =>
           error ? reject(error) : resolve(bound),
         );
       });
@@ -131,7 +188,8 @@ export class ShardNode implements NodeContext {
           'could not frame snapshot chunks in place; fetches from this node allocate per chunk',
         );
       }
-      const node = new ShardNode(
+      const limits = transferLimits(config, () => node?.metrics);
+      node = new ShardNode(
         config,
         store,
         ownership,
@@ -139,15 +197,39 @@ export class ShardNode implements NodeContext {
         strategies,
         logger,
         server,
-        `${host}:${port}`,
+        config.advertise ?? `${isWildcardHost(host) ? hostname() : host}:${port}`,
         archives,
         ownsArchives,
         changeLog,
         unsubscribeChanges,
+        security,
+        limits,
       );
-      const hooks = {
-        onError: (error: unknown, method: string) =>
-          logger.debug({ err: error, method }, 'call failed'),
+      const started = node;
+      node.metrics = new NodeMetrics({
+        nodeId: config.nodeId,
+        store,
+        catalogStats: () => ({ spoolBytes: catalog.storedBytes, stored: catalog.list().length }),
+        changeLogBytes: () => changeLog.bytes,
+      });
+      node.metrics.rateLimit('send', config.maxSendRate);
+      node.metrics.rateLimit('recv', config.maxRecvRate);
+      if (config.metricsListen) {
+        node.metricsEndpoint = await serveMetrics(config.metricsListen, node.metrics, (err) =>
+          logger.warn({ err }, 'metrics scrape failed'),
+        );
+      }
+      const hooks: CallHooks = {
+        onError: (error: unknown, method: string) => logCallFailure(logger, error, method),
+        admit: (method, metadata) => {
+          security.access.admit(method, metadata);
+          if (started.stopped && BUILDS.has(method)) {
+            throw new ShardsnapError(
+              ErrorCodes.unavailable,
+              `${method}: the node is shutting down`,
+            );
+          }
+        },
       };
       node.handoffs = new SourceHandoffs({
         store,
@@ -159,6 +241,7 @@ export class ShardNode implements NodeContext {
         store,
         ownership,
         address: node.address,
+        security: security.peer,
         logger,
         ...(options.migrationTuning ? { tuning: options.migrationTuning } : {}),
       });
@@ -181,6 +264,12 @@ export class ShardNode implements NodeContext {
       logger.info(
         {
           address: node.address,
+          ...(node.metricsEndpoint
+            ? { metrics: `http://${node.metricsEndpoint.address}/metrics` }
+            : {}),
+          tls: Boolean(config.tls),
+          clientCertificates: Boolean(config.tls?.clientCa),
+          tokens: security.access.enabled,
           backend: config.backend,
           dataDir: config.dataDir,
           snapshots: catalog.list().length,
@@ -192,10 +281,14 @@ export class ShardNode implements NodeContext {
         store,
         ownership,
         logger,
-        stopping: () => node.stopped,
+        stopping: () => started.stopped,
       });
       return node;
     } catch (error) {
+      boundServer?.forceShutdown();
+      await node?.metricsEndpoint?.close();
+      node?.metrics?.close();
+      node?.limits.close();
       if (ownsArchives) archives?.close();
       await catalog.close();
       await store.close();
@@ -211,31 +304,31 @@ export class ShardNode implements NodeContext {
       nodeId: this.config.nodeId,
       currentSeq: async () => (await this.store.stats()).seq,
       createFullSnapshot: () =>
-        startBuild(
-          {
-            store: this.store,
-            catalog: this.catalog,
-            nodeId: this.config.nodeId,
-            onError: (err, context) => this.logger.warn({ err }, context),
-          },
-          {
-            strategy: this.strategies.choose(this.store, { slots: full, full: true }),
-            slots: full,
-            full: true,
-            compression: 'none',
-            chunkSize: this.config.chunkSize,
-          },
-        ),
+        buildOn(this, {
+          strategy: this.strategies.choose(this.store, { slots: full, full: true }),
+          slots: full,
+          full: true,
+          compression: 'none',
+          chunkSize: this.config.chunkSize,
+        }),
       log: this.logger,
     });
     this.scheduler.start();
   }
 
-  /** Stops accepting calls, waits up to `graceMs` for running ones, then closes everything. */
+  /**
+   * Stops the node: NOT_SERVING at once, no new builds or transfers; transfers in flight
+   * get `graceMs` to finish and are then cancelled; then everything closes.
+   */
   async stop(graceMs = 2_000): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.introspection?.notServing();
+    const drained = await this.transfers.drain(graceMs);
+    if (drained.finished + drained.cancelled > 0) {
+      this.logger.info({ ...drained, graceMs }, 'transfers in flight at shutdown');
+    }
+    this.limits.close();
     // An upload in flight is aborted (and its multipart upload with it) before anything closes.
     await this.scheduler?.stop(graceMs);
     // Running migrations are cancelled (the source keeps their slots); pauses served end.
@@ -259,6 +352,8 @@ export class ShardNode implements NodeContext {
     await this.recovery;
     await this.store.close();
     if (this.ownsArchives) this.archives.close();
+    await this.metricsEndpoint?.close();
+    this.metrics.close();
   }
 }
 

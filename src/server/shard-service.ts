@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { ShardHandlers } from '../generated/shardsnap/v1/Shard';
 import type { ShardStats } from '../generated/shardsnap/v1/ShardStats';
 import { digestStore } from '../store';
@@ -8,11 +9,13 @@ import type { NodeContext } from './node-context';
 export function shardService(node: NodeContext, hooks: CallHooks): ShardHandlers {
   return {
     Write: unary('Write', hooks, async (request) => {
+      const started = performance.now();
       const mutations = mutationsFromWire(request.mutations);
       const { seq } = await node.ownership.admit(
         mutations.map((m) => m.key),
         () => node.store.write(mutations),
       );
+      node.recordWrite((performance.now() - started) / 1000);
       return { seq };
     }),
     Read: unary('Read', hooks, async (request) => {

@@ -1,5 +1,6 @@
 import { type ArchiveTargets, isArchiveUri } from '../archive';
-import { ErrorCodes, ShardsnapError, invalidArgument, isFullRange } from '../core';
+import { performance } from 'node:perf_hooks';
+import { ErrorCodes, ShardsnapError, invalidArgument, isFullRange, throwIfAborted } from '../core';
 import { pullIntoStore } from '../transfer';
 import type { CreateSnapshotRequest__Output } from '../generated/shardsnap/v1/CreateSnapshotRequest';
 import type { InstallResult } from '../generated/shardsnap/v1/InstallResult';
@@ -8,13 +9,13 @@ import type { SnapshotsHandlers } from '../generated/shardsnap/v1/Snapshots';
 import {
   ArtifactInstaller,
   BufferPool,
+  type Lease,
   type SnapshotEntry,
   decodeChunk,
   encodeChunk,
   readArtifact,
   resolveChunkSize,
 } from '../snapshot';
-import { startBuild } from '../build';
 import {
   compressionFromWire,
   compressionToWire,
@@ -26,6 +27,8 @@ import { changesService } from './changes-service';
 import { type CallHooks, clientStream, serverStream, unary } from './calls';
 import { AFTER_SERIALIZE, FRAME_BUFFER, FramePool, type OutgoingChunk } from './chunk-serializer';
 import { parseHostPort } from './config';
+import { installAdmission } from './install-admission';
+import { buildOn } from './build-context';
 import type { NodeContext } from './node-context';
 import { pullDone, pullProgress } from './pull-progress';
 
@@ -65,6 +68,17 @@ class SerializeGate {
   }
 }
 
+/** `--allow-peers`: refused before any connection is opened. */
+export async function checkPeer(node: NodeContext, address: string, what: string): Promise<void> {
+  if (!node.peers) return;
+  try {
+    await node.peers.check(address, what);
+  } catch (error) {
+    node.metrics.rejected('peer_not_allowed');
+    throw error;
+  }
+}
+
 function requireId(id: string): string {
   if (!id) throw invalidArgument('snapshot id is required');
   return id;
@@ -81,21 +95,13 @@ async function create(
     { slots, full },
     request?.strategy || undefined,
   );
-  return startBuild(
-    {
-      store: node.store,
-      catalog: node.catalog,
-      nodeId: node.config.nodeId,
-      onError: (error, context) => node.logger.warn({ err: error }, context),
-    },
-    {
-      strategy,
-      slots,
-      full,
-      compression: compressionFromWire(request?.compression),
-      chunkSize: node.config.chunkSize,
-    },
-  );
+  return buildOn(node, {
+    strategy,
+    slots,
+    full,
+    compression: compressionFromWire(request?.compression),
+    chunkSize: node.config.chunkSize,
+  });
 }
 
 export function snapshotService(
@@ -127,7 +133,7 @@ export function snapshotService(
     FetchSnapshot: serverStream<
       Parameters<SnapshotsHandlers['FetchSnapshot']>[0]['request'],
       SnapshotChunk
-    >('FetchSnapshot', hooks, async (request, send, signal) => {
+    >('FetchSnapshot', hooks, async (request, send, callSignal) => {
       const chunkSize = resolveChunkSize(request.chunkSize || node.config.chunkSize);
       const offset = Number(request.offset);
       const length = Number(request.length);
@@ -136,9 +142,16 @@ export function snapshotService(
           `offset ${request.offset} and length ${request.length} must be below 2^53`,
         );
       }
-      const id = request.snapshotId || (await create(node, request.create)).meta.id;
-      const lease = node.catalog.lease(id);
+      const transfer = node.transfers.begin('send', 'FetchSnapshot');
+      const startedAt = performance.now();
+      let id = request.snapshotId;
+      let lease: Lease | undefined;
+      let done = false;
+      const stream = AbortSignal.any([callSignal, transfer.signal]);
       try {
+        // A snapshot made for this call alone goes once the call has it all.
+        if (!id) id = (await create(node, request.create)).meta.id;
+        lease = node.catalog.lease(id);
         const entry = lease.entry;
         const compression =
           request.compression === 'COMPRESSION_ZSTD' ? 'zstd' : entry.meta.compression;
@@ -151,6 +164,7 @@ export function snapshotService(
         const waiting = new SerializeGate(UNSERIALIZED_LIMIT);
         const frames = new FramePool(chunkSize + 256);
         const end = length > 0 ? offset + length : undefined;
+        const signal = stream;
         for await (const piece of readArtifact(entry, { offset, end, chunkSize, signal, pool })) {
           const chunk = encodeChunk(
             piece.offset,
@@ -179,23 +193,45 @@ export function snapshotService(
           const release = chunk.data === piece.data ? piece.release : undefined;
           message[AFTER_SERIALIZE] = waiting.enter(release);
           message[FRAME_BUFFER] = frames.take();
+          await transfer.take(chunk.data.length, signal);
           await send(message);
           await waiting.room(signal);
           first = false;
         }
+        done = true;
       } finally {
-        lease.release();
+        lease?.release();
+        transfer.end();
+        const served = {
+          snapshot: id,
+          offset,
+          bytes: transfer.bytes,
+          durationMs: Math.round(performance.now() - startedAt),
+        };
+        if (done) node.logger.info(served, 'snapshot served');
+        else if (stream.aborted) node.logger.info(served, 'snapshot transfer cancelled');
+        if (done && id && !request.snapshotId) {
+          await node.catalog.delete(id).catch(() => undefined);
+          node.logger.info({ snapshot: id }, 'snapshot deleted: its transfer is over');
+        }
       }
     }),
 
     InstallSnapshot: clientStream<SnapshotChunk__Output, InstallResult>(
       'InstallSnapshot',
       hooks,
-      async (messages, signal) => {
-        const installer = new ArtifactInstaller(node.store);
+      async (messages, callSignal) => {
+        const transfer = node.transfers.begin('recv', 'InstallSnapshot');
+        const signal = AbortSignal.any([callSignal, transfer.signal]);
+        let admission: ReturnType<typeof installAdmission> | undefined;
+        const installer = new ArtifactInstaller(node.store, {
+          admit: (header) => admission?.admit(header),
+        });
         try {
           for await (const message of messages) {
             if (signal.aborted) break;
+            admission ??= installAdmission(node.ownership, message.force, 'InstallSnapshot');
+            await transfer.take(message.data.length, signal);
             const raw = decodeChunk(
               {
                 offset: Number(message.offset),
@@ -211,16 +247,20 @@ export function snapshotService(
               if (!message.sha256)
                 throw invalidArgument('the last chunk must carry the sha256 of the artifact');
               const outcome = await installer.finish(message.sha256);
+              await admission.afterCommit();
+              node.metrics.installedKeys(outcome.keysInstalled);
               node.logger.info({ ...outcome }, 'snapshot installed');
               return outcome;
             }
           }
+          throwIfAborted(signal);
           throw new ShardsnapError(
             ErrorCodes.invalidArgument,
             `install stream ended before its last chunk (${installer.bytesReceived} bytes received); nothing was installed`,
           );
         } finally {
           await installer.abort();
+          transfer.end();
         }
       },
     ),
@@ -231,15 +271,35 @@ export function snapshotService(
         return pullFromArchive(node, archives, request, send, signal);
       parseHostPort(request.source);
       const slots = request.slots.length > 0 ? slotRangesFromWire(request.slots) : [];
-      const outcome = await pullIntoStore(node.store, {
-        source: request.source,
-        slots,
-        snapshotId: request.snapshotId || undefined,
-        signal,
-        onProgress: (p) => void send(pullProgress(p)).catch(() => undefined),
-      });
-      node.logger.info({ ...outcome, source: request.source }, 'snapshot pulled');
-      await send(pullDone(outcome));
+      await checkPeer(node, request.source, 'PullSnapshot');
+      const transfer = node.transfers.begin('recv', 'PullSnapshot');
+      const admission = installAdmission(node.ownership, request.force, 'PullSnapshot');
+      const startedAt = performance.now();
+      try {
+        const outcome = await pullIntoStore(node.store, {
+          source: request.source,
+          security: node.peer,
+          slots,
+          snapshotId: request.snapshotId || undefined,
+          signal: AbortSignal.any([signal, transfer.signal]),
+          throttle: transfer,
+          admit: admission.admit,
+          onProgress: (p) => void send(pullProgress(p)).catch(() => undefined),
+        });
+        await admission.afterCommit();
+        node.metrics.installedKeys(outcome.keysInstalled);
+        node.logger.info(
+          {
+            ...outcome,
+            source: request.source,
+            durationMs: Math.round(performance.now() - startedAt),
+          },
+          'snapshot pulled',
+        );
+        await send(pullDone(outcome));
+      } finally {
+        transfer.end();
+      }
     }),
   };
 }

@@ -16,7 +16,11 @@ export interface CatalogOptions {
   /** How often to look for expired snapshots. */
   gcIntervalMs?: number;
   onError?: (error: unknown, context: string) => void;
+  /** A snapshot left the catalog: deleted by a call, expired (TTL) or over `keepRecent`. */
+  onRemoved?: (entry: SnapshotEntry, reason: RemovalReason) => void;
 }
+
+export type RemovalReason = 'deleted' | 'expired' | 'retention';
 
 export interface Lease {
   readonly entry: SnapshotEntry;
@@ -152,9 +156,10 @@ export class SnapshotCatalog {
   }
 
   /** Removes a snapshot: stops its build; its files go once no stream reads them. */
-  async delete(id: string): Promise<void> {
+  async delete(id: string, reason: RemovalReason = 'deleted'): Promise<void> {
     const entry = this.get(id);
     this.entries.delete(id);
+    this.options.onRemoved?.(entry, reason);
     entry.deleted = true;
     entry.build.abort(new ShardsnapError(ErrorCodes.cancelled, `snapshot ${id} was deleted`));
     entry.notify();
@@ -177,7 +182,7 @@ export class SnapshotCatalog {
     const removed: string[] = [];
     for (const entry of ready.slice(0, Math.max(0, ready.length - keep))) {
       if (entry.leases > 0) continue;
-      await this.delete(entry.meta.id);
+      await this.delete(entry.meta.id, 'retention');
       removed.push(entry.meta.id);
     }
     return removed;
@@ -188,7 +193,7 @@ export class SnapshotCatalog {
     for (const entry of this.list()) {
       const idle = entry.leases === 0 && entry.meta.state !== 'BUILDING';
       if (idle && now - entry.lastUsedAtMs >= this.options.ttlMs) {
-        await this.delete(entry.meta.id);
+        await this.delete(entry.meta.id, 'expired');
         removed.push(entry.meta.id);
       }
     }

@@ -101,6 +101,11 @@ class FilesSink implements Sink {
 
 const EMPTY = Buffer.alloc(0);
 
+export interface InstallerOptions {
+  /** Sees the artifact's header before anything is staged; throws to refuse the install. */
+  admit?: (header: ArtifactHeader) => void | Promise<void>;
+}
+
 /**
  * Installs an artifact fed in order, piece by piece: records are staged in the store,
  * checkpoint files beside its database. Nothing is visible until `finish` has checked
@@ -114,7 +119,15 @@ export class ArtifactInstaller {
   private sink: Sink | undefined;
   private header: ArtifactHeader | undefined;
 
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    private readonly options: InstallerOptions = {},
+  ) {}
+
+  /** The artifact's header, once its bytes have arrived. */
+  get artifactHeader(): ArtifactHeader | undefined {
+    return this.header;
+  }
 
   get bytesReceived(): number {
     return this.received;
@@ -142,6 +155,8 @@ export class ArtifactInstaller {
       return;
     }
     this.header = parsed.header;
+    // Before anything is staged: a refused install leaves no trace.
+    await this.options.admit?.(parsed.header);
     this.sink =
       parsed.header.kind === 'files'
         ? new FilesSink(this.store)

@@ -89,6 +89,13 @@ export interface Store {
    * visible to readers and before the write's promise resolves. Returns the unsubscribe.
    */
   onChange(listener: ChangeListener): () => void;
+  /**
+   * Backend gauges for metrics, read at every scrape: name → current value (the RocksDB
+   * backend gives a few of its integer properties, by property name). Cheap and
+   * synchronous; never throws: a closed store returns `{}`. Absent when the backend has
+   * nothing beyond `stats()` to report.
+   */
+  properties?(): Record<string, number>;
   close(): Promise<void>;
 }
 

@@ -1,4 +1,5 @@
-import { ArtifactInstaller, type InstallOutcome } from '../snapshot';
+import type { Throttle } from '../core';
+import { ArtifactInstaller, type InstallOutcome, type InstallerOptions } from '../snapshot';
 import type { Store } from '../store';
 import type { ChunkSource } from './chunk-source';
 
@@ -11,8 +12,10 @@ export interface InstallProgress {
   resumes: number;
 }
 
-export interface InstallOptions {
+export interface InstallOptions extends InstallerOptions {
   signal?: AbortSignal;
+  /** Paid for every chunk received (rate limits, byte counts). */
+  throttle?: Throttle;
   onProgress?: (progress: InstallProgress) => void;
 }
 
@@ -28,9 +31,10 @@ export async function install(
   source: ChunkSource,
   options: InstallOptions = {},
 ): Promise<InstallResultWithResumes> {
-  const installer = new ArtifactInstaller(store);
+  const installer = new ArtifactInstaller(store, { admit: options.admit });
   try {
     for await (const chunk of source.chunks(options.signal)) {
+      await options.throttle?.take(chunk.data.length, options.signal);
       await installer.push(chunk.offset, chunk.data);
       // The installer keeps no view of what it was given.
       chunk.release?.();

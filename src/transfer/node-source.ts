@@ -90,7 +90,7 @@ export class NodeFetch implements ChunkSource {
   async *chunks(signal?: AbortSignal): AsyncGenerator<VerifiedChunk> {
     const { options } = this;
     const maxRetries = options.maxRetries ?? 10;
-    const h2 = new H2Connection(this.conn.address);
+    const h2 = new H2Connection(this.conn.address, this.conn.security);
     try {
       for (;;) {
         throwIfAborted(signal);

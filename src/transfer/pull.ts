@@ -1,12 +1,20 @@
 import type { SlotRange } from '../core';
 import type { Store } from '../store';
 import { Connection } from '../wire/connection';
-import { type InstallProgress, type InstallResultWithResumes, install } from './install';
+import type { ClientSecurity } from '../wire/security';
+import {
+  type InstallOptions,
+  type InstallProgress,
+  type InstallResultWithResumes,
+  install,
+} from './install';
 import { NodeFetch } from './node-source';
-import { createSnapshot } from './remote-snapshot';
+import { createSnapshot, deleteRemoteSnapshot } from './remote-snapshot';
 
-export interface PullOptions {
+export interface PullOptions extends Pick<InstallOptions, 'throttle' | 'admit'> {
   source: string;
+  /** TLS and token of the calls to the source node. */
+  security?: ClientSecurity;
   slots?: SlotRange[];
   snapshotId?: string;
   signal?: AbortSignal;
@@ -23,17 +31,26 @@ export async function pullIntoStore(
   store: Store,
   options: PullOptions,
 ): Promise<InstallResultWithResumes> {
-  const conn = new Connection(options.source);
+  const conn = new Connection(options.source, { security: options.security });
+  // A snapshot created for this pull is of no use to anyone once it ends.
+  let created: string | undefined;
   try {
     const snapshotId =
-      options.snapshotId || (await createSnapshot(conn, { slots: options.slots ?? [] })).id;
+      options.snapshotId ||
+      (created = (await createSnapshot(conn, { slots: options.slots ?? [] })).id);
     const source = new NodeFetch(conn, {
       snapshotId,
       maxRetries: options.maxRetries,
       retryDelayMs: options.retryDelayMs,
     });
-    return await install(store, source, { signal: options.signal, onProgress: options.onProgress });
+    return await install(store, source, {
+      signal: options.signal,
+      onProgress: options.onProgress,
+      throttle: options.throttle,
+      admit: options.admit,
+    });
   } finally {
+    if (created) await deleteRemoteSnapshot(conn, created);
     conn.close();
   }
 }

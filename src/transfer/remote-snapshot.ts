@@ -29,3 +29,13 @@ export function createSnapshot(
 export function getSnapshot(conn: Connection, id: string): Promise<SnapshotInfo__Output> {
   return call<SnapshotInfo__Output>('GetSnapshot', (cb) => conn.snapshots.GetSnapshot({ id }, cb));
 }
+
+/**
+ * Deletes a snapshot a transfer created for itself, once the transfer is over. Best
+ * effort with a short deadline: a snapshot left behind expires with the node's TTL.
+ */
+export async function deleteRemoteSnapshot(conn: Connection, id: string): Promise<void> {
+  await call('DeleteSnapshot', (cb) =>
+    conn.snapshots.DeleteSnapshot({ id }, { deadline: Date.now() + 5_000 }, cb),
+  ).catch(() => undefined);
+}

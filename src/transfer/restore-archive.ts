@@ -8,9 +8,16 @@ import {
 import { ErrorCodes, ShardsnapError } from '../core';
 import { type Store, canInstallImages } from '../store';
 import { ArchiveSource } from './archive-source';
-import { type InstallProgress, type InstallResultWithResumes, install } from './install';
+import {
+  type InstallOptions,
+  type InstallProgress,
+  type InstallResultWithResumes,
+  install,
+} from './install';
 
-export interface RestoreOptions extends DownloadOptions {
+export interface RestoreOptions
+  extends DownloadOptions,
+    Pick<InstallOptions, 'throttle' | 'admit'> {
   onProgress?: (progress: InstallProgress) => void;
 }
 
@@ -33,7 +40,7 @@ export async function restoreArchive(
       `archive ${archiveUri(location)} is a RocksDB checkpoint ("files"); a ${store.backend} node cannot install it`,
     );
   }
-  const { signal, onProgress, ...download } = options;
+  const { signal, onProgress, throttle, admit, ...download } = options;
   const source = new ArchiveSource(target, record, archiveUri(location), download);
-  return install(store, source, { signal, onProgress });
+  return install(store, source, { signal, onProgress, throttle, admit });
 }

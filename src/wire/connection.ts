@@ -2,28 +2,45 @@ import * as grpc from '@grpc/grpc-js';
 import type { MigrationClient } from '../generated/shardsnap/v1/Migration';
 import type { ShardClient } from '../generated/shardsnap/v1/Shard';
 import type { SnapshotsClient } from '../generated/shardsnap/v1/Snapshots';
-import { BULK_CHANNEL_OPTIONS, loadProto } from '../wire/proto';
-import { fromServiceError } from '../wire/status';
+import { BULK_CHANNEL_OPTIONS, loadProto } from './proto';
+import {
+  type ClientSecurity,
+  channelCredentials,
+  clientOptions as securityOptions,
+} from './security';
+import { fromServiceError } from './status';
+
+export interface ConnectionOptions {
+  security?: ClientSecurity;
+  channelOptions?: grpc.ChannelOptions;
+}
 
 /** Raw gRPC clients of one node, sharing one channel. */
 export class Connection {
   readonly shard: ShardClient;
   readonly snapshots: SnapshotsClient;
   readonly migration: MigrationClient;
+  /** TLS and token of the calls; bulk downloads over their own HTTP/2 session reuse them. */
+  readonly security: ClientSecurity;
 
   constructor(
     readonly address: string,
-    channelOptions: grpc.ChannelOptions = BULK_CHANNEL_OPTIONS,
+    options: ConnectionOptions = {},
   ) {
     const proto = loadProto().shardsnap.v1;
-    const options = channelOptions;
-    this.shard = new proto.Shard(address, grpc.credentials.createInsecure(), options);
-    this.snapshots = new proto.Snapshots(address, grpc.credentials.createInsecure(), {
-      ...options,
+    this.security = options.security ?? {};
+    const credentials = channelCredentials(this.security);
+    const clientOptions = {
+      ...(options.channelOptions ?? BULK_CHANNEL_OPTIONS),
+      ...securityOptions(this.security),
+    };
+    this.shard = new proto.Shard(address, credentials, clientOptions);
+    this.snapshots = new proto.Snapshots(address, credentials, {
+      ...clientOptions,
       channelOverride: this.shard.getChannel(),
     });
-    this.migration = new proto.Migration(address, grpc.credentials.createInsecure(), {
-      ...options,
+    this.migration = new proto.Migration(address, credentials, {
+      ...clientOptions,
       channelOverride: this.shard.getChannel(),
     });
   }

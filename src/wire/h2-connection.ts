@@ -1,5 +1,6 @@
 import * as http2 from 'node:http2';
 import { ErrorCodes, ShardsnapError, cancelled } from '../core';
+import { AUTHORIZATION_HEADER, type ClientSecurity } from './security';
 import { fromServiceError } from './status';
 import { GrpcFrameReader, frameMessage } from './grpc-frames';
 
@@ -38,12 +39,17 @@ export class H2Connection {
   private session: http2.ClientHttp2Session | undefined;
   private keepalive: NodeJS.Timeout | undefined;
 
-  constructor(readonly address: string) {}
+  constructor(
+    readonly address: string,
+    private readonly security: ClientSecurity = {},
+  ) {}
 
   private open(): http2.ClientHttp2Session {
     if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
-    const session = http2.connect(`http://${this.address}`, {
+    const tls = this.security.tls;
+    const session = http2.connect(`${tls ? 'https' : 'http'}://${this.address}`, {
       settings: { initialWindowSize: DOWNLOAD_STREAM_WINDOW, enablePush: false },
+      ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}),
     });
     session.once('connect', () => session.setLocalWindowSize(DOWNLOAD_CONNECTION_WINDOW));
     // Failures reach the calls through their streams; an unhandled session error would crash.
@@ -84,6 +90,9 @@ export class H2Connection {
       'content-type': 'application/grpc',
       te: 'trailers',
       'grpc-accept-encoding': 'identity',
+      ...(this.security.token
+        ? { [AUTHORIZATION_HEADER]: `Bearer ${this.security.token}` }
+        : {}),
     });
     // Failures reach the caller through the read loop below; a stream cancelled while
     // still connecting fails later with nobody reading it, which must not crash.

@@ -5,3 +5,4 @@ export * from './connection';
 export * from './grpc-frames';
 export * from './piece-reader';
 export * from './h2-connection';
+export * from './security';

@@ -12,6 +12,7 @@ const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
   [ErrorCodes.unavailable]: grpc.status.UNAVAILABLE,
   [ErrorCodes.outOfRange]: grpc.status.OUT_OF_RANGE,
   [ErrorCodes.permissionDenied]: grpc.status.PERMISSION_DENIED,
+  [ErrorCodes.unauthenticated]: grpc.status.UNAUTHENTICATED,
   [ErrorCodes.internal]: grpc.status.INTERNAL,
   [ErrorCodes.moved]: grpc.status.FAILED_PRECONDITION,
   [ErrorCodes.tryAgain]: grpc.status.UNAVAILABLE,
@@ -30,10 +31,17 @@ const CODE_BY_STATUS = new Map<grpc.status, ErrorCode>(
     .map(([code, status]) => [status, code as ErrorCode]),
 );
 
+/** gRPC's header for "retry after this many ms", which its retry policies honour. */
+export const RETRY_PUSHBACK_HEADER = 'grpc-retry-pushback-ms';
+
 /** The one place where domain errors become gRPC statuses. */
 export function toServiceError(error: unknown): Partial<grpc.ServiceError> & { code: grpc.status } {
   if (error instanceof ShardsnapError) {
-    return { code: STATUS_BY_CODE[error.code], details: error.message, message: error.message };
+    const status = { code: STATUS_BY_CODE[error.code], details: error.message, message: error.message };
+    if (error.retryAfterMs === undefined) return status;
+    const metadata = new grpc.Metadata();
+    metadata.set(RETRY_PUSHBACK_HEADER, String(Math.round(error.retryAfterMs)));
+    return { ...status, metadata };
   }
   if (isServiceError(error)) return { code: error.code, details: error.details };
   const message = error instanceof Error ? error.message : String(error);
@@ -49,8 +57,11 @@ export function fromServiceError(error: unknown, where: string): ShardsnapError 
       error.code === grpc.status.DEADLINE_EXCEEDED
         ? ErrorCodes.unavailable
         : (CODE_BY_STATUS.get(error.code) ?? ErrorCodes.internal);
+    const [pushback] = error.metadata?.get(RETRY_PUSHBACK_HEADER) ?? [];
+    const retryAfterMs = pushback === undefined ? undefined : Number(pushback);
     return new ShardsnapError(code, `${where}: ${error.details || error.message}`, {
       cause: error,
+      ...(retryAfterMs !== undefined && Number.isFinite(retryAfterMs) ? { retryAfterMs } : {}),
     });
   }
   const message = error instanceof Error ? error.message : String(error);

@@ -45,6 +45,15 @@ import { planBatch, touchedKeys } from './write-batch';
 import { SerialQueue } from './write-queue';
 import { writeClock } from '../write-clock';
 
+/** RocksDB properties (integers) that `properties()` reports, for gauges of the node's metrics. */
+const METRIC_PROPERTIES = [
+  'rocksdb.estimate-num-keys',
+  'rocksdb.live-sst-files-size',
+  'rocksdb.num-files-at-level0',
+  'rocksdb.estimate-pending-compaction-bytes',
+  'rocksdb.cur-size-all-mem-tables',
+] as const;
+
 /**
  * The RocksDB backend. One RocksDB value per Redis key under a 2-byte slot prefix; the
  * store seq and per-slot counters live under a meta prefix and change in the same
@@ -171,6 +180,26 @@ export class RocksDbStore implements ImageInstallTarget {
       dataBytes: this.counters.dataBytes,
       openViews: this.views.size,
     });
+  }
+
+  /**
+   * The RocksDB properties that metrics report (see `METRIC_PROPERTIES`), by property
+   * name; one RocksDB does not know (or that is not a number) is left out. `{}` once the
+   * store is closed, and while an image install has the database closed for its swap.
+   */
+  properties(): Record<string, number> {
+    const values: Record<string, number> = {};
+    if (this.closed || this.db.closed) return values;
+    try {
+      for (const name of METRIC_PROPERTIES) {
+        const value = intProperty(this.db, name);
+        if (value !== undefined) values[name] = value;
+      }
+    } catch {
+      // A database that is closing refuses reads; a scrape must not fail for it.
+      return {};
+    }
+    return values;
   }
 
   async openView(slots: readonly SlotRange[]): Promise<StoreView> {
@@ -339,6 +368,14 @@ export class RocksDbStore implements ImageInstallTarget {
   private assertOpen(op: string): void {
     if (this.closed) throw storeClosed(op);
   }
+}
+
+function intProperty(db: Db, name: string): number | undefined {
+  const value = db.getIntProperty(name);
+  if (value !== undefined) return value;
+  // Some counts (the files at a level) are string properties only.
+  const text = db.getProperty(name)?.trim();
+  return text !== undefined && /^\d+$/.test(text) ? Number(text) : undefined;
 }
 
 export function stagingRoot(dataDir: string): string {

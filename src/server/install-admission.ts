@@ -1,0 +1,45 @@
+import { ALL_SLOTS, ErrorCodes, type SlotRange, ShardsnapError, formatSlotRanges } from '../core';
+import type { Ownership } from '../ownership';
+import type { ArtifactHeader } from '../snapshot';
+
+/** The slots an artifact replaces on the node that installs it. */
+function slotsOf(header: Pick<ArtifactHeader, 'slots' | 'full'>): readonly SlotRange[] {
+  return header.full ? ALL_SLOTS : header.slots;
+}
+
+/**
+ * The ownership rule of InstallSnapshot and PullSnapshot: a node installs only slots it
+ * owns, so an install can never put keys where MOVED already points elsewhere. The one
+ * exception seeds a node that owns nothing: with `force`, it installs and then owns the
+ * installed slots. `admit` checks the artifact's header before anything is staged;
+ * `afterCommit` records the seeding once the install committed.
+ */
+export function installAdmission(
+  ownership: Ownership,
+  force: boolean,
+  what: string,
+): { admit: (header: ArtifactHeader) => void; afterCommit: () => Promise<void> } {
+  let seeded: readonly SlotRange[] | undefined;
+  return {
+    admit: (header) => {
+      const slots = slotsOf(header);
+      if (ownership.ownsAll(slots)) return;
+      const owned = ownership.owned();
+      if (owned.length === 0 && force) {
+        seeded = slots;
+        return;
+      }
+      throw new ShardsnapError(
+        ErrorCodes.failedPrecondition,
+        `${what}: this node does not own slots ${formatSlotRanges(slots)} of the artifact ` +
+          `(it owns ${owned.length > 0 ? formatSlotRanges(owned) : 'none'}); ` +
+          (owned.length === 0
+            ? 'to seed an empty node, ask with force'
+            : 'move slots with a split, not an install'),
+      );
+    },
+    afterCommit: async () => {
+      if (seeded) await ownership.adopt(seeded);
+    },
+  };
+}
