@@ -178,7 +178,9 @@ test('PullSnapshot of everything makes the target equal to the source', async (t
   t.is(targetDigest.digest, sourceDigest.digest);
   t.is(Number(result.keysInstalled), Number(sourceDigest.keyCount));
   t.is(Number((await target.client.stats()).seq), Number(result.seq));
-  t.is(Number(result.seq), Number((await source.client.getSnapshot(result.snapshotId)).seq));
+  t.true(Number(result.seq) <= Number((await source.client.stats()).seq));
+  // The snapshot made for the pull went with it.
+  await t.throwsAsync(source.client.getSnapshot(result.snapshotId), { message: /not found/ });
   t.deepEqual(await readAll(target.client, keys), await readAll(source.client, keys));
   t.false((await target.client.read([b('stale')]))[0]!.found);
 });
@@ -210,8 +212,7 @@ test('PullSnapshot of a slot range replaces exactly those slots', async (t) => {
     source: source.node.address,
     slots: [range],
   });
-  const info = await source.client.getSnapshot(result.snapshotId);
-  t.deepEqual(info.slots, [range]);
+  await t.throwsAsync(source.client.getSnapshot(result.snapshotId), { message: /not found/ });
 
   const sourceRange = await source.client.digest([range]);
   const targetRange = await target.client.digest([range]);
@@ -312,7 +313,15 @@ test('zstd compression round-trips through fetch, install and pull', async (t) =
     })),
   );
   const out = join(dir, 'z.snap');
-  const fetched = await source.client.fetchToFile({ out, compression: 'zstd', chunkSize: 16384 });
+  // Made beforehand: a snapshot a fetch makes for itself is deleted once it is fetched.
+  const made = await source.client.createSnapshot({ compression: 'zstd' });
+  await source.client.waitReady(made.id);
+  const fetched = await source.client.fetchToFile({
+    out,
+    snapshotId: made.id,
+    compression: 'zstd',
+    chunkSize: 16384,
+  });
   t.is(fetched.info.compression, 'COMPRESSION_ZSTD');
   await verifyArtifactFile(out, fetched.sha256);
 

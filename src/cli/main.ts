@@ -5,6 +5,7 @@ import { registerDemo } from './commands/demo';
 import { registerServe } from './commands/serve';
 import { registerSnapshots } from './commands/snapshots';
 import { registerSplit } from './commands/split';
+import { addClientOptions } from './common';
 import { EXIT_CODES } from './output';
 
 export function buildProgram(): Command {
@@ -21,7 +22,20 @@ export function buildProgram(): Command {
   registerArchive(program);
   registerSplit(program);
   registerDemo(program);
+  addClientOptionsEverywhere(program);
   return program;
+}
+
+/** Commands that talk to no node over gRPC, or run nodes themselves. */
+const NO_CLIENT = new Set(['serve', 'demo', 'verify', 'unpack']);
+
+/** Every command that calls a node takes the same TLS and token flags. */
+function addClientOptionsEverywhere(command: Command): void {
+  for (const sub of command.commands) {
+    if (NO_CLIENT.has(sub.name())) continue;
+    if (sub.commands.length > 0) addClientOptionsEverywhere(sub);
+    else addClientOptions(sub);
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -9,6 +9,7 @@ import type { Value__Output } from '../generated/shardsnap/v1/Value';
 import { mutationsToWire } from '../wire/convert';
 import { fromServiceError } from '../wire/status';
 import { Connection, call } from '../wire/connection';
+import type { ClientSecurity } from '../wire/security';
 import {
   type FetchToFileOptions,
   type FetchToFileResult,
@@ -21,8 +22,11 @@ import { type CreateSnapshotOptions, createSnapshot } from '../transfer/remote-s
 export class ShardsnapClient {
   readonly connection: Connection;
 
-  constructor(readonly address: string) {
-    this.connection = new Connection(address);
+  constructor(
+    readonly address: string,
+    options: { security?: ClientSecurity } = {},
+  ) {
+    this.connection = new Connection(address, { security: options.security ?? {} });
   }
 
   async write(mutations: readonly Mutation[], signal?: AbortSignal): Promise<number> {
@@ -90,13 +94,14 @@ export class ShardsnapClient {
 
   /** Asks this node to pull a snapshot from `source` and install it; yields progress. */
   async *pull(
-    request: { source: string; slots?: SlotRange[]; snapshotId?: string },
+    request: { source: string; slots?: SlotRange[]; snapshotId?: string; force?: boolean },
     signal?: AbortSignal,
   ): AsyncGenerator<PullProgress__Output> {
     const stream = this.connection.snapshots.PullSnapshot({
       source: request.source,
       slots: request.slots ?? [],
       snapshotId: request.snapshotId ?? '',
+      force: request.force ?? false,
     });
     const onAbort = (): void => stream.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });

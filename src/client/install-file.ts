@@ -32,6 +32,8 @@ export interface InstallFileOptions {
   compression?: ChunkCompression;
   signal?: AbortSignal;
   onProgress?: (sent: number, total: number) => void;
+  /** Seed a node that owns no slots (it then owns the artifact's); see InstallSnapshot. */
+  force?: boolean;
 }
 
 /**
@@ -114,6 +116,7 @@ export async function installFile(
                 formatVersion: parsed.header.format_version,
               }
             : null,
+        force: offset === 0 && options.force === true,
       };
       offset += length;
       if (!stream.write(message)) {

@@ -236,6 +236,7 @@ export class ShardNode implements NodeContext {
         ownership,
         onError: (err, context) => logger.warn({ err }, context),
         onInfo: (context, message) => logger.info(context, message),
+        onPause: (ms) => started.metrics.writePause(ms / 1000),
       });
       node.migrations = new MigrationRegistry({
         store,

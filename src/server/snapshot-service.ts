@@ -212,7 +212,6 @@ export function snapshotService(
         else if (stream.aborted) node.logger.info(served, 'snapshot transfer cancelled');
         if (done && id && !request.snapshotId) {
           await node.catalog.delete(id).catch(() => undefined);
-          node.logger.info({ snapshot: id }, 'snapshot deleted: its transfer is over');
         }
       }
     }),

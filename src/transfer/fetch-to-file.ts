@@ -6,7 +6,7 @@ import { type ChunkCompression, DEFAULT_CHUNK_SIZE } from '../snapshot';
 import type { Connection } from '../wire/connection';
 import { NodeFetch } from './node-source';
 import { type RangeProgress, fetchRanges, planRanges } from './parallel-fetch';
-import { createSnapshot, getSnapshot } from './remote-snapshot';
+import { createSnapshot, deleteRemoteSnapshot, getSnapshot } from './remote-snapshot';
 import { HashingWriter } from './hashing-writer';
 
 export interface FetchToFileOptions {
@@ -44,6 +44,8 @@ interface PartState {
   address: string;
   /** Present when fetched as ranges: how far each range got (its bytes on file). */
   ranges?: RangeProgress[];
+  /** The fetch created the snapshot for itself: it is deleted once the file is complete. */
+  created?: boolean;
 }
 
 /**
@@ -100,7 +102,7 @@ export async function fetchToFile(
     if (options.snapshotId && parallel !== 1) {
       info = await getSnapshot(conn, snapshotId);
     }
-    state = { snapshotId, address: conn.address };
+    state = { snapshotId, address: conn.address, ...(options.snapshotId ? {} : { created: true }) };
     const streams =
       info?.state === 'READY' ? (parallel ?? defaultParallelism(Number(info.sizeBytes))) : 1;
     if (info && streams > 1)
@@ -137,6 +139,8 @@ export async function fetchToFile(
     };
     await writeFile(infoPath(options.out), JSON.stringify(finalInfo, null, 2));
     await rm(partStatePath(options.out), { force: true });
+    // Kept while the fetch may resume; of no use once the file is complete.
+    if (state.created) await deleteRemoteSnapshot(conn, state.snapshotId);
     return {
       info: finalInfo,
       path: options.out,

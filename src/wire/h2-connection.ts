@@ -1,4 +1,5 @@
 import * as http2 from 'node:http2';
+import { isIP } from 'node:net';
 import { ErrorCodes, ShardsnapError, cancelled } from '../core';
 import { AUTHORIZATION_HEADER, type ClientSecurity } from './security';
 import { fromServiceError } from './status';
@@ -49,7 +50,10 @@ export class H2Connection {
     const tls = this.security.tls;
     const session = http2.connect(`${tls ? 'https' : 'http'}://${this.address}`, {
       settings: { initialWindowSize: DOWNLOAD_STREAM_WINDOW, enablePush: false },
-      ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}),
+      // SNI carries host names only; an IP address is checked against the certificate's IP SANs.
+      ...(tls
+        ? { ca: tls.ca, cert: tls.cert, key: tls.key, servername: sniName(this.address) }
+        : {}),
     });
     session.once('connect', () => session.setLocalWindowSize(DOWNLOAD_CONNECTION_WINDOW));
     // Failures reach the calls through their streams; an unhandled session error would crash.
@@ -90,9 +94,7 @@ export class H2Connection {
       'content-type': 'application/grpc',
       te: 'trailers',
       'grpc-accept-encoding': 'identity',
-      ...(this.security.token
-        ? { [AUTHORIZATION_HEADER]: `Bearer ${this.security.token}` }
-        : {}),
+      ...(this.security.token ? { [AUTHORIZATION_HEADER]: `Bearer ${this.security.token}` } : {}),
     });
     // Failures reach the caller through the read loop below; a stream cancelled while
     // still connecting fails later with nobody reading it, which must not crash.
@@ -152,6 +154,11 @@ export class H2Connection {
     else this.session?.close();
     this.session = undefined;
   }
+}
+
+function sniName(address: string): string {
+  const host = address.slice(0, address.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
+  return isIP(host) ? '' : host;
 }
 
 /** Resets the stream (the node sees CANCELLED and releases what the call held). */

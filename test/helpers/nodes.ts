@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { ShardNode, type StartOptions } from '../../src/server';
 import { ShardsnapClient } from '../../src/client';
+import type { ClientSecurity } from '../../src/wire';
 
 export interface TestNode {
   node: ShardNode;
@@ -17,7 +18,10 @@ export async function tempDir(prefix = 'shardsnap-test-'): Promise<string> {
 }
 
 /** A real node on 127.0.0.1:0 with its own data dir, and a client for it. */
-export async function startNode(options: Partial<StartOptions> = {}): Promise<TestNode> {
+export async function startNode(
+  options: Partial<StartOptions> = {},
+  security: ClientSecurity = {},
+): Promise<TestNode> {
   const dataDir = options.dataDir ?? (await tempDir());
   const node = await ShardNode.start({
     listen: '127.0.0.1:0',
@@ -28,7 +32,7 @@ export async function startNode(options: Partial<StartOptions> = {}): Promise<Te
     if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
     throw error;
   });
-  const client = new ShardsnapClient(node.address);
+  const client = new ShardsnapClient(node.address, { security });
   return {
     node,
     client,

@@ -81,7 +81,7 @@ export function registerArchive(program: Command): void {
           const json = globals(command).json ?? false;
           const bar = progressBar('archive', !json);
           const started = performance.now();
-          const info = await withClient(options.at, async (client) => {
+          const info = await withClient(options.at, options, async (client) => {
             for await (const progress of client.archive({
               snapshotId: options.id,
               bucket: options.bucket,
@@ -114,7 +114,7 @@ export function registerArchive(program: Command): void {
         const json = globals(command).json ?? false;
         const bar = progressBar('restore', !json);
         const started = performance.now();
-        const result = await withClient(options.to, async (client) => {
+        const result = await withClient(options.to, options, async (client) => {
           for await (const progress of client.restore(uri)) {
             bar.update(Number(progress.bytesReceived), Number(progress.totalBytes));
             if (progress.done && progress.result)
@@ -156,7 +156,7 @@ export function registerArchive(program: Command): void {
         command: Command,
       ) => {
         const archives: ArchiveSummary[] = options.at
-          ? await withClient(options.at, (client) =>
+          ? await withClient(options.at, options, (client) =>
               client.listArchives({ bucket: options.bucket, prefix: options.prefix }),
             )
           : await withTargets(options, async (targets) =>
@@ -223,7 +223,7 @@ export function registerArchive(program: Command): void {
     action(async (uri: string, options: S3Flags & { at?: string }, command: Command) => {
       const location = parseArchiveUri(uri);
       if (options.at) {
-        await withClient(options.at, (client) => client.deleteArchive(uri));
+        await withClient(options.at, options, (client) => client.deleteArchive(uri));
       } else {
         await withTargets(options, (targets) =>
           deleteArchive(targets.open(location.bucket), location),

@@ -34,7 +34,7 @@ export function registerData(program: Command): void {
             throw invalidArgument(`--types must be string or mixed, not "${options.types}"`);
           }
           const bar = progressBar('load', !json, 'keys');
-          const result = await withClient(options.to, (client) =>
+          const result = await withClient(options.to, options, (client) =>
             loadSynthetic(client, {
               keys: options.keys,
               valueSize: options.valueSize,
@@ -63,7 +63,9 @@ export function registerData(program: Command): void {
     .option('--slots <ranges>', 'A-B[,C-D]', slots)
     .action(
       action(async (options: { at: string; slots?: SlotRange[] }, command: Command) => {
-        const result = await withClient(options.at, (client) => client.digest(options.slots ?? []));
+        const result = await withClient(options.at, options, (client) =>
+          client.digest(options.slots ?? []),
+        );
         emit(
           globals(command),
           { ok: true, ...result },
@@ -79,7 +81,7 @@ export function registerData(program: Command): void {
     .requiredOption('--at <host:port>', 'node', address)
     .action(
       action(async (options: { at: string }, command: Command) => {
-        const stats = await withClient(options.at, (client) => client.stats());
+        const stats = await withClient(options.at, options, (client) => client.stats());
         emit(globals(command), { ok: true, ...stats }, () => [
           `node        ${stats.nodeId} (${stats.backend})`,
           `keys        ${stats.keyCount}`,

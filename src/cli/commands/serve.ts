@@ -1,4 +1,5 @@
 import { type Command, InvalidArgumentError } from 'commander';
+import type { Logger } from 'pino';
 import { type SlotRange, invalidArgument } from '../../core';
 import { parseOwnedSlots } from '../../ownership';
 import { parseDuration, parseSize } from '../../server/config';
@@ -22,6 +23,62 @@ interface ServeOptions extends S3Flags {
   archiveBucket?: string;
   archivePrefix: string;
   archiveKeep: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  peerTlsCa?: string;
+  authTokens?: string;
+  peerTokenFile?: string;
+  allowPeers?: string[];
+  metricsListen?: string;
+  maxSendRate?: number;
+  maxRecvRate?: number;
+  maxConcurrentSends: number;
+  maxConcurrentRecvs: number;
+  snapshotLatencyTargetMs?: number;
+  advertise?: string;
+  spoolMaxBytes?: number;
+  shutdownGrace: string;
+}
+
+/** `--tls-cert`, `--tls-key`, `--tls-client-ca`: all or nothing, the CA only with a cert. */
+function tlsOf(options: ServeOptions) {
+  if (!options.tlsCert && !options.tlsKey) {
+    if (options.tlsClientCa)
+      throw invalidArgument('--tls-client-ca needs --tls-cert and --tls-key');
+    return {};
+  }
+  if (!options.tlsCert || !options.tlsKey) {
+    throw invalidArgument('--tls-cert and --tls-key must be given together');
+  }
+  return {
+    tls: {
+      cert: options.tlsCert,
+      key: options.tlsKey,
+      ...(options.tlsClientCa ? { clientCa: options.tlsClientCa } : {}),
+    },
+  };
+}
+
+/** `--allow-peers a,b:7420,10.0.0.0/8`. */
+function peerList(value: string): string[] {
+  const list = value
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry.length > 0);
+  if (list.length === 0) throw new InvalidArgumentError('the list of peers is empty');
+  return list;
+}
+
+/** `--max-send-rate 100MiB`: bytes per second. */
+function rate(value: string): number {
+  return byteSize(value.replace(/\/s$/i, ''));
+}
+
+function positiveCount(value: string): number {
+  const n = positiveInt(value);
+  if (n < 1) throw new InvalidArgumentError(`"${value}" is not a positive integer`);
+  return n;
 }
 
 /** `--archive-every` and `--archive-bucket` go together. */
@@ -60,6 +117,17 @@ function ownedSlots(value: string): SlotRange[] {
   }
 }
 
+/**
+ * Process warnings (deprecations, libraries' notices) become log lines: printed by
+ * Node they would land in the middle of the JSON log stream.
+ */
+function routeProcessWarnings(logger: Logger): void {
+  process.removeAllListeners('warning');
+  process.on('warning', (warning) =>
+    logger.warn({ warning: warning.name, detail: warning.message }, 'process warning'),
+  );
+}
+
 export function registerServe(program: Command): void {
   const serve = program
     .command('serve')
@@ -96,6 +164,41 @@ export function registerServe(program: Command): void {
     .option('--archive-every <duration>', 'archive a full snapshot this often (e.g. 1h)')
     .option('--archive-bucket <bucket>', 'bucket of the scheduled archives')
     .option('--archive-prefix <prefix>', 'key prefix of the scheduled archives', '')
+    .option('--tls-cert <file>', 'serve TLS with this certificate (PEM; with --tls-key)')
+    .option('--tls-key <file>', 'key of --tls-cert (PEM)')
+    .option('--tls-client-ca <file>', 'require client certificates signed by this CA (mutual TLS)')
+    .option(
+      '--peer-tls-ca <file>',
+      'dial other nodes (pulls, splits) over TLS trusting this CA; --tls-cert is the client cert',
+    )
+    .option('--auth-tokens <file>', 'JSON tokens and roles; calls then need a token')
+    .option('--peer-token-file <file>', 'the token this node presents to other nodes')
+    .option(
+      '--allow-peers <list>',
+      'addresses this node may dial for pulls and splits: host, host:port or CIDR, comma-separated',
+      peerList,
+    )
+    .option('--metrics-listen <host:port>', 'serve Prometheus metrics at /metrics', address)
+    .option(
+      '--max-send-rate <bytes>',
+      'bytes per second all outgoing transfers share, e.g. 100MiB',
+      rate,
+    )
+    .option(
+      '--max-recv-rate <bytes>',
+      'bytes per second all incoming transfers share, e.g. 100MiB',
+      rate,
+    )
+    .option('--max-concurrent-sends <n>', 'outgoing transfers at once', positiveCount, 32)
+    .option('--max-concurrent-recvs <n>', 'incoming transfers at once', positiveCount, 32)
+    .option(
+      '--snapshot-latency-target-ms <n>',
+      'slow transfers while foreground write p99 is above this many ms',
+      positiveCount,
+    )
+    .option('--advertise <host:port>', 'address given in MOVED redirects and to peers', address)
+    .option('--spool-max-bytes <size>', 'bytes stored snapshots may take, e.g. 20GiB', byteSize)
+    .option('--shutdown-grace <duration>', 'on SIGTERM, how long transfers may finish', '30s')
     .option(
       '--archive-keep <n>',
       "keep this node's newest N archives, deleting older ones (0 = keep all)",
@@ -106,6 +209,10 @@ export function registerServe(program: Command): void {
     action(async (options: ServeOptions, command: Command) => {
       // Loaded here, not at start-up: the node's modules cost every other command ~0.1 s.
       const { ShardNode } = await import('../../server/node');
+      const shutdownGraceMs = parseDuration(options.shutdownGrace);
+      const { default: pino } = await import('pino');
+      const logger = pino({ level: options.logLevel }, pino.destination(2));
+      routeProcessWarnings(logger);
       const node = await ShardNode.start({
         listen: options.listen,
         backend: options.backend,
@@ -116,10 +223,27 @@ export function registerServe(program: Command): void {
         keepRecent: options.keepRecent,
         ...(options.restoreFrom ? { restoreFrom: options.restoreFrom } : {}),
         logLevel: options.logLevel,
+        logger,
         ...(options.changeLogSize ? { changeLogBytes: options.changeLogSize } : {}),
         ...(options.slots ? { slots: options.slots } : {}),
         s3: s3Settings(options),
         ...archiveSchedule(options),
+        ...tlsOf(options),
+        ...(options.peerTlsCa ? { peerTlsCa: options.peerTlsCa } : {}),
+        ...(options.authTokens ? { authTokensFile: options.authTokens } : {}),
+        ...(options.peerTokenFile ? { peerTokenFile: options.peerTokenFile } : {}),
+        ...(options.allowPeers ? { allowPeers: options.allowPeers } : {}),
+        ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
+        ...(options.maxSendRate ? { maxSendRate: options.maxSendRate } : {}),
+        ...(options.maxRecvRate ? { maxRecvRate: options.maxRecvRate } : {}),
+        maxConcurrentSends: options.maxConcurrentSends,
+        maxConcurrentRecvs: options.maxConcurrentRecvs,
+        ...(options.snapshotLatencyTargetMs
+          ? { snapshotLatencyTargetMs: options.snapshotLatencyTargetMs }
+          : {}),
+        ...(options.advertise ? { advertise: options.advertise } : {}),
+        ...(options.spoolMaxBytes ? { spoolMaxBytes: options.spoolMaxBytes } : {}),
+        shutdownGraceMs,
       });
       emit(
         globals(command),
@@ -127,10 +251,16 @@ export function registerServe(program: Command): void {
         () => `listening on ${node.address}`,
       );
       const shutdown = (signal: string): void => {
-        node.logger.info({ signal }, 'stopping');
-        node.stop().then(
-          () => process.exit(0),
-          () => process.exit(1),
+        node.logger.info({ signal, graceMs: shutdownGraceMs }, 'stopping');
+        node.stop(shutdownGraceMs).then(
+          () => {
+            node.logger.info('stopped');
+            process.exit(0);
+          },
+          (err: unknown) => {
+            node.logger.error({ err }, 'stop failed');
+            process.exit(1);
+          },
         );
       };
       process.once('SIGINT', shutdown);

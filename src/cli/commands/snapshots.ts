@@ -67,7 +67,7 @@ export function registerSnapshots(program: Command): void {
           const json = globals(command).json ?? false;
           const bar = progressBar('fetch', !json);
           const started = performance.now();
-          const result = await withClient(options.from, (client) =>
+          const result = await withClient(options.from, options, (client) =>
             client.fetchToFile({
               out: options.out,
               snapshotId: options.id,
@@ -144,7 +144,7 @@ export function registerSnapshots(program: Command): void {
           const bar = progressBar('install', !json);
           const started = performance.now();
           const expectedSha256 = await readSidecarSha(file);
-          const result = await withClient(options.to, (client) =>
+          const result = await withClient(options.to, options, (client) =>
             client.installFile(file, {
               expectedSha256,
               compression: compression(options.compression),
@@ -180,7 +180,7 @@ export function registerSnapshots(program: Command): void {
           const json = globals(command).json ?? false;
           const bar = progressBar('pull', !json);
           const started = performance.now();
-          const result = await withClient(options.to, async (client) => {
+          const result = await withClient(options.to, options, async (client) => {
             for await (const progress of client.pull({
               source: options.from,
               slots: options.slots,
@@ -219,7 +219,7 @@ export function registerSnapshots(program: Command): void {
           options: { at: string; slots?: SlotRange[]; strategy?: string; wait?: boolean },
           command: Command,
         ) => {
-          const info = await withClient(options.at, async (client) => {
+          const info = await withClient(options.at, options, async (client) => {
             const created = await client.createSnapshot({
               slots: options.slots,
               strategy: options.strategy,
@@ -239,7 +239,7 @@ export function registerSnapshots(program: Command): void {
     .requiredOption('--at <host:port>', 'node', address)
     .action(
       action(async (options: { at: string }, command: Command) => {
-        const snapshots = await withClient(options.at, (client) => client.listSnapshots());
+        const snapshots = await withClient(options.at, options, (client) => client.listSnapshots());
         emit(globals(command), { ok: true, snapshots }, () =>
           snapshots.length === 0
             ? 'no snapshots'
@@ -256,7 +256,7 @@ export function registerSnapshots(program: Command): void {
     .requiredOption('--id <id>', 'snapshot to delete')
     .action(
       action(async (options: { at: string; id: string }, command: Command) => {
-        await withClient(options.at, (client) => client.deleteSnapshot(options.id));
+        await withClient(options.at, options, (client) => client.deleteSnapshot(options.id));
         emit(
           globals(command),
           { ok: true, deleted: options.id },

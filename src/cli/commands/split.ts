@@ -3,7 +3,15 @@ import { type SlotRange, formatSlotRanges } from '../../core';
 import { migrateSlots } from '../../client';
 import { Connection } from '../../wire';
 import type { MigrationPhase, MigrationStatus } from '../../migration';
-import { action, address, globals, positiveInt, slots } from '../common';
+import {
+  type ClientFlags,
+  action,
+  address,
+  clientSecurity,
+  globals,
+  positiveInt,
+  slots,
+} from '../common';
 import { emit, formatBytes, mibPerSecond } from '../output';
 import { type Progress, progressBar } from '../progress';
 
@@ -67,7 +75,9 @@ export function registerSplit(program: Command): void {
         const onSignal = (): void => controller.abort();
         process.once('SIGINT', onSignal);
         process.once('SIGTERM', onSignal);
-        const conn = new Connection(options.target);
+        const conn = new Connection(options.target, {
+          security: await clientSecurity(options as ClientFlags),
+        });
         try {
           const status = await migrateSlots(conn, {
             source: options.source,
