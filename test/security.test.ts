@@ -39,7 +39,7 @@ function allMethods(): Array<{ name: string; def: MethodDef }> {
   const out: Array<{ name: string; def: MethodDef }> = [];
   for (const service of [v1.Shard.service, v1.Snapshots.service, v1.Migration.service]) {
     for (const [name, def] of Object.entries(service)) {
-      out.push({ name, def: def as unknown as MethodDef });
+      out.push({ name, def: def as MethodDef });
     }
   }
   return out;
@@ -49,7 +49,11 @@ function allMethods(): Array<{ name: string; def: MethodDef }> {
  * Calls `def` with a default (empty) request and returns the status code it ends with.
  * A stream that is still running after a moment was admitted; it is cancelled.
  */
-function callCode(client: grpc.Client, def: MethodDef, metadata: grpc.Metadata): Promise<number> {
+function callCode(
+  client: grpc.Client,
+  def: MethodDef,
+  metadata: grpc.Metadata,
+): Promise<grpc.status> {
   return new Promise((resolve) => {
     const done = (error: grpc.ServiceError | null): void => resolve(error ? error.code : 0);
     if (!def.requestStream && !def.responseStream) {
@@ -347,9 +351,7 @@ test('installs and pulls of slots the node does not own are FAILED_PRECONDITION 
 });
 
 async function drain<T>(stream: AsyncIterable<T>): Promise<void> {
-  for await (const _ of stream) {
-    // progress is not needed here
-  }
+  for await (const progress of stream) void progress;
 }
 
 test('--allow-peers refuses other addresses before any connection is opened', async (t) => {

@@ -76,7 +76,7 @@ export async function withClient<T>(
   body: (client: ShardsnapClient) => Promise<T>,
 ): Promise<T> {
   const client = new ShardsnapClient(addr, {
-    security: await clientSecurity(flags as ClientFlags),
+    security: await clientSecurity(flags),
   });
   try {
     return await body(client);

@@ -99,6 +99,11 @@ export class ShardNode implements NodeContext {
     return this.security.peers;
   }
 
+  /** host:port the metrics endpoint is bound to (when `metricsListen` is set). */
+  get metricsAddress(): string | undefined {
+    return this.metricsEndpoint?.address;
+  }
+
   recordWrite(seconds: number): void {
     this.metrics.writeLatency(seconds);
     this.limits.writeLatencies?.record(seconds * 1000);

@@ -22,6 +22,25 @@ interface Step {
  * a file, verify it, install it into a second node, keep writing, pull a slot range,
  * compare digests, then split half the slots off to a fourth node under writes.
  */
+/** Series of a node's metrics worth a look after the demo's transfers. */
+const EXCERPT =
+  /^shardsnap_(transfer_bytes_total|transfer_seconds_count|snapshots_total|write_seconds_count|write_pause_seconds_count|keys|spool_bytes)[{ ]/;
+
+/** A few lines of what the node's metrics endpoint serves, scraped over HTTP. */
+async function metricsExcerpt(address: string | undefined): Promise<string[]> {
+  if (!address) return ['  (no metrics endpoint)'];
+  try {
+    const response = await fetch(`http://${address}/metrics`);
+    const text = await response.text();
+    return text
+      .split('\n')
+      .filter((line) => EXCERPT.test(line))
+      .map((line) => `  ${line}`);
+  } catch (error) {
+    return [`  (metrics unavailable: ${(error as Error).message})`];
+  }
+}
+
 export function registerDemo(program: Command): void {
   program
     .command('demo')
@@ -47,6 +66,7 @@ export function registerDemo(program: Command): void {
             listen: '127.0.0.1:0',
             dataDir: join(dir, 'node-a'),
             nodeId: 'node-a',
+            metricsListen: '127.0.0.1:0',
             logger,
           });
           const target = await ShardNode.start({
@@ -217,6 +237,7 @@ export function registerDemo(program: Command): void {
               },
               steps,
             };
+            const excerpt = json ? [] : await metricsExcerpt(source.metricsAddress);
             emit(globals(command), summary, () => [
               '',
               table([
@@ -235,6 +256,9 @@ export function registerDemo(program: Command): void {
               `slots ${formatSlotRanges(range)}  A ${rangeA.digest.slice(0, 16)}…  B ${rangeB.digest.slice(0, 16)}…  ${rangeMatch ? 'MATCH' : 'DIFFER'} (${rangeA.keyCount} keys)`,
               `rocksdb       A ${allA.digest.slice(0, 16)}…  C ${allC.digest.slice(0, 16)}…  ${rocksMatch ? 'MATCH' : 'DIFFER'} (${allC.keyCount} keys; checkpoint ${checkpoint.info.strategy}, ${formatBytes(checkpoint.bytes)})`,
               describeSplit(split),
+              '',
+              `metrics of A (excerpt of http://${source.metricsAddress ?? '?'}/metrics):`,
+              ...excerpt,
             ]);
             if (!fullMatch || !rangeMatch || !rocksMatch || !split.ok) process.exitCode = 1;
           } finally {

@@ -137,9 +137,14 @@ export function registerSnapshots(program: Command): void {
     .description('push an artifact file into a node (all-or-nothing)')
     .requiredOption('--to <host:port>', 'node to install into', address)
     .option('--compression <kind>', 'none | zstd, for chunks in transit', 'none')
+    .option('--force', 'seed a node that owns no slots (it then owns the slots of the artifact)')
     .action(
       action(
-        async (file: string, options: { to: string; compression: string }, command: Command) => {
+        async (
+          file: string,
+          options: { to: string; compression: string; force?: boolean },
+          command: Command,
+        ) => {
           const json = globals(command).json ?? false;
           const bar = progressBar('install', !json);
           const started = performance.now();
@@ -148,6 +153,7 @@ export function registerSnapshots(program: Command): void {
             client.installFile(file, {
               expectedSha256,
               compression: compression(options.compression),
+              force: options.force === true,
               onProgress: (sent, total) => bar.update(sent, total),
             }),
           );
@@ -171,10 +177,11 @@ export function registerSnapshots(program: Command): void {
     .requiredOption('--from <host:port>', 'node to pull from', address)
     .option('--slots <ranges>', 'slot ranges (A-B[,C-D]); default all', slots)
     .option('--id <id>', 'pull this existing snapshot')
+    .option('--force', 'seed a node that owns no slots (it then owns the pulled ones)')
     .action(
       action(
         async (
-          options: { to: string; from: string; slots?: SlotRange[]; id?: string },
+          options: { to: string; from: string; slots?: SlotRange[]; id?: string; force?: boolean },
           command: Command,
         ) => {
           const json = globals(command).json ?? false;
@@ -185,6 +192,7 @@ export function registerSnapshots(program: Command): void {
               source: options.from,
               slots: options.slots,
               snapshotId: options.id,
+              force: options.force === true,
             })) {
               bar.update(Number(progress.bytesReceived), Number(progress.totalBytes));
               if (progress.done && progress.result)
