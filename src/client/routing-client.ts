@@ -1,5 +1,6 @@
 import { ErrorCodes, type Mutation, ShardsnapError, isShardsnapError, slotOf } from '../core';
 import type { Value__Output } from '../generated/shardsnap/v1/Value';
+import type { ClientSecurity } from '../wire/security';
 import { ShardsnapClient } from './client';
 
 export interface RoutingOptions {
@@ -8,6 +9,8 @@ export interface RoutingOptions {
   /** How long one call keeps retrying TRYAGAIN (a handoff in progress). */
   retryForMs?: number;
   retryDelayMs?: number;
+  /** TLS and token of the calls, to every node the client is sent to. */
+  security?: ClientSecurity;
 }
 
 export interface RoutingCounters {
@@ -44,6 +47,7 @@ export class RoutingClient {
   private readonly maxRedirects: number;
   private readonly retryForMs: number;
   private readonly retryDelayMs: number;
+  private readonly security: ClientSecurity;
 
   constructor(
     private readonly seed: string,
@@ -52,6 +56,7 @@ export class RoutingClient {
     this.maxRedirects = options.maxRedirects ?? 5;
     this.retryForMs = options.retryForMs ?? 10_000;
     this.retryDelayMs = options.retryDelayMs ?? 5;
+    this.security = options.security ?? {};
   }
 
   /** The node a key's slot is routed to now. */
@@ -103,7 +108,7 @@ export class RoutingClient {
   private client(address: string): ShardsnapClient {
     let client = this.clients.get(address);
     if (!client) {
-      client = new ShardsnapClient(address);
+      client = new ShardsnapClient(address, { security: this.security });
       this.clients.set(address, client);
     }
     return client;

@@ -154,7 +154,7 @@ export class ShardNode implements NodeContext {
             reason,
             state: entry.meta.state,
             bytes: entry.meta.bytesWritten,
-            ageMs: Date.now() - entry.meta.createdAtMs,
+            durationMs: Date.now() - entry.meta.createdAtMs,
           },
           reason === 'deleted' ? 'snapshot deleted' : `snapshot removed (${reason})`,
         ),
