@@ -131,7 +131,7 @@ test('a fetch logs its build and its transfer, a delete its removal, with sizes 
   const ready = await node.client.waitReady(created.id);
   const slotsBuilt = await log.one('snapshot built', created.id);
   t.is(slotsBuilt?.kind, 'slots');
-  t.true(isCount(slotsBuilt?.keys) && (slotsBuilt?.keys as number) > 0);
+  t.true(isCount(slotsBuilt?.keys) && slotsBuilt?.keys > 0);
   t.is(slotsBuilt?.bytes, Number(ready.sizeBytes));
   await node.client.deleteSnapshot(created.id);
   const deleted = await log.one('snapshot deleted', created.id);
@@ -141,7 +141,7 @@ test('a fetch logs its build and its transfer, a delete its removal, with sizes 
   t.is(deleted?.state, 'READY');
   t.is(deleted?.bytes, Number(ready.sizeBytes));
   t.true((deleted?.bytes as number) > 0);
-  t.true(isCount(deleted?.ageMs), `ageMs ${String(deleted?.ageMs)}`);
+  t.true(isCount(deleted?.durationMs), `durationMs ${String(deleted?.durationMs)}`);
 
   t.deepEqual(log.find('snapshot build failed'), []);
   t.deepEqual(log.find('call failed'), []);
@@ -183,7 +183,10 @@ test('an expired snapshot and one beyond keepRecent are logged as removed', asyn
   t.is(expired?.reason, 'expired');
   t.is(expired?.state, 'READY');
   t.is(expired?.bytes, Number(ready.sizeBytes));
-  t.true(isCount(expired?.ageMs) && (expired?.ageMs as number) >= 300, String(expired?.ageMs));
+  t.true(
+    isCount(expired?.durationMs) && expired?.durationMs >= 300,
+    `durationMs ${String(expired?.durationMs)}: at least the TTL since it was made`,
+  );
   t.deepEqual(await expiring.node.client.listSnapshots(), []);
   t.deepEqual(expiring.log.find('snapshot deleted'), []);
   checkEveryLine(t, expiring.log, 'log-node-ttl');
@@ -298,18 +301,18 @@ async function spawnServe(t: ExecutionContext, args: readonly string[]): Promise
   });
   let out = '';
   let err = '';
-  child.stdout!.on('data', (data: Buffer) => (out += data.toString()));
-  child.stderr!.on('data', (data: Buffer) => (err += data.toString()));
+  child.stdout.on('data', (data: Buffer) => (out += data.toString()));
+  child.stderr.on('data', (data: Buffer) => (err += data.toString()));
   const address = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve did not start: ${out} ${err}`)), 60_000);
     const check = (): void => {
       const match = /listening on (\S+:\d+)/.exec(out);
       if (!match) return;
       clearTimeout(timer);
-      child.stdout!.off('data', check);
+      child.stdout.off('data', check);
       resolve(match[1] as string);
     };
-    child.stdout!.on('data', check);
+    child.stdout.on('data', check);
     void exited.then(() => {
       clearTimeout(timer);
       reject(new Error(`serve exited before listening: ${out} ${err}`));

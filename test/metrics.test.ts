@@ -243,10 +243,9 @@ test('a fetch, a pull and a split are counted on the nodes that send and receive
   t.is(atTarget.value('shardsnap_keys'), movingKeys);
 });
 
-// Known gap: a migration installs its snapshot through the migration job, which does not
-// report installed keys to the node's metrics (pulls and installs do). Marked failing until
-// it does; ava then reports this test as passing unexpectedly and the mark is removed.
-test.failing('a split counts the keys it installs on the target', async (t) => {
+// A migration installs its snapshot through the migration job, not through the RPCs that
+// count installs: its keys must be counted too.
+test('a split counts the keys it installs on the target', async (t) => {
   t.timeout(60_000);
   const source = await metricsNode(t, 'split-keys-source');
   const target = await metricsNode(t, 'split-keys-target', { slots: [] });

@@ -58,6 +58,8 @@ export interface MigrationDeps {
   security?: ClientSecurity;
   /** Paid for every snapshot chunk received (rate limits, byte counts). */
   throttle?: Throttle;
+  /** Keys the snapshot install put into the store (metrics). */
+  onInstalled?: (keys: number) => void;
   tuning?: Partial<MigrationTuning>;
   /** Takes over an import whose commit got no answer; `release` ends its local pause. */
   resolveInDoubt: (migrationId: string, release: () => void) => void;
@@ -326,6 +328,7 @@ export class MigrationJob {
         ),
     });
     this.appliedSeq = seq;
+    this.deps.onInstalled?.(outcome.keysInstalled);
     this.emit('CATCH_UP', {
       keys: outcome.keysInstalled,
       bytes: outcome.bytes,

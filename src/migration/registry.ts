@@ -23,6 +23,8 @@ export interface MigrationRegistryDeps {
   logger: Logger;
   /** TLS and token of this node's calls to sources. */
   security?: ClientSecurity;
+  /** Keys each migration's snapshot install put into the store (metrics). */
+  onInstalled?: (keys: number) => void;
   tuning?: Partial<MigrationTuning>;
 }
 

@@ -120,10 +120,8 @@ export class ShardNode implements NodeContext {
       nodeId: config.nodeId,
     });
     // Bad certificate, key or token files fail the start before anything is opened.
-    const security = await loadNodeSecurity(config, (reason, method) => {
-      node?.metrics?.rejected(reason);
-      logger.debug({ method, reason }, 'call refused');
-    });
+    // Refusals are counted here and logged with the call's failure (see logCallFailure).
+    const security = await loadNodeSecurity(config, (reason) => node?.metrics?.rejected(reason));
     // Assigned once the node exists; the callbacks above and below only run after that.
     let node: ShardNode | undefined;
     await mkdir(config.dataDir, { recursive: true });
@@ -248,6 +246,7 @@ export class ShardNode implements NodeContext {
         ownership,
         address: node.address,
         security: security.peer,
+        onInstalled: (keys) => started.metrics.installedKeys(keys),
         logger,
         ...(options.migrationTuning ? { tuning: options.migrationTuning } : {}),
       });
