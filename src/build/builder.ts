@@ -29,7 +29,12 @@ export interface BuildContext {
   nodeId: string;
   onError?: (error: unknown, context: string) => void;
   /** Every build once it ends: READY, FAILED, or cancelled (deleted or stopped). */
-  onFinished?: (entry: SnapshotEntry, status: BuildStatus, durationMs: number) => void;
+  onFinished?: (
+    entry: SnapshotEntry,
+    status: BuildStatus,
+    durationMs: number,
+    bytesWritten: number,
+  ) => void;
   /** Bytes all stored snapshots may take (`--spool-max-bytes`); builds beyond are refused. */
   spoolMaxBytes?: number;
 }
@@ -111,6 +116,7 @@ async function runBuild(
   const { catalog } = ctx;
   const startedAt = performance.now();
   let status: BuildStatus = 'failed';
+  let written: number | undefined;
   let writer: ArtifactWriter | undefined;
   try {
     writer = await ArtifactWriter.create(
@@ -149,6 +155,15 @@ async function runBuild(
     );
     const { size, sha256 } = await writer.finish();
     writer = undefined;
+    entry.meta.bytesWritten = size;
+    // The last bytes may be the ones that cross the limit, after the last size report.
+    entry.build.signal.throwIfAborted();
+    if (ctx.spoolMaxBytes !== undefined && catalog.storedBytes > ctx.spoolMaxBytes) {
+      throw spoolFull(
+        `snapshot ${entry.meta.id} outgrew the snapshot spool (${catalog.storedBytes} bytes ` +
+          `stored, limit ${ctx.spoolMaxBytes}, --spool-max-bytes)`,
+      );
+    }
     const ready = { ...entry.meta, keyCount, sizeBytes: size, bytesWritten: size, sha256 };
     ready.state = 'READY';
     // Durable first: a READY snapshot in memory is always READY on disk too.
@@ -162,14 +177,22 @@ async function runBuild(
     await writer?.abandon();
     entry.meta.state = 'FAILED';
     entry.meta.error = error instanceof Error ? error.message : String(error);
+    written = entry.meta.bytesWritten;
     if (!entry.deleted) {
       await catalog.discardArtifact(entry).catch(() => undefined);
+      // Its file is gone: it no longer takes room in the spool.
+      entry.meta.bytesWritten = 0;
       await catalog.saveManifest(entry).catch(() => undefined);
       ctx.onError?.(error, `building snapshot ${entry.meta.id}`);
     }
   } finally {
     await prepared.release().catch((e: unknown) => ctx.onError?.(e, 'releasing a build'));
     entry.notify();
-    ctx.onFinished?.(entry, status, performance.now() - startedAt);
+    ctx.onFinished?.(
+      entry,
+      status,
+      performance.now() - startedAt,
+      written ?? entry.meta.bytesWritten,
+    );
   }
 }

@@ -25,7 +25,7 @@ function buildContext(node: NodeContext): BuildContext {
       ? { spoolMaxBytes: node.config.spoolMaxBytes }
       : {}),
     onError: (error, context) => node.logger.warn({ err: error }, context),
-    onFinished: (entry, status, durationMs) => {
+    onFinished: (entry, status, durationMs, bytesWritten) => {
       const { meta } = entry;
       const kind = meta.full ? 'full' : 'slots';
       node.metrics.snapshotFinished(meta.strategy, kind, status, durationMs / 1000);
@@ -36,7 +36,7 @@ function buildContext(node: NodeContext): BuildContext {
           kind,
           seq: meta.seq,
           keys: meta.keyCount,
-          bytes: meta.bytesWritten,
+          bytes: bytesWritten,
           durationMs: Math.round(durationMs),
           ...(status === 'ready' ? {} : { error: meta.error }),
         },

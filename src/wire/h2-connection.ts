@@ -1,8 +1,9 @@
 import * as http2 from 'node:http2';
+import * as grpc from '@grpc/grpc-js';
 import { isIP } from 'node:net';
 import { ErrorCodes, ShardsnapError, cancelled } from '../core';
 import { AUTHORIZATION_HEADER, type ClientSecurity } from './security';
-import { fromServiceError } from './status';
+import { RETRY_PUSHBACK_HEADER, fromServiceError } from './status';
 import { GrpcFrameReader, frameMessage } from './grpc-frames';
 
 /** Receive windows of a bulk download: what a node may send before an acknowledgement. */
@@ -14,6 +15,8 @@ const KEEPALIVE_TIMEOUT_MS = 20_000;
 interface Status {
   code: number;
   details: string;
+  /** What a status carries beside its code that the client restores (a retry hint). */
+  metadata: grpc.Metadata;
 }
 
 function statusOf(headers: http2.IncomingHttpHeaders): Status | undefined {
@@ -25,7 +28,10 @@ function statusOf(headers: http2.IncomingHttpHeaders): Status | undefined {
   } catch {
     // Not percent-encoded after all: keep it as it came.
   }
-  return { code: Number(raw), details };
+  const metadata = new grpc.Metadata();
+  const pushback = headers[RETRY_PUSHBACK_HEADER];
+  if (typeof pushback === 'string') metadata.set(RETRY_PUSHBACK_HEADER, pushback);
+  return { code: Number(raw), details, metadata };
 }
 
 /**
@@ -134,7 +140,7 @@ export class H2Connection {
           `${where}: the call to ${this.address} ended without a status (HTTP ${httpStatus || 'none'})`,
         );
       }
-      if (status.code !== 0) throw fromServiceError({ ...status, metadata: undefined }, where);
+      if (status.code !== 0) throw fromServiceError(status, where);
       if (!reader.idle) {
         throw new ShardsnapError(
           ErrorCodes.unavailable,

@@ -124,7 +124,7 @@ export async function serveJson(
       try {
         resolve((JSON.parse(line) as { listening: string }).listening);
       } catch (error) {
-        reject(error as Error);
+        reject(new Error(`serve printed no JSON: ${line}`, { cause: error }));
       }
     });
     void exited.then(() => {
