@@ -421,7 +421,9 @@ async function quietDigest(
   address: string,
   timeoutMs: number,
 ): Promise<{ digest: string; keyCount: number; ms: number }> {
-  const conn = new Connection(address, { channelOptions: { 'grpc.max_receive_message_length': 64 << 20 } });
+  const conn = new Connection(address, {
+    channelOptions: { 'grpc.max_receive_message_length': 64 << 20 },
+  });
   try {
     const t0 = now();
     const result = await withTimeout(

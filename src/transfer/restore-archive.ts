@@ -16,8 +16,7 @@ import {
 } from './install';
 
 export interface RestoreOptions
-  extends DownloadOptions,
-    Pick<InstallOptions, 'throttle' | 'admit'> {
+  extends DownloadOptions, Pick<InstallOptions, 'throttle' | 'admit'> {
   onProgress?: (progress: InstallProgress) => void;
 }
 

@@ -37,7 +37,11 @@ export const RETRY_PUSHBACK_HEADER = 'grpc-retry-pushback-ms';
 /** The one place where domain errors become gRPC statuses. */
 export function toServiceError(error: unknown): Partial<grpc.ServiceError> & { code: grpc.status } {
   if (error instanceof ShardsnapError) {
-    const status = { code: STATUS_BY_CODE[error.code], details: error.message, message: error.message };
+    const status = {
+      code: STATUS_BY_CODE[error.code],
+      details: error.message,
+      message: error.message,
+    };
     if (error.retryAfterMs === undefined) return status;
     const metadata = new grpc.Metadata();
     metadata.set(RETRY_PUSHBACK_HEADER, String(Math.round(error.retryAfterMs)));

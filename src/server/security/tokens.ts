@@ -52,14 +52,17 @@ export class TokenTable {
       if (typeof token !== 'string') throw invalidArgument(`${at} (${name}): no token`);
       validateToken(token, `${at} (${name})`);
       if (token.length < MIN_TOKEN_LENGTH) {
-        throw invalidArgument(`${at} (${name}): a token needs at least ${MIN_TOKEN_LENGTH} characters`);
+        throw invalidArgument(
+          `${at} (${name}): a token needs at least ${MIN_TOKEN_LENGTH} characters`,
+        );
       }
       if (!ROLES.includes(role as Role)) {
         throw invalidArgument(`${at} (${name}): role must be one of ${ROLES.join(', ')}`);
       }
       const digest = digestOf(token);
       const hex = digest.toString('hex');
-      if (digests.has(hex)) throw invalidArgument(`${at} (${name}): the same token is listed twice`);
+      if (digests.has(hex))
+        throw invalidArgument(`${at} (${name}): the same token is listed twice`);
       names.add(name);
       digests.add(hex);
       return { name, role: role as Role, digest };
