@@ -2,9 +2,16 @@
 import { DEFAULT_WRITER_RATE } from './redis-cluster';
 import { MiB, envInt } from './util';
 
-export type Suite = 'memory' | 'rocksdb' | 'split' | 'keyspace' | 'transfer';
+export type Suite = 'memory' | 'rocksdb' | 'split' | 'keyspace' | 'transfer' | 'limits';
 
-export const SUITES: readonly Suite[] = ['memory', 'rocksdb', 'split', 'keyspace', 'transfer'];
+export const SUITES: readonly Suite[] = [
+  'memory',
+  'rocksdb',
+  'split',
+  'keyspace',
+  'transfer',
+  'limits',
+];
 
 /** Backends of the split section: row 11 memory → memory, row 12 rocksdb → rocksdb. */
 export type SplitBackend = 'memory' | 'rocksdb';
@@ -22,7 +29,8 @@ export const DEFAULT_KEYSPACE_SETS = '1000000x1000,10000000x100';
 export interface BenchConfig {
   /**
    * BENCH_SUITES (or `--only a,b` on the command line): which sections run (rows 1-6
-   * memory, rows 7-10 rocksdb, rows 11-12 split, rows 13-18 keyspace); default all four.
+   * memory, rows 7-10 rocksdb, rows 11-12 split, rows 13-18 keyspace, rows 19-24
+   * transfer, rows 25-30 limits); default all of them.
    */
   suites: Suite[];
   /** BENCH_KEYS: string keys in the dataset of the memory section. */
@@ -59,6 +67,12 @@ export interface BenchConfig {
   transferKeys: number;
   /** Upper bound of any single step of the transfer section, ms. */
   transferStepTimeoutMs: number;
+  /** BENCH_LIMITS_KEYS: string keys behind the artifact of the limits section (rows 25-30). */
+  limitsKeys: number;
+  /** BENCH_LIMITS_WRITE_RATE: foreground writes a second on the pulling node of rows 28-29. */
+  limitsWriteRate: number;
+  /** Upper bound of any single step of the limits section, ms. */
+  limitsStepTimeoutMs: number;
 }
 
 /** Generous: 1 MiB/s would be pathological on any machine; at least two minutes. */
@@ -166,6 +180,9 @@ export function readConfig(argv: readonly string[] = process.argv.slice(2)): Ben
     keyspaceRuns: envInt('BENCH_KEYSPACE_RUNS', 1),
     transferKeys: envInt('BENCH_TRANSFER_KEYS', 1_000_000),
     transferStepTimeoutMs: stepTimeout(envInt('BENCH_TRANSFER_KEYS', 1_000_000), valueSize),
+    limitsKeys: envInt('BENCH_LIMITS_KEYS', 300_000),
+    limitsWriteRate: envInt('BENCH_LIMITS_WRITE_RATE', 500),
+    limitsStepTimeoutMs: stepTimeout(envInt('BENCH_LIMITS_KEYS', 300_000), valueSize),
   };
 }
 
@@ -211,6 +228,12 @@ export const TARGETS = {
   transferLatencyRatio: 0.8,
   /** 24: CreateSnapshot until the first chunk of a fetch of it, 1M-key memory node. */
   transferFirstByteMs: 50,
+  /** 25-27: a rate-limited transfer of N bytes at R takes N/R within this fraction. */
+  limitsRateTolerance: 0.1,
+  /** 28: the latency target of the adaptive run, as a multiple of the idle write p99. */
+  limitsTargetOverIdleP99: 2.5,
+  /** 29: adaptive pull MiB/s / the fastest fixed `--max-recv-rate` with the same write p99. */
+  limitsAdaptiveSpeedup: 2,
 } as const;
 
 /** 1/8 of the 16384 slots. */

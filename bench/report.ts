@@ -3,10 +3,11 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { REPO_ROOT, round } from './util';
 
-export type Verdict = 'PASS' | 'MISS' | 'SKIPPED' | 'ERROR';
+/** INFO: a figure reported without a target. */
+export type Verdict = 'PASS' | 'MISS' | 'INFO' | 'SKIPPED' | 'ERROR';
 
 export interface Row {
-  /** 1..6, the measurement number of docs/BENCHMARKS.md. */
+  /** The measurement number of docs/BENCHMARKS.md. */
   n: number;
   name: string;
   value: number | null;

@@ -1,7 +1,7 @@
 /**
  * shardsnap benchmark harness (`make bench`). See docs/BENCHMARKS.md.
  *
- * Five sections, chosen with BENCH_SUITES or `--only` (default all five):
+ * Six sections, chosen with BENCH_SUITES or `--only` (default all six):
  *
  * - memory (rows 1-6): starts a memory node as a separate process, loads BENCH_KEYS string
  *   keys of BENCH_VALUE_SIZE random bytes, and measures fetch throughput, create + fetch vs
@@ -23,6 +23,9 @@
  *   against a raw file→socket→file copy of the same artifact, the same over a proxy that
  *   adds 20 ms of round trip (one stream, four ranged streams), and the first byte of a
  *   fetch right after CreateSnapshot.
+ * - limits (rows 25-30, bench/limits.ts): BENCH_LIMITS_KEYS keys in one READY snapshot:
+ *   `--max-send-rate` / `--max-recv-rate` accuracy, `--snapshot-latency-target-ms` against
+ *   fixed receive rates under steady writes, and a fetch over TLS against plaintext.
  *
  * `node ... dist/bench/run.js --only split` runs only the split section.
  *
@@ -70,6 +73,7 @@ import { type SampledBuild, sampledBuild } from './snapshot-builds';
 import { SPLIT_ROWS, splitSuite } from './split';
 import { KEYSPACE_ROWS, keyspaceSuite, setLabel } from './keyspace';
 import { TRANSFER_ROWS, transferSuite } from './transfer';
+import { LIMITS_ROWS, limitsSuite } from './limits';
 import { REPO_ROOT, formatBytes, formatCount, formatMs, log, withTimeout } from './util';
 
 const ROW_NAMES: Record<number, [string, string]> = {
@@ -83,6 +87,7 @@ const ROW_NAMES: Record<number, [string, string]> = {
   ...SPLIT_ROWS,
   ...KEYSPACE_ROWS,
   ...TRANSFER_ROWS,
+  ...LIMITS_ROWS,
 };
 
 function errorRow(n: number, error: unknown): Row {
@@ -316,6 +321,9 @@ async function main(): Promise<number> {
         `BENCH_SPLIT_RUNS=${config.splitRuns} BENCH_SPLIT_WRITER_RATE=${config.splitWriterRate} `
       : '') +
     (config.suites.includes('transfer') ? `BENCH_TRANSFER_KEYS=${config.transferKeys} ` : '') +
+    (config.suites.includes('limits')
+      ? `BENCH_LIMITS_KEYS=${config.limitsKeys} BENCH_LIMITS_WRITE_RATE=${config.limitsWriteRate} `
+      : '') +
     (config.suites.includes('keyspace')
       ? `BENCH_KEYSPACE_SETS=${config.keyspaceSets.map((s) => `${s.keys}x${s.valueSize}`).join(',')} ` +
         `BENCH_KEYSPACE_RUNS=${config.keyspaceRuns} `
@@ -336,6 +344,10 @@ async function main(): Promise<number> {
     );
   if (config.suites.includes('transfer'))
     sizes.push(`transfer: ${formatCount(config.transferKeys)} keys × ${config.valueSize} B`);
+  if (config.suites.includes('limits'))
+    sizes.push(
+      `limits: ${formatCount(config.limitsKeys)} keys × ${config.valueSize} B, ${formatCount(config.limitsWriteRate)} writes/s`,
+    );
   if (config.suites.includes('keyspace'))
     sizes.push(
       `keyspace: ${config.keyspaceSets.map(setLabel).join(', ')} (${config.keyspaceRuns} run(s))`,
@@ -364,7 +376,9 @@ async function main(): Promise<number> {
       else if (suite === 'rocksdb') await rocksdbSuite(config, dir, rows, errors, results);
       else if (suite === 'split') await splitSuite(config, dir, rows, errors, results);
       else if (suite === 'keyspace') await keyspaceSuite(config, dir, rows, errors, results);
-      else await transferSuite(config, dir, (n, body) => attempt(n, rows, errors, body));
+      else if (suite === 'transfer')
+        await transferSuite(config, dir, (n, body) => attempt(n, rows, errors, body));
+      else await limitsSuite(config, dir, (n, body) => attempt(n, rows, errors, body));
     }
   } finally {
     await cleanupAll();

@@ -55,7 +55,7 @@ const CLK_TCK = 100;
 const ratioText = (r: number): string => (Number.isFinite(r) ? r.toFixed(2) : '-');
 
 /** utime+stime of `pid`, or of the waited-for children of this process (`children`), in s. */
-function cpuSeconds(pid: number | 'children'): number {
+export function cpuSeconds(pid: number | 'children'): number {
   const stat = readFileSync(`/proc/${pid === 'children' ? 'self' : pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const [user, system] = pid === 'children' ? [13, 14] : [11, 12];
@@ -71,7 +71,7 @@ interface Timed {
 }
 
 /** Runs the CLI to completion; its stdout must be one JSON object (`--json`). */
-async function runCli(
+export async function runCli(
   args: readonly string[],
   timeoutMs: number,
 ): Promise<{ ms: number; cpu: number; json: Record<string, unknown> }> {
@@ -102,7 +102,7 @@ async function runCli(
   }
 }
 
-async function removeOutputs(out: string): Promise<void> {
+export async function removeOutputs(out: string): Promise<void> {
   for (const suffix of ['', '.json', '.part', '.part.json'])
     await rm(`${out}${suffix}`, { force: true });
 }
