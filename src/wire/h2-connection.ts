@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { ErrorCodes, ShardsnapError, cancelled } from '../core';
 import { AUTHORIZATION_HEADER, type ClientSecurity } from './security';
 import { RETRY_PUSHBACK_HEADER, fromServiceError } from './status';
+import { flowingChunks } from './flowing-chunks';
 import { GrpcFrameReader, frameMessage } from './grpc-frames';
 
 /** Receive windows of a bulk download: what a node may send before an acknowledgement. */
@@ -121,7 +122,7 @@ export class H2Connection {
     try {
       stream.end(frameMessage(request));
       try {
-        for await (const data of stream as AsyncIterable<Buffer>) {
+        for await (const data of flowingChunks(stream)) {
           for (const message of reader.push(data)) yield message;
         }
       } catch (error) {
