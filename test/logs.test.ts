@@ -213,13 +213,15 @@ test('tokens never reach the logs, whether accepted, refused or sent to peers', 
   const unknownToken = 'unknown-peer-token-0123456789abcdef';
   const strangerToken = join(dir, 'stranger-token');
   await writeFile(strangerToken, `${unknownToken}\n`);
-  const secured = { authTokensFile: tokens, peerTokenFile: peerToken };
+  // Plaintext peers on loopback: a peer token without TLS needs --allow-peers.
+  const secured = { authTokensFile: tokens, peerTokenFile: peerToken, allowPeers: ['127.0.0.1'] };
 
   const source = await loggedNode(t, 'log-secure-source', secured);
   const puller = await loggedNode(t, 'log-secure-puller', secured);
   const stranger = await loggedNode(t, 'log-secure-stranger', {
     authTokensFile: tokens,
     peerTokenFile: strangerToken,
+    allowPeers: ['127.0.0.1'],
   });
   const as = (node: TestNode, token: string): ShardsnapClient => {
     const client = new ShardsnapClient(node.node.address, { security: { token } });

@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ShardsnapError, TokenBucket, isShardsnapError } from '../src/core';
-import { AdaptiveRate, LatencyWindow } from '../src/server/adaptive-rate';
+import { AdaptiveRate, EventLoopStalls, LatencyWindow } from '../src/server/adaptive-rate';
 
 const KiB = 1024;
 const MiB = 1 << 20;
@@ -318,7 +318,12 @@ test('LatencyWindow: too few samples give no p99, and old samples expire', (t) =
  * clock one tick, records `writeMs` writes (if any), moves the bytes a transfer wanting
  * `demand` bytes/s gets under the current limit, and ticks.
  */
-function fakeNode(options: { targetMs: number; maxRate?: number; minRate?: number }) {
+function fakeNode(options: {
+  targetMs: number;
+  maxRate?: number;
+  minRate?: number;
+  stalls?: { lateMs(): number };
+}) {
   let clock = 0;
   const now = () => clock;
   const window = new LatencyWindow({ now, minSamples: 10 });
@@ -419,6 +424,39 @@ test('AdaptiveRate: a configured cap is the ceiling and the start, never unlimit
     const error = invalid(bad);
     t.true(isShardsnapError(error, 'invalid_argument'), JSON.stringify(bad));
   }
+});
+
+test('AdaptiveRate: a late event loop counts as write latency, only while writes come', async (t) => {
+  let stallMs = 0;
+  const { adaptive, step } = fakeNode({ targetMs: 10, stalls: { lateMs: () => stallMs } });
+  // Handlers are quick (1 ms) but calls wait 40 ms for the loop: that is a cut.
+  stallMs = 40;
+  near(t, await step(1, 200 * MiB), 100 * MiB, 0.01, 'cut on the loop lateness');
+  // Idle writes: nothing to protect, the rate rises although the loop is late.
+  const held = adaptive.rate;
+  for (let i = 0; i < 5; i++) await step(undefined, 200 * MiB);
+  t.true(adaptive.rate > held);
+  // The loop on time again and quick writes: the rate rises.
+  stallMs = 0;
+  const before = adaptive.rate;
+  await step(1, 200 * MiB);
+  t.true(adaptive.rate > before);
+});
+
+test('EventLoopStalls: a blocked event loop shows as lateness for about a second', async (t) => {
+  const stalls = new EventLoopStalls(100, 5);
+  t.teardown(() => stalls.close());
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  const idle = stalls.lateMs();
+  const until = performance.now() + 60;
+  while (performance.now() < until) {
+    // busy: the loop cannot run its timers
+  }
+  await new Promise((resolve) => setTimeout(resolve, 120));
+  const blocked = stalls.lateMs();
+  t.true(blocked >= 40, `lateness after a 60 ms block: ${blocked} ms (idle ${idle} ms)`);
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  t.true(stalls.lateMs() < 40, `after the window: ${stalls.lateMs()} ms`);
 });
 
 test('AdaptiveRate: start() ticks on an interval, stop() clears it', async (t) => {

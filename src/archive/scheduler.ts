@@ -1,3 +1,4 @@
+import type { Throttle } from '../core';
 import type { SnapshotCatalog, SnapshotEntry } from '../snapshot';
 import { type ArchiveRecord, archiveSnapshot } from './archive-snapshot';
 import { listArchives, pruneArchives } from './catalog';
@@ -22,6 +23,12 @@ export interface SchedulerDeps {
   currentSeq(): Promise<number>;
   /** Starts a full snapshot build (its entry is READY or FAILED once `buildDone` settles). */
   createFullSnapshot(): Promise<SnapshotEntry>;
+  /**
+   * Admits the upload as one of the node's transfers (its rate limit and count): the
+   * returned throttle is paid per piece, its signal cancels the run, `end` releases it.
+   * Throws when the node cannot take a transfer now (the run fails, the next one comes).
+   */
+  beginUpload?(): { throttle: Throttle; signal: AbortSignal; end(): void };
   log: {
     info(fields: object, message: string): void;
     warn(fields: object, message: string): void;
@@ -44,6 +51,7 @@ export class ArchiveScheduler {
   private running: Promise<RunOutcome> | undefined;
   private readonly stopping = new AbortController();
   private lastArchivedSeq: number | undefined;
+  private held = false;
   /** Runs by outcome, for stats and tests. */
   readonly counts = { archived: 0, skipped: 0, failed: 0, pruned: 0 };
   lastOutcome: RunOutcome | undefined;
@@ -54,8 +62,14 @@ export class ArchiveScheduler {
   ) {}
 
   start(): void {
-    if (this.stopping.signal.aborted || this.timer) return;
+    if (this.stopping.signal.aborted || this.held || this.timer) return;
     this.timer = setTimeout(() => void this.tick(), this.schedule.everyMs);
+  }
+
+  /** No new runs from now on; a run in progress goes on (see `stop`). */
+  hold(): void {
+    this.held = true;
+    clearTimeout(this.timer);
   }
 
   /** Aborts a running upload and waits for it to wind down, at most `graceMs`. */
@@ -77,7 +91,7 @@ export class ArchiveScheduler {
     this.lastOutcome = outcome;
     this.counts[outcome.kind]++;
     if (outcome.kind === 'archived') this.counts.pruned += outcome.pruned.length;
-    if (!this.stopping.signal.aborted) {
+    if (!this.stopping.signal.aborted && !this.held) {
       this.timer = setTimeout(() => void this.tick(), this.schedule.everyMs);
     }
   }
@@ -85,17 +99,21 @@ export class ArchiveScheduler {
   /** One run; never throws. */
   async runOnce(): Promise<RunOutcome> {
     const { deps, schedule } = this;
-    const signal = this.stopping.signal;
+    let signal = this.stopping.signal;
     const started = Date.now();
     let entry: SnapshotEntry | undefined;
+    let upload: ReturnType<NonNullable<SchedulerDeps['beginUpload']>> | undefined;
     try {
       const seq = await deps.currentSeq();
       if (seq === this.lastArchivedSeq) return { kind: 'skipped', seq };
+      upload = deps.beginUpload?.();
+      if (upload) signal = AbortSignal.any([signal, upload.signal]);
       entry = await deps.createFullSnapshot();
       const target = deps.targets.open(schedule.bucket);
       const record = await archiveSnapshot(deps.catalog, entry.meta.id, target, {
         prefix: schedule.prefix,
         signal,
+        ...(upload ? { throttle: upload.throttle } : {}),
       });
       this.lastArchivedSeq = record.manifest.snapshot.seq;
       const mine = await listArchives(target, nodeArchivesPrefix(schedule.prefix, deps.nodeId), {
@@ -117,6 +135,7 @@ export class ArchiveScheduler {
       if (!signal.aborted) deps.log.warn({ err: error }, 'scheduled archive failed');
       return { kind: 'failed', error };
     } finally {
+      upload?.end();
       if (entry) await this.discard(entry);
     }
   }

@@ -9,3 +9,4 @@ export * from './digest';
 export * from './slab';
 export * from './abortable-sleep';
 export * from './token-bucket';
+export * from './abortable-iteration';

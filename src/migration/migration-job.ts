@@ -9,6 +9,7 @@ import {
   cancelled,
   formatSlotRanges,
   isShardsnapError,
+  normalizeSlotRanges,
 } from '../core';
 import { Connection, call } from '../wire/connection';
 import type { ClientSecurity } from '../wire/security';
@@ -318,6 +319,17 @@ export class MigrationJob {
       source: this.request.source,
       security: this.deps.security,
       throttle: this.deps.throttle,
+      // The source's artifact must hold exactly the slots being imported, nothing more.
+      admit: (header) => {
+        const wanted = formatSlotRanges(normalizeSlotRanges(this.request.slots));
+        const got = formatSlotRanges(normalizeSlotRanges(header.slots));
+        if (got !== wanted) {
+          throw new ShardsnapError(
+            ErrorCodes.failedPrecondition,
+            `the source sent an artifact of slots ${got}; the migration imports ${wanted}`,
+          );
+        }
+      },
       snapshotId,
       signal,
       onProgress: (p) =>

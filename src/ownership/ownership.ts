@@ -47,6 +47,8 @@ export class Ownership {
   private tail: Promise<unknown> = Promise.resolve();
   /** Pauses held for imports found committing at load, until they are completed or abandoned. */
   private readonly holds = new Map<string, () => void>();
+  /** An install is seeding this node (see claimSeed). */
+  private seeding = false;
 
   private constructor(
     private readonly file: string,
@@ -172,6 +174,7 @@ export class Ownership {
   }
 
   async beginImport(record: { id: string; slots: SlotRange[]; source: string }): Promise<void> {
+    if (this.seeding) throw failedPrecondition('this node is being seeded by an install');
     const { id, source } = record;
     requireText(id, 'an import id');
     requireText(source, `the source of import ${id}`);
@@ -231,6 +234,30 @@ export class Ownership {
       return true;
     });
     this.releaseHold(id);
+  }
+
+  /**
+   * Reserves the seeding of this node for one install, from its header to its commit:
+   * a second one (or an import) meanwhile would commit data the first then claims.
+   * Returns the release; throws FAILED_PRECONDITION when the node owns slots, has an
+   * import under way, or is being seeded already.
+   */
+  claimSeed(): () => void {
+    const owned = rangesOf(this.state.owned);
+    if (owned.length > 0 || this.state.imports.length > 0 || this.seeding) {
+      throw failedPrecondition(
+        owned.length > 0
+          ? `only a node that owns no slots can be seeded; this one owns ${describeRanges(owned)}`
+          : 'this node is being seeded or has an import under way',
+      );
+    }
+    this.seeding = true;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.seeding = false;
+    };
   }
 
   /**

@@ -3,7 +3,14 @@
  * while the p99 latency of foreground writes is above the target, and speed up while it
  * is below.
  *
- * Control law, evaluated every `intervalMs` (200 ms) on the p99 of the last ~1 s of writes:
+ * The latency is the larger of two p99s over the last ~1 s: the node's own timing of its
+ * Write calls, and how late the event loop ran (EventLoopStalls). The first misses the
+ * time a write waits before its handler runs, which is where a transfer hurts writes
+ * most: a long task on the event loop (a large copy, a decode) delays every call queued
+ * behind it while each handler, once it runs, is as quick as ever. The loop's lateness is
+ * an upper bound of that wait.
+ *
+ * Control law, evaluated every `intervalMs` (200 ms), with no less than minSamples writes:
  *
  *   p99 > target                   rate = max(minRate, min(rate, observed) × 0.5)
  *                                  at most once per latency window (holdMs, 1 s)
@@ -24,6 +31,7 @@
  *   `--max-*-rate` cap, else 4 GiB/s standing for unlimited (the buckets are made unlimited
  *   there), initial rate the cap, else 256 MiB/s.
  */
+import { performance } from 'node:perf_hooks';
 import { type TokenBucket, invalidArgument } from '../core';
 
 const MiB = 1 << 20;
@@ -200,6 +208,8 @@ export interface AdaptiveRateOptions {
   now?: () => number;
   /** Called with the rate (Infinity: unlimited) once at construction and on every change. */
   onChange?: (rate: number) => void;
+  /** Event-loop lateness (ms, worst over the same window), taken with the writes' p99. */
+  stalls?: { lateMs(): number };
 }
 
 /** Drives snapshot transfer buckets from foreground write latency; see the header. */
@@ -214,6 +224,7 @@ export class AdaptiveRate {
   private readonly holdMs: number;
   private readonly now: () => number;
   private readonly onChange: ((rate: number) => void) | undefined;
+  private readonly stalls: { lateMs(): number } | undefined;
   private current: number;
   private unlimited = false;
   private lastTick: number;
@@ -244,6 +255,7 @@ export class AdaptiveRate {
     this.window = options.window;
     this.now = options.now ?? (() => performance.now());
     this.onChange = options.onChange;
+    this.stalls = options.stalls;
     this.lastTick = this.now();
     this.lastTaken = this.buckets.map((bucket) => bucket.taken);
     // The buckets follow the controller from the start.
@@ -286,7 +298,9 @@ export class AdaptiveRate {
     this.lastTick = now;
     const observed = elapsed > 0 ? (busiest * 1000) / elapsed : Infinity;
 
-    const p99 = this.window.p99();
+    const writes = this.window.p99();
+    // Without foreground writes there is nothing to protect, however late the loop runs.
+    const p99 = writes === undefined ? undefined : Math.max(writes, this.stalls?.lateMs() ?? 0);
     if (p99 !== undefined && p99 > this.targetMs) {
       if (now - this.lastCut < this.holdMs) return;
       this.lastCut = now;
@@ -309,3 +323,61 @@ export class AdaptiveRate {
 
 const clamp = (value: number, low: number, high: number): number =>
   Math.min(high, Math.max(low, value));
+
+/** How often the loop's lateness is sampled. */
+const LOOP_PROBE_MS = 10;
+
+/**
+ * How late the event loop ran over the last ~1 s (five 200 ms slices): a 10 ms timer
+ * notes how much later than due it fires, and each slice keeps its worst. A call that
+ * arrives while the loop is busy waits for it: this is the part of a write's latency its
+ * handler cannot time. (At 20 samples a slice, a slice's worst is its p99.)
+ */
+export class EventLoopStalls {
+  private readonly slices: number[];
+  private index = 0;
+  private sliceStart: number;
+  private last: number;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly sliceMs = 200,
+    slices = 5,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.slices = new Array<number>(slices).fill(0);
+    this.sliceStart = this.now();
+    this.last = this.sliceStart;
+    this.timer = setInterval(() => this.probe(), LOOP_PROBE_MS);
+    this.timer.unref();
+  }
+
+  /** The worst lateness in ms over the window, the current slice included. */
+  lateMs(): number {
+    this.roll(this.now());
+    return Math.max(...this.slices);
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+
+  private probe(): void {
+    const now = this.now();
+    const late = Math.max(0, now - this.last - LOOP_PROBE_MS);
+    this.last = now;
+    this.roll(now);
+    const i = this.index;
+    this.slices[i] = Math.max(this.slices[i] ?? 0, late);
+  }
+
+  /** Moves to the slice `now` falls in, clearing the slices passed over. */
+  private roll(now: number): void {
+    while (now - this.sliceStart >= this.sliceMs) {
+      this.sliceStart += this.sliceMs;
+      this.index = (this.index + 1) % this.slices.length;
+      this.slices[this.index] = 0;
+      if (now - this.sliceStart > this.sliceMs * this.slices.length) this.sliceStart = now;
+    }
+  }
+}

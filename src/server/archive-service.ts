@@ -154,6 +154,7 @@ export async function pullFromArchive(
     });
     await admission.afterCommit();
   } finally {
+    admission.release();
     transfer.end();
   }
   node.metrics.installedKeys(outcome.keysInstalled);

@@ -7,6 +7,7 @@ import {
 } from '../build';
 import { ErrorCodes, isShardsnapError } from '../core';
 import type { SnapshotEntry } from '../snapshot';
+import type { Caller } from './calls';
 import type { NodeContext } from './node-context';
 
 const BUILD_MESSAGES: Record<BuildStatus, string> = {
@@ -47,9 +48,15 @@ function buildContext(node: NodeContext): BuildContext {
 }
 
 /** Starts a build on `node`; a refusal (spool full, too many builds) is counted. */
-export async function buildOn(node: NodeContext, spec: BuildSpec): Promise<SnapshotEntry> {
+export async function buildOn(
+  node: NodeContext,
+  spec: BuildSpec,
+  createdBy?: Caller,
+): Promise<SnapshotEntry> {
   try {
-    return await startBuild(buildContext(node), spec);
+    const entry = await startBuild(buildContext(node), spec);
+    entry.createdBy = createdBy?.name;
+    return entry;
   } catch (error) {
     if (isShardsnapError(error, ErrorCodes.resourceExhausted)) {
       node.metrics.rejected(error instanceof SpoolFullError ? 'spool_full' : 'too_many_builds');

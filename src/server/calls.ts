@@ -6,9 +6,15 @@ import { toServiceError } from '../wire/status';
 
 export interface CallHooks {
   onError?: (error: unknown, method: string) => void;
-  /** Runs before every handler; throws to refuse the call (authentication, shutdown). */
-  admit?: (method: string, metadata: grpc.Metadata) => void;
+  /**
+   * Runs before every handler; throws to refuse the call (authentication, shutdown).
+   * Returns who calls (the token holder), when tokens are on.
+   */
+  admit?: (method: string, metadata: grpc.Metadata) => Caller;
 }
+
+/** The holder of the call's token; undefined when the node does not check tokens. */
+export type Caller = { name: string; role: string } | undefined;
 
 /** An AbortSignal that fires when the client cancels or goes away. */
 function signalOf(call: ServerSurfaceCall): { signal: AbortSignal; done: () => void } {
@@ -21,14 +27,14 @@ function signalOf(call: ServerSurfaceCall): { signal: AbortSignal; done: () => v
 export function unary<Req, Res>(
   method: string,
   hooks: CallHooks,
-  handler: (request: Req, signal: AbortSignal) => Promise<Res>,
+  handler: (request: Req, signal: AbortSignal, caller: Caller) => Promise<Res>,
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const { signal, done } = signalOf(call);
     // A handler that throws before returning its promise fails the call the same way.
     new Promise<Res>((resolve) => {
-      hooks.admit?.(method, call.metadata);
-      resolve(handler(call.request, signal));
+      const caller = hooks.admit?.(method, call.metadata);
+      resolve(handler(call.request, signal, caller));
     }).then(
       (response) => {
         done();
@@ -52,19 +58,24 @@ export function serverStream<Req, Res>(
   hooks: CallHooks,
   handler: (
     request: Req,
-    send: (message: Res) => Promise<void>,
+    send: (message: Res, signal?: AbortSignal) => Promise<void>,
     signal: AbortSignal,
+    caller: Caller,
   ) => Promise<void>,
 ): grpc.handleServerStreamingCall<Req, Res> {
   return (call) => {
     const { signal, done } = signalOf(call);
-    const send = async (message: Res): Promise<void> => {
+    // `also`: a handler's own reason to stop waiting for a slow client (a shutdown).
+    const send = async (message: Res, also?: AbortSignal): Promise<void> => {
       if (signal.aborted) throw signal.reason;
-      if (!call.write(message)) await once(call, 'drain', { signal });
+      also?.throwIfAborted();
+      if (!call.write(message)) {
+        await once(call, 'drain', { signal: also ? AbortSignal.any([signal, also]) : signal });
+      }
     };
     new Promise<void>((resolve) => {
-      hooks.admit?.(method, call.metadata);
-      resolve(handler(call.request, send, signal));
+      const caller = hooks.admit?.(method, call.metadata);
+      resolve(handler(call.request, send, signal, caller));
     }).then(
       () => {
         done();

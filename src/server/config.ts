@@ -62,6 +62,9 @@ export interface NodeConfig {
   shutdownGraceMs: number;
 }
 
+/** The lowest rate adaptive mode goes to (see adaptive-rate.ts). */
+const ADAPTIVE_FLOOR = 1 << 20;
+
 export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
   listen: '127.0.0.1:7420',
   backend: 'memory',
@@ -108,6 +111,18 @@ export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }
   ] as const) {
     if (value !== undefined && !(value > 0 && Number.isFinite(value))) {
       throw invalidArgument(`${name} must be positive, got ${value}`);
+    }
+  }
+  if (config.snapshotLatencyTargetMs !== undefined) {
+    for (const [flag, rate] of [
+      ['--max-send-rate', config.maxSendRate],
+      ['--max-recv-rate', config.maxRecvRate],
+    ] as const) {
+      if (rate !== undefined && rate < ADAPTIVE_FLOOR) {
+        throw invalidArgument(
+          `${flag} ${rate}: with --snapshot-latency-target-ms a cap must be at least 1MiB (the adaptive floor)`,
+        );
+      }
     }
   }
   if (!(config.shutdownGraceMs >= 0 && Number.isFinite(config.shutdownGraceMs))) {

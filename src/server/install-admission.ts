@@ -1,10 +1,18 @@
-import { ALL_SLOTS, ErrorCodes, type SlotRange, ShardsnapError, formatSlotRanges } from '../core';
+import {
+  ALL_SLOTS,
+  normalizeSlotRanges,
+  ErrorCodes,
+  type SlotRange,
+  ShardsnapError,
+  formatSlotRanges,
+} from '../core';
 import type { Ownership } from '../ownership';
 import type { ArtifactHeader } from '../snapshot';
 
 /** The slots an artifact replaces on the node that installs it. */
-function slotsOf(header: Pick<ArtifactHeader, 'slots' | 'full'>): readonly SlotRange[] {
-  return header.full ? ALL_SLOTS : header.slots;
+function slotsOf(header: Pick<ArtifactHeader, 'slots' | 'full' | 'kind'>): readonly SlotRange[] {
+  // A files artifact is a database image: whatever else it says, it replaces everything.
+  return header.full || header.kind === 'files' ? ALL_SLOTS : normalizeSlotRanges(header.slots);
 }
 
 /**
@@ -18,14 +26,20 @@ export function installAdmission(
   ownership: Ownership,
   force: boolean,
   what: string,
-): { admit: (header: ArtifactHeader) => void; afterCommit: () => Promise<void> } {
+): {
+  admit: (header: ArtifactHeader) => void;
+  afterCommit: () => Promise<void>;
+  release: () => void;
+} {
   let seeded: readonly SlotRange[] | undefined;
+  let releaseSeed: (() => void) | undefined;
   return {
     admit: (header) => {
       const slots = slotsOf(header);
       if (ownership.ownsAll(slots)) return;
       const owned = ownership.owned();
       if (owned.length === 0 && force) {
+        releaseSeed = ownership.claimSeed();
         seeded = slots;
         return;
       }
@@ -39,7 +53,12 @@ export function installAdmission(
       );
     },
     afterCommit: async () => {
-      if (seeded) await ownership.adopt(seeded);
+      try {
+        if (seeded) await ownership.adopt(seeded);
+      } finally {
+        releaseSeed?.();
+      }
     },
+    release: () => releaseSeed?.(),
   };
 }

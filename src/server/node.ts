@@ -38,6 +38,9 @@ import { addIntrospection } from './introspection';
 import { migrationService } from './migration-service';
 import { snapshotService } from './snapshot-service';
 
+/** After the transfers' grace, how long the rest of a shutdown waits for calls to end. */
+const CLOSE_WAIT_MS = 2_000;
+
 /** Calls that start a snapshot build: refused once the node is stopping. */
 const BUILDS = new Set(['CreateSnapshot', 'FetchSnapshot', 'PullSnapshot', 'MigrateSlots']);
 
@@ -56,6 +59,7 @@ export class ShardNode implements NodeContext {
   readonly startedAtMs = Date.now();
   readonly incarnation = randomBytes(8).toString('hex');
   stopped = false;
+  private stopping: Promise<void> | undefined;
   /** Cleanup left by a crash (see recoverOwnership); stop() waits for it before closing the store. */
   private recovery: Promise<void> = Promise.resolve();
   private scheduler: ArchiveScheduler | undefined;
@@ -215,8 +219,11 @@ export class ShardNode implements NodeContext {
         catalogStats: () => ({ spoolBytes: catalog.storedBytes, stored: catalog.list().length }),
         changeLogBytes: () => changeLog.bytes,
       });
-      node.metrics.rateLimit('send', config.maxSendRate);
-      node.metrics.rateLimit('recv', config.maxRecvRate);
+      // What the buckets run at now (adaptive mode sets them before the metrics exist).
+      for (const direction of ['send', 'recv'] as const) {
+        const rate = limits.buckets[direction].rate;
+        node.metrics.rateLimit(direction, Number.isFinite(rate) ? rate : undefined);
+      }
       if (config.metricsListen) {
         node.metricsEndpoint = await serveMetrics(config.metricsListen, node.metrics, (err) =>
           logger.warn({ err }, 'metrics scrape failed'),
@@ -225,13 +232,14 @@ export class ShardNode implements NodeContext {
       const hooks: CallHooks = {
         onError: (error: unknown, method: string) => logCallFailure(logger, error, method),
         admit: (method, metadata) => {
-          security.access.admit(method, metadata);
+          const caller = security.access.admit(method, metadata);
           if (started.stopped && BUILDS.has(method)) {
             throw new ShardsnapError(
               ErrorCodes.unavailable,
               `${method}: the node is shutting down`,
             );
           }
+          return caller;
         },
       };
       node.handoffs = new SourceHandoffs({
@@ -308,6 +316,10 @@ export class ShardNode implements NodeContext {
       targets: this.archives,
       nodeId: this.config.nodeId,
       currentSeq: async () => (await this.store.stats()).seq,
+      beginUpload: () => {
+        const transfer = this.transfers.begin('send', 'scheduled archive');
+        return { throttle: transfer, signal: transfer.signal, end: () => transfer.end() };
+      },
       createFullSnapshot: () =>
         buildOn(this, {
           strategy: this.strategies.choose(this.store, { slots: full, full: true }),
@@ -325,17 +337,24 @@ export class ShardNode implements NodeContext {
    * Stops the node: NOT_SERVING at once, no new builds or transfers; transfers in flight
    * get `graceMs` to finish and are then cancelled; then everything closes.
    */
-  async stop(graceMs = 2_000): Promise<void> {
-    if (this.stopped) return;
+  stop(graceMs = 2_000): Promise<void> {
+    // A second stop (SIGINT after SIGTERM) waits for the first rather than returning early.
+    this.stopping ??= this.shutdown(graceMs);
+    return this.stopping;
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
     this.stopped = true;
     this.introspection?.notServing();
+    // A scheduled upload already running is a transfer like any other: it gets the grace.
+    this.scheduler?.hold();
     const drained = await this.transfers.drain(graceMs);
     if (drained.finished + drained.cancelled > 0) {
       this.logger.info({ ...drained, graceMs }, 'transfers in flight at shutdown');
     }
     this.limits.close();
-    // An upload in flight is aborted (and its multipart upload with it) before anything closes.
-    await this.scheduler?.stop(graceMs);
+    // An upload still in flight is aborted (and its multipart upload with it) before anything closes.
+    await this.scheduler?.stop(Math.min(graceMs, CLOSE_WAIT_MS));
     // Running migrations are cancelled (the source keeps their slots); pauses served end.
     await this.migrations.close();
     await this.handoffs.close();
@@ -344,10 +363,14 @@ export class ShardNode implements NodeContext {
     this.changeLog.close();
     this.unsubscribeChanges();
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, graceMs);
+      // Transfers have had their grace: what is left are short calls and cancelled streams.
+      const timer = setTimeout(
+        () => {
+          this.server.forceShutdown();
+          resolve();
+        },
+        Math.min(graceMs, CLOSE_WAIT_MS),
+      );
       this.server.tryShutdown(() => {
         clearTimeout(timer);
         resolve();

@@ -1,6 +1,13 @@
 import { type ArchiveTargets, isArchiveUri } from '../archive';
 import { performance } from 'node:perf_hooks';
-import { ErrorCodes, ShardsnapError, invalidArgument, isFullRange, throwIfAborted } from '../core';
+import {
+  ErrorCodes,
+  ShardsnapError,
+  abortable,
+  invalidArgument,
+  isFullRange,
+  throwIfAborted,
+} from '../core';
 import { pullIntoStore } from '../transfer';
 import type { CreateSnapshotRequest__Output } from '../generated/shardsnap/v1/CreateSnapshotRequest';
 import type { InstallResult } from '../generated/shardsnap/v1/InstallResult';
@@ -24,7 +31,7 @@ import {
 } from '../wire/convert';
 import { archiveService, pullFromArchive } from './archive-service';
 import { changesService } from './changes-service';
-import { type CallHooks, clientStream, serverStream, unary } from './calls';
+import { type CallHooks, type Caller, clientStream, serverStream, unary } from './calls';
 import { AFTER_SERIALIZE, FRAME_BUFFER, FramePool, type OutgoingChunk } from './chunk-serializer';
 import { parseHostPort } from './config';
 import { installAdmission } from './install-admission';
@@ -87,6 +94,7 @@ function requireId(id: string): string {
 async function create(
   node: NodeContext,
   request: CreateSnapshotRequest__Output | null,
+  caller: Caller,
 ): Promise<SnapshotEntry> {
   const slots = slotRangesFromWire(request?.slots);
   const full = isFullRange(slots);
@@ -95,13 +103,17 @@ async function create(
     { slots, full },
     request?.strategy || undefined,
   );
-  return buildOn(node, {
-    strategy,
-    slots,
-    full,
-    compression: compressionFromWire(request?.compression),
-    chunkSize: node.config.chunkSize,
-  });
+  return buildOn(
+    node,
+    {
+      strategy,
+      slots,
+      full,
+      compression: compressionFromWire(request?.compression),
+      chunkSize: node.config.chunkSize,
+    },
+    caller,
+  );
 }
 
 export function snapshotService(
@@ -113,8 +125,8 @@ export function snapshotService(
     ...archiveService(node, archives, hooks),
     ...changesService(node, hooks),
 
-    CreateSnapshot: unary('CreateSnapshot', hooks, async (request) =>
-      snapshotInfoToWire((await create(node, request)).meta),
+    CreateSnapshot: unary('CreateSnapshot', hooks, async (request, _signal, caller) =>
+      snapshotInfoToWire((await create(node, request, caller)).meta),
     ),
 
     GetSnapshot: unary('GetSnapshot', hooks, (request) =>
@@ -125,15 +137,22 @@ export function snapshotService(
       Promise.resolve({ snapshots: node.catalog.list().map((e) => snapshotInfoToWire(e.meta)) }),
     ),
 
-    DeleteSnapshot: unary('DeleteSnapshot', hooks, async (request) => {
-      await node.catalog.delete(requireId(request.id));
+    DeleteSnapshot: unary('DeleteSnapshot', hooks, async (request, _signal, caller) => {
+      const entry = node.catalog.get(requireId(request.id));
+      if (caller && caller.role !== 'admin' && entry.createdBy !== caller.name) {
+        throw new ShardsnapError(
+          ErrorCodes.permissionDenied,
+          `DeleteSnapshot: token "${caller.name}" (${caller.role}) may delete only the snapshots its own calls created; this one needs admin`,
+        );
+      }
+      await node.catalog.delete(entry.meta.id);
       return { deleted: true };
     }),
 
     FetchSnapshot: serverStream<
       Parameters<SnapshotsHandlers['FetchSnapshot']>[0]['request'],
       SnapshotChunk
-    >('FetchSnapshot', hooks, async (request, send, callSignal) => {
+    >('FetchSnapshot', hooks, async (request, send, callSignal, caller) => {
       const chunkSize = resolveChunkSize(request.chunkSize || node.config.chunkSize);
       const offset = Number(request.offset);
       const length = Number(request.length);
@@ -150,7 +169,7 @@ export function snapshotService(
       const stream = AbortSignal.any([callSignal, transfer.signal]);
       try {
         // A snapshot made for this call alone goes once the call has it all.
-        if (!id) id = (await create(node, request.create)).meta.id;
+        if (!id) id = (await create(node, request.create, caller)).meta.id;
         lease = node.catalog.lease(id);
         const entry = lease.entry;
         const compression =
@@ -194,7 +213,7 @@ export function snapshotService(
           message[AFTER_SERIALIZE] = waiting.enter(release);
           message[FRAME_BUFFER] = frames.take();
           await transfer.take(chunk.data.length, signal);
-          await send(message);
+          await send(message, transfer.signal);
           await waiting.room(signal);
           first = false;
         }
@@ -227,7 +246,8 @@ export function snapshotService(
           admit: (header) => admission?.admit(header),
         });
         try {
-          for await (const message of messages) {
+          // A client that stops sending is not waited for past a shutdown's grace.
+          for await (const message of abortable(messages, signal)) {
             if (signal.aborted) break;
             admission ??= installAdmission(node.ownership, message.force, 'InstallSnapshot');
             await transfer.take(message.data.length, signal);
@@ -259,6 +279,7 @@ export function snapshotService(
           );
         } finally {
           await installer.abort();
+          admission?.release();
           transfer.end();
         }
       },
@@ -297,6 +318,7 @@ export function snapshotService(
         );
         await send(pullDone(outcome));
       } finally {
+        admission.release();
         transfer.end();
       }
     }),

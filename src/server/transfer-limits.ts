@@ -1,5 +1,5 @@
 import { TokenBucket } from '../core';
-import { AdaptiveRate, LatencyWindow } from './adaptive-rate';
+import { AdaptiveRate, EventLoopStalls, LatencyWindow } from './adaptive-rate';
 import type { NodeConfig } from './config';
 import type { NodeMetrics } from './metrics';
 import { type Direction, Transfers } from './transfers';
@@ -26,25 +26,29 @@ export function transferLimits(
     send: bucket('send', config.maxSendRate),
     recv: bucket('recv', config.maxRecvRate),
   };
-  let adaptive: AdaptiveRate | undefined;
+  const controllers: AdaptiveRate[] = [];
   let writeLatencies: LatencyWindow | undefined;
+  let stalls: EventLoopStalls | undefined;
   if (config.snapshotLatencyTargetMs !== undefined) {
     writeLatencies = new LatencyWindow();
-    const caps = [config.maxSendRate, config.maxRecvRate].filter(
-      (rate): rate is number => rate !== undefined,
-    );
-    adaptive = new AdaptiveRate({
-      targetMs: config.snapshotLatencyTargetMs,
-      buckets: [buckets.send, buckets.recv],
-      window: writeLatencies,
-      ...(caps.length > 0 ? { maxRate: Math.min(...caps) } : {}),
-      onChange: (rate) => {
-        const limit = Number.isFinite(rate) ? rate : undefined;
-        metrics()?.rateLimit('send', limit);
-        metrics()?.rateLimit('recv', limit);
-      },
-    });
-    adaptive.start();
+    stalls = new EventLoopStalls();
+    // One controller per direction, each up to its own cap, both on the same signal.
+    for (const [direction, cap] of [
+      ['send', config.maxSendRate],
+      ['recv', config.maxRecvRate],
+    ] as const) {
+      const controller = new AdaptiveRate({
+        targetMs: config.snapshotLatencyTargetMs,
+        buckets: [buckets[direction]],
+        window: writeLatencies,
+        stalls,
+        ...(cap !== undefined ? { maxRate: cap } : {}),
+        onChange: (rate) =>
+          metrics()?.rateLimit(direction, Number.isFinite(rate) ? rate : undefined),
+      });
+      controller.start();
+      controllers.push(controller);
+    }
   }
   const transfers = new Transfers({
     maxConcurrent: { send: config.maxConcurrentSends, recv: config.maxConcurrentRecvs },
@@ -59,6 +63,9 @@ export function transferLimits(
     transfers,
     buckets,
     writeLatencies,
-    close: () => adaptive?.stop(),
+    close: () => {
+      for (const controller of controllers) controller.stop();
+      stalls?.close();
+    },
   };
 }

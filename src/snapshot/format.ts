@@ -1,4 +1,10 @@
-import { dataLoss, type SlotRange } from '../core';
+import {
+  type SlotRange,
+  dataLoss,
+  formatSlotRanges,
+  isFullRange,
+  normalizeSlotRanges,
+} from '../core';
 
 /**
  * The records artifact, version 1 (docs/FORMAT.md):
@@ -62,8 +68,45 @@ export function tryDecodeHeader(
   } catch (cause) {
     throw dataLoss('artifact header is not valid JSON', cause);
   }
-  if (header.format_version !== FORMAT_VERSION) {
-    throw dataLoss(`unsupported artifact format version ${header.format_version}`);
+  if (header === null || typeof header !== 'object') {
+    throw dataLoss('artifact header is not a JSON object');
   }
+  if (header.format_version !== FORMAT_VERSION) {
+    throw dataLoss(`unsupported artifact format version ${String(header.format_version)}`);
+  }
+  checkHeader(header);
   return { header, length };
+}
+
+/**
+ * What an install relies on: the slots it replaces are exactly `slots` (an explicit,
+ * non-empty list), `full` agrees with them, a files artifact (a database image) is a
+ * full one, and the seq is one a store can adopt.
+ */
+function checkHeader(header: ArtifactHeader): void {
+  const bad = (what: string): never => {
+    throw dataLoss(`malformed artifact header: ${what}`);
+  };
+  if (header.kind !== 'records' && header.kind !== 'files')
+    bad(`unknown kind ${String(header.kind)}`);
+  if (!Number.isSafeInteger(header.seq) || header.seq < 0) bad(`seq ${String(header.seq)}`);
+  if (typeof header.full !== 'boolean') bad('full must be true or false');
+  if (!Array.isArray(header.slots) || header.slots.length === 0) {
+    bad('slots must be a non-empty list of ranges');
+  }
+  let slots: SlotRange[] = [];
+  try {
+    slots = normalizeSlotRanges(
+      header.slots.map((r: unknown) => {
+        const { start, end } = (r ?? {}) as { start?: unknown; end?: unknown };
+        return { start: start as number, end: end as number };
+      }),
+    );
+  } catch (error) {
+    bad((error as Error).message);
+  }
+  if (header.full !== isFullRange(slots)) {
+    bad(`full is ${header.full} but the slots are ${formatSlotRanges(slots)}`);
+  }
+  if (header.kind === 'files' && !header.full) bad('a files artifact must be full');
 }

@@ -20,6 +20,8 @@ export class SnapshotEntry {
    * writes (empty for a snapshot reloaded after a restart).
    */
   chunkCrcs: readonly number[] = [];
+  /** The token holder whose call created it (with tokens on; not kept across restarts). */
+  createdBy: string | undefined;
 
   constructor(
     public meta: SnapshotMeta,

@@ -55,6 +55,14 @@ export async function loadNodeSecurity(
   if (config.peerTlsCa) {
     peer.tls = { ca: await readFlagFile(config.peerTlsCa, '--peer-tls-ca'), ...own };
   }
+  if (config.peerTokenFile && !config.peerTlsCa && !config.allowPeers) {
+    // A request names the address a pull or split dials: without TLS and without a list of
+    // peers, anyone who may start one could have the token sent to them in clear.
+    throw invalidArgument(
+      '--peer-token-file needs --peer-tls-ca (the token then travels over TLS) or --allow-peers ' +
+        '(the token goes only to the listed peers)',
+    );
+  }
   if (config.peerTokenFile) {
     const token = (await readFlagFile(config.peerTokenFile, '--peer-token-file'))
       .toString('utf8')
