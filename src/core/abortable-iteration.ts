@@ -9,7 +9,7 @@ export async function* abortable<T>(
   signal: AbortSignal,
 ): AsyncGenerator<T> {
   const iterator = source[Symbol.asyncIterator]();
-  const reason = (): unknown =>
+  const reason = (): Error =>
     signal.reason instanceof Error ? signal.reason : cancelled('operation cancelled');
   let onAbort: (() => void) | undefined;
   const aborted = new Promise<never>((_resolve, reject) => {

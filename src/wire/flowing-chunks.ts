@@ -16,7 +16,7 @@ export async function* flowingChunks(stream: Readable): AsyncGenerator<Buffer> {
   let head = 0;
   let queued = 0;
   let ended = false;
-  let failure: unknown;
+  let failure: Error | undefined;
   let wake: (() => void) | undefined;
   const notify = (): void => {
     const resume = wake;
@@ -34,7 +34,7 @@ export async function* flowingChunks(stream: Readable): AsyncGenerator<Buffer> {
     notify();
   };
   const onError = (error: unknown): void => {
-    failure = error;
+    failure = error instanceof Error ? error : new Error(String(error));
     notify();
   };
   stream.on('data', onData);
