@@ -166,8 +166,12 @@ export class ShardsnapClient {
   }
 
   /** Asks this node to restore an archive (`s3://bucket/<dir>/manifest.json`); yields progress. */
-  restore(uri: string, signal?: AbortSignal): AsyncGenerator<PullProgress__Output> {
-    return this.pull({ source: uri }, signal);
+  restore(
+    uri: string,
+    signal?: AbortSignal,
+    options: { force?: boolean } = {},
+  ): AsyncGenerator<PullProgress__Output> {
+    return this.pull({ source: uri, force: options.force ?? false }, signal);
   }
 
   close(): void {

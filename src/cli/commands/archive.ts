@@ -108,14 +108,17 @@ export function registerArchive(program: Command): void {
     .command('restore <uri>')
     .description('make a node download an archive (s3://bucket/<dir>/manifest.json) and install it')
     .requiredOption('--to <host:port>', 'node that restores (all-or-nothing)', address)
+    .option('--force', 'seed a node that owns no slots (it then owns the restored ones)')
     .action(
-      action(async (uri: string, options: { to: string }, command: Command) => {
+      action(async (uri: string, options: { to: string; force?: boolean }, command: Command) => {
         parseArchiveUri(uri);
         const json = globals(command).json ?? false;
         const bar = progressBar('restore', !json);
         const started = performance.now();
         const result = await withClient(options.to, options, async (client) => {
-          for await (const progress of client.restore(uri)) {
+          for await (const progress of client.restore(uri, undefined, {
+            force: options.force === true,
+          })) {
             bar.update(Number(progress.bytesReceived), Number(progress.totalBytes));
             if (progress.done && progress.result)
               return { ...progress.result, resumes: progress.resumes };

@@ -35,8 +35,9 @@ export class TokenTable {
     let json: unknown;
     try {
       json = JSON.parse(text);
-    } catch (error) {
-      throw invalidArgument(`${where}: not JSON: ${(error as Error).message}`, error);
+    } catch {
+      // The parser's message quotes the text around the error: it could be a token.
+      throw invalidArgument(`${where}: not valid JSON`);
     }
     const tokens = (json as { tokens?: unknown } | null)?.tokens;
     if (!Array.isArray(tokens) || tokens.length === 0) {
