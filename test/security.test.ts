@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import test, { type ExecutionContext } from 'ava';
 import pino from 'pino';
 import { ShardsnapClient } from '../src/client';
-import { ErrorCodes, isShardsnapError } from '../src/core';
+import { ErrorCodes, isShardsnapError, slotOf } from '../src/core';
 import { REQUIRED_ROLE } from '../src/server/security/access';
 import { TokenTable } from '../src/server/security/tokens';
 import { type ClientSecurity, Connection, loadProto } from '../src/wire';
@@ -405,3 +405,56 @@ test('client security settings are checked before anything is dialed', async (t)
   t.is(conn.security, security);
   conn.close();
 });
+
+test('an install whose header lists no slots, or a partial files artifact, is refused before anything is staged', async (t) => {
+  const { encodeChunk, encodeHeader } = await import('../src/snapshot');
+  const node = await startNode({ slots: [{ start: 0, end: 8191 }] });
+  t.teardown(() => node.stop());
+  await node.client.write(stringSets('kept', 300).filter((m) => slotOfMutation(m) <= 8191));
+  const before = await node.client.digest();
+  const header = {
+    format_version: 1,
+    kind: 'records' as const,
+    snapshot_id: 'crafted',
+    node_id: 'elsewhere',
+    backend: 'memory',
+    strategy: 'memory-scan',
+    seq: 1,
+    created_at_ms: Date.now(),
+  };
+  const crafted = [
+    { ...header, slots: [], full: false },
+    { ...header, slots: [{ start: 0, end: 100 }], full: true },
+    { ...header, kind: 'files' as const, slots: [{ start: 0, end: 100 }], full: false },
+    { ...header, slots: [{ start: 0, end: 100 }], full: false, seq: -1 },
+  ];
+  for (const h of crafted) {
+    const raw = encodeHeader(h);
+    const chunk = encodeChunk(0, raw, 'none');
+    const code = await new Promise<number>((resolve) => {
+      const stream = node.client.connection.snapshots.InstallSnapshot((error) =>
+        resolve(error ? error.code : 0),
+      );
+      stream.on('error', () => undefined);
+      stream.write({
+        snapshotId: 'crafted',
+        offset: 0,
+        data: chunk.data,
+        crc32c: chunk.crc32c,
+        compression: 'COMPRESSION_NONE',
+        rawLength: chunk.rawLength,
+        last: false,
+        sha256: '',
+        info: null,
+        force: false,
+      });
+      stream.end();
+    });
+    t.is(code, grpc.status.DATA_LOSS, JSON.stringify(h));
+  }
+  t.deepEqual(await node.client.digest(), before);
+});
+
+function slotOfMutation(m: { key: Buffer }): number {
+  return slotOf(m.key);
+}
