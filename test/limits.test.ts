@@ -419,6 +419,14 @@ test('a build that outgrows the spool is aborted (FAILED) and leaves no artifact
   t.is(info.state, 'FAILED');
   t.regex(info.error, /outgrew/);
   t.is(existsSync(node.node.catalog.get(created.id).artifactPath), false);
+  // A fetch of it says why, with the limit's status rather than the request's fault.
+  const fetched = await t.throwsAsync(
+    node.client.fetchToFile({
+      out: join(await tempDirFor(t), 'outgrown.snap'),
+      snapshotId: created.id,
+    }),
+  );
+  t.true(isShardsnapError(fetched, ErrorCodes.resourceExhausted), String(fetched));
 });
 
 test('a build that passes the spool limit with its last bytes is not READY', async (t) => {

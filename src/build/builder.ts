@@ -171,12 +171,16 @@ async function runBuild(
     entry.meta = ready;
     status = 'ready';
     await catalog.applyRetention();
-  } catch (error) {
+  } catch (thrown) {
+    // An abort's reason (a delete, the spool limit) says more than how the write noticed it.
+    const reason: unknown = entry.build.signal.reason;
+    const error = entry.build.signal.aborted && reason instanceof ShardsnapError ? reason : thrown;
     status =
       entry.deleted || isShardsnapError(error, ErrorCodes.cancelled) ? 'cancelled' : 'failed';
     await writer?.abandon();
     entry.meta.state = 'FAILED';
     entry.meta.error = error instanceof Error ? error.message : String(error);
+    entry.failure = error;
     written = entry.meta.bytesWritten;
     if (!entry.deleted) {
       await catalog.discardArtifact(entry).catch(() => undefined);

@@ -1,5 +1,12 @@
 import { open } from 'node:fs/promises';
-import { ErrorCodes, ShardsnapError, invalidArgument, notFound, throwIfAborted } from '../core';
+import {
+  ErrorCodes,
+  ShardsnapError,
+  invalidArgument,
+  isShardsnapError,
+  notFound,
+  throwIfAborted,
+} from '../core';
 import type { BufferPool } from './buffer-pool';
 import type { SnapshotEntry } from './snapshot-entry';
 
@@ -41,8 +48,10 @@ export async function* readArtifact(
     throwIfAborted(signal);
     if (entry.deleted) throw notFound(`snapshot ${entry.meta.id} was deleted`);
     if (entry.meta.state === 'FAILED') {
+      // A build stopped by a limit (the spool) is the node's resource, not the request's fault.
+      const exhausted = isShardsnapError(entry.failure, ErrorCodes.resourceExhausted);
       throw new ShardsnapError(
-        ErrorCodes.failedPrecondition,
+        exhausted ? ErrorCodes.resourceExhausted : ErrorCodes.failedPrecondition,
         `snapshot ${entry.meta.id} failed to build: ${entry.meta.error}`,
       );
     }

@@ -20,6 +20,8 @@ export class SnapshotEntry {
    * writes (empty for a snapshot reloaded after a restart).
    */
   chunkCrcs: readonly number[] = [];
+  /** Why its build failed, when that is known in this process (readers answer with its code). */
+  failure: unknown;
   /** The token holder whose call created it (with tokens on; not kept across restarts). */
   createdBy: string | undefined;
 
