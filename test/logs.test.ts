@@ -253,12 +253,19 @@ test('tokens never reach the logs, whether accepted, refused or sent to peers', 
       }
     })(),
   );
-  t.true(isShardsnapError(failedPull, ErrorCodes.unauthenticated), String(failedPull));
+  // The source refused the stranger's peer token: the stranger's configuration, not the caller's token.
+  t.true(isShardsnapError(failedPull, ErrorCodes.failedPrecondition), String(failedPull));
+  t.regex(failedPull?.message ?? '', /refused this node's credentials/);
 
   // Refusals were logged, so the search below had something to search.
   await waitFor(() => source.log.find('call refused').length >= 4, 2_000);
   t.true(source.log.find('call refused').length >= 4);
   t.truthy(stranger.log.find('call refused')[0] ?? stranger.log.find('call failed')[0]);
+  t.truthy(
+    stranger.log.find(
+      "PullSnapshot: the peer refused this node's credentials (--peer-token-file, --peer-tls-ca)",
+    )[0],
+  );
   t.truthy(puller.log.find('snapshot pulled')[0]);
   const secrets = [...Object.values(TOKENS), 'wrong-token-0123456789abcdef', unknownToken];
   for (const [name, log] of [

@@ -13,6 +13,7 @@ import {
 import { slotRangesFromWire } from '../wire/convert';
 import { type CallHooks, serverStream, unary } from './calls';
 import { parseHostPort } from './config';
+import { peerFailure } from './peer-errors';
 import { checkPeer } from './snapshot-service';
 import type { NodeContext } from './node-context';
 
@@ -124,7 +125,7 @@ export function migrationService(node: MigrationContext, hooks: CallHooks): Migr
       }
       await job.done;
       if (ending?.phase === 'CANCELLED') throw cancelled(job.status.error);
-      if (ending?.failure) throw ending.failure;
+      if (ending?.failure) throw peerFailure(node, ending.failure, request.source, 'MigrateSlots');
     }),
 
     CancelMigration: unary('CancelMigration', hooks, async (request) => {

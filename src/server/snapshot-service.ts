@@ -35,6 +35,7 @@ import { type CallHooks, type Caller, clientStream, serverStream, unary } from '
 import { AFTER_SERIALIZE, FRAME_BUFFER, FramePool, type OutgoingChunk } from './chunk-serializer';
 import { parseHostPort } from './config';
 import { installAdmission } from './install-admission';
+import { peerFailure } from './peer-errors';
 import { buildOn } from './build-context';
 import type { NodeContext } from './node-context';
 import { pullDone, pullProgress } from './pull-progress';
@@ -317,6 +318,8 @@ export function snapshotService(
           'snapshot pulled',
         );
         await send(pullDone(outcome));
+      } catch (error) {
+        throw peerFailure(node, error, request.source, 'PullSnapshot');
       } finally {
         admission.release();
         transfer.end();
