@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { Writable } from 'node:stream';
@@ -10,6 +11,7 @@ import { REQUIRED_ROLE } from '../src/server/security/access';
 import { TokenTable } from '../src/server/security/tokens';
 import { type ClientSecurity, Connection, loadProto } from '../src/wire';
 import { b, stringSets, tempDirFor } from './helpers/harness';
+import { BIN } from './helpers/cli';
 import { startNode } from './helpers/nodes';
 import { TOKENS, clientTls, makePki, writeTokenFile } from './helpers/tls';
 
@@ -458,3 +460,70 @@ test('an install whose header lists no slots, or a partial files artifact, is re
 function slotOfMutation(m: { key: Buffer }): number {
   return slotOf(m.key);
 }
+
+test('the CLI speaks TLS and sends tokens: --tls-ca, --tls-cert/--tls-key, --token, SHARDSNAP_TOKEN', async (t) => {
+  t.timeout(120_000);
+  const pki = await pkiReady;
+  const dir = await tempDirFor(t);
+  const node = await startNode(
+    {
+      tls: { cert: pki.nodeCert, key: pki.nodeKey, clientCa: pki.ca },
+      authTokensFile: await writeTokenFile(dir),
+    },
+    await clientTls(pki, { mutual: true, token: TOKENS.write }),
+  );
+  t.teardown(() => node.stop());
+  await node.client.write(stringSets('cli', 20));
+  const at = ['--at', node.node.address];
+  const tls = ['--tls-ca', pki.ca, '--tls-cert', pki.clientCert, '--tls-key', pki.clientKey];
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [BIN, ...args],
+        { timeout: 60_000, env: { ...process.env, SHARDSNAP_TOKEN: '', ...env } },
+        (error, stdout, stderr) =>
+          resolve({ code: error ? Number(error.code ?? -1) : 0, stdout, stderr }),
+      );
+    });
+  const ok = await run(['stats', ...at, ...tls, '--token', TOKENS.read, '--json']);
+  t.is(ok.code, 0, ok.stderr);
+  t.is(ok.stderr, '', 'nothing on stderr, no warning about an IP as TLS server name');
+  t.is((JSON.parse(ok.stdout) as { keyCount: number }).keyCount, 20);
+  const fromEnv = await run(['stats', ...at, ...tls, '--json'], { SHARDSNAP_TOKEN: TOKENS.read });
+  t.is(fromEnv.code, 0, fromEnv.stderr);
+  // No token: UNAUTHENTICATED, exit 9; a read token cannot load data: PERMISSION_DENIED, exit 9.
+  t.is((await run(['stats', ...at, ...tls])).code, 9);
+  const load = await run([
+    'load',
+    '--to',
+    node.node.address,
+    ...tls,
+    '--token',
+    TOKENS.read,
+    '--keys',
+    '5',
+    '--value-size',
+    '8',
+  ]);
+  t.is(load.code, 9, load.stderr);
+  // Without the client certificate the TLS handshake fails: UNAVAILABLE, exit 7.
+  t.is((await run(['stats', ...at, '--tls-ca', pki.ca, '--token', TOKENS.read])).code, 7);
+  // A certificate without its key is a usage error.
+  t.is((await run(['stats', ...at, '--tls-ca', pki.ca, '--tls-cert', pki.clientCert])).code, 2);
+  // A fetch over TLS with a read token deletes the snapshot it made for itself.
+  const out = `${dir}/cli.snap`;
+  const fetched = await run([
+    'fetch',
+    '--from',
+    node.node.address,
+    ...tls,
+    '--token',
+    TOKENS.read,
+    '--out',
+    out,
+    '--json',
+  ]);
+  t.is(fetched.code, 0, fetched.stderr);
+  t.deepEqual(await node.client.listSnapshots(), []);
+});
