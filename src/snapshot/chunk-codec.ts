@@ -1,5 +1,6 @@
 import { crc32c } from '@node-rs/crc32';
-import { compress, decompress } from 'zstd-napi';
+import { compress } from 'zstd-napi';
+import { DCtx } from 'zstd-napi/binding';
 import { dataLoss, invalidArgument } from '../core';
 
 export type ChunkCompression = 'none' | 'zstd';
@@ -68,12 +69,35 @@ export function encodeChunk(
   return { offset, data: raw, crc32c: crc, compression: 'none', rawLength: raw.length };
 }
 
+let decompressor: DCtx | undefined;
+
+/**
+ * Decompresses into a buffer of exactly `rawLength` bytes: output beyond it is an error,
+ * never an allocation, so a small chunk that claims to expand to gigabytes costs nothing.
+ */
+function decompressBounded(data: Buffer, rawLength: number): Buffer {
+  decompressor ??= new DCtx();
+  const out = Buffer.allocUnsafe(rawLength);
+  const written = decompressor.decompress(out, data);
+  return written === rawLength ? out : out.subarray(0, written);
+}
+
 /** Returns the raw bytes of a chunk after checking length and CRC32C (DATA_LOSS otherwise). */
 export function decodeChunk(chunk: EncodedChunk, where: string): Buffer {
+  if (!Number.isSafeInteger(chunk.rawLength) || chunk.rawLength < 0) {
+    throw invalidArgument(
+      `raw_length ${chunk.rawLength} is not a length [${where}, offset=${chunk.offset}]`,
+    );
+  }
+  if (chunk.rawLength > MAX_CHUNK_SIZE) {
+    throw invalidArgument(
+      `raw_length ${chunk.rawLength} is over the chunk limit of ${MAX_CHUNK_SIZE} bytes [${where}, offset=${chunk.offset}]`,
+    );
+  }
   let raw: Buffer;
   if (chunk.compression === 'zstd') {
     try {
-      raw = decompress(chunk.data);
+      raw = decompressBounded(chunk.data, chunk.rawLength);
     } catch (cause) {
       throw dataLoss(`chunk does not decompress [${where}, offset=${chunk.offset}]`, cause);
     }

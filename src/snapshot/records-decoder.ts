@@ -2,6 +2,24 @@ import { createHash, type Hash } from 'node:crypto';
 import { type StoreRecord, SlabAllocator, dataLoss, decodeRecord } from '../core';
 import { type ArtifactHeader, END_MARKER, TRAILER_BYTES, tryDecodeHeader } from './format';
 
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The largest record frame accepted. A record is one key with its whole value, so a
+ * large collection is one frame; beyond this a claimed length is taken for what it most
+ * likely is (corruption or a hostile artifact) before any of its bytes are buffered.
+ */
+export const MAX_RECORD_FRAME_BYTES = 1 << 30;
+
+function checkFrameLength(length: number, at: number): void {
+  if (length === 0) throw dataLoss(`empty record frame at byte ${at}`);
+  if (length > MAX_RECORD_FRAME_BYTES) {
+    throw dataLoss(
+      `record frame at byte ${at} claims ${length} bytes, over the limit of ${MAX_RECORD_FRAME_BYTES}`,
+    );
+  }
+}
+
 export interface RecordsDecoderOptions {
   /**
    * Check the trailer's inner SHA-256. Callers that check the SHA-256 of the whole
@@ -23,7 +41,9 @@ export interface RecordsDecoderOptions {
  */
 export class RecordsDecoder {
   /** Bytes of a frame (or header) split across pieces, waiting for the rest. */
-  private carry: Buffer = Buffer.alloc(0);
+  private carry: Buffer = EMPTY;
+  /** A frame whose length is known and whose bytes span pieces. */
+  private pending: { parts: Buffer[]; length: number; total: number } | undefined;
   private headerValue: ArtifactHeader | undefined;
   private readonly hash: Hash | undefined;
   private readonly slab: SlabAllocator | 'views';
@@ -51,41 +71,67 @@ export class RecordsDecoder {
     }
     const out: StoreRecord[] = [];
     let piece = bytes;
-    if (this.carry.length > 0) {
-      // Complete the split frame with just enough of the new piece, then go on in place.
-      const needed = this.bytesNeeded(this.carry, piece);
-      const take = Math.min(needed ?? piece.length, piece.length);
-      const joined = Buffer.concat([this.carry, piece.subarray(0, take)]);
-      const used = this.parse(joined, out);
-      if (used < joined.length) {
-        if (take < piece.length && !this.ended) {
+    for (;;) {
+      if (this.pending) {
+        // A frame of known size split across pieces: its parts are kept (copied: the
+        // caller may reuse its buffers) and joined once, so time stays linear.
+        const pending = this.pending;
+        const take = Math.min(pending.total - pending.length, piece.length);
+        if (take > 0) pending.parts.push(Buffer.from(piece.subarray(0, take)));
+        pending.length += take;
+        piece = piece.subarray(take);
+        if (pending.length < pending.total) return out;
+        this.pending = undefined;
+        const frame = Buffer.concat(pending.parts, pending.total);
+        if (this.parse(frame, out) !== frame.length) {
           throw dataLoss(`frame at byte ${this.consumed} could not be completed`);
         }
-        this.carry = joined.subarray(used);
-        return out;
+        if (this.ended) {
+          if (piece.length > 0) throw dataLoss('bytes after the artifact trailer');
+          return out;
+        }
       }
-      this.carry = Buffer.alloc(0);
-      piece = piece.subarray(take);
+      if (this.carry.length > 0) {
+        if (!this.headerValue) {
+          // The header (at most MAX_HEADER_BYTES) split across pieces.
+          piece = Buffer.concat([this.carry, piece]);
+          this.carry = EMPTY;
+        } else {
+          // Fewer than 4 bytes of a frame: just enough of the piece to read its length.
+          const need = 4 - this.carry.length;
+          if (piece.length < need) {
+            this.carry = Buffer.concat([this.carry, piece]);
+            return out;
+          }
+          const head = Buffer.concat([this.carry, piece.subarray(0, need)]);
+          this.carry = EMPTY;
+          this.pending = { parts: [head], length: 4, total: this.frameTotal(head) };
+          piece = piece.subarray(need);
+          continue;
+        }
+      }
+      const used = this.parse(piece, out);
       if (this.ended) {
-        if (piece.length > 0) throw dataLoss('bytes after the artifact trailer');
+        if (used < piece.length) throw dataLoss('bytes after the artifact trailer');
         return out;
       }
+      const rest = piece.subarray(used);
+      if (this.headerValue && rest.length >= 4) {
+        this.pending = { parts: [], length: 0, total: this.frameTotal(rest) };
+        piece = rest;
+        continue;
+      }
+      this.carry = Buffer.from(rest);
+      return out;
     }
-    const used = this.parse(piece, out);
-    if (this.ended && used < piece.length) throw dataLoss('bytes after the artifact trailer');
-    this.carry = Buffer.from(piece.subarray(used));
-    return out;
   }
 
-  /** How many bytes of `piece` complete the item that starts in `carry`, if known yet. */
-  private bytesNeeded(carry: Buffer, piece: Buffer): number | undefined {
-    if (!this.headerValue) return undefined;
-    const head =
-      carry.length >= 4 ? carry : Buffer.concat([carry, piece.subarray(0, 4 - carry.length)]);
-    if (head.length < 4) return undefined;
+  /** The bytes of the item that starts `head` (its first 4 bytes), once checked. */
+  private frameTotal(head: Buffer): number {
     const length = head.readUInt32LE(0);
-    const total = length === END_MARKER ? TRAILER_BYTES : 4 + length;
-    return Math.max(0, total - carry.length);
+    if (length === END_MARKER) return TRAILER_BYTES;
+    checkFrameLength(length, this.consumed);
+    return 4 + length;
   }
 
   /** Parses whole items from the start of `buf` into `out`; returns the bytes used. */
@@ -105,7 +151,7 @@ export class RecordsDecoder {
         pos += TRAILER_BYTES;
         break;
       }
-      if (length === 0) throw dataLoss(`empty record frame at byte ${this.consumed + pos}`);
+      checkFrameLength(length, this.consumed + pos);
       if (buf.length - pos - 4 < length) break;
       try {
         out.push(decodeRecord(buf, pos + 4, pos + 4 + length, this.slab));

@@ -21,7 +21,10 @@ export function slotRangesFromWire(ranges: readonly SlotRangeMessage[] | undefin
 }
 
 export function compressionFromWire(c: Compression__Output | undefined): ChunkCompression {
-  return c === 'COMPRESSION_ZSTD' ? 'zstd' : 'none';
+  if (c === 'COMPRESSION_ZSTD') return 'zstd';
+  if (c === undefined || c === 'COMPRESSION_NONE') return 'none';
+  // An enum value this node does not know: guessing "none" would misread the bytes.
+  throw invalidArgument(`unknown compression ${String(c)}`);
 }
 
 export function compressionToWire(c: ChunkCompression): Compression__Output {

@@ -1,0 +1,160 @@
+import { performance } from 'node:perf_hooks';
+import * as grpc from '@grpc/grpc-js';
+import test from 'ava';
+import { encodeRecord, isShardsnapError, ErrorCodes } from '../src/core';
+import { compress } from 'zstd-napi';
+import {
+  MAX_CHUNK_SIZE,
+  MAX_RECORD_FRAME_BYTES,
+  RecordsDecoder,
+  decodeChunk,
+  encodeChunk,
+  encodeHeader,
+} from '../src/snapshot';
+import { stringSets } from './helpers/harness';
+import { startNode } from './helpers/nodes';
+
+const HEADER = encodeHeader({
+  format_version: 1,
+  kind: 'records',
+  snapshot_id: 'hostile',
+  node_id: 'elsewhere',
+  backend: 'memory',
+  strategy: 'memory-scan',
+  seq: 1,
+  slots: [{ start: 0, end: 16383 }],
+  full: true,
+  created_at_ms: 0,
+});
+
+function frameOf(record: Buffer): Buffer {
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(record.length);
+  return Buffer.concat([length, record]);
+}
+
+/** Feeds `bytes` in `pieceBytes` pieces; returns the records and the time it took. */
+function decodeInPieces(bytes: Buffer, pieceBytes: number): { records: number; ms: number } {
+  const decoder = new RecordsDecoder();
+  const started = performance.now();
+  let records = 0;
+  for (let offset = 0; offset < bytes.length; offset += pieceBytes) {
+    records += decoder.push(bytes.subarray(offset, offset + pieceBytes)).length;
+  }
+  return { records, ms: performance.now() - started };
+}
+
+test('a frame that claims more than the record limit is refused before its bytes are buffered', (t) => {
+  const claim = Buffer.alloc(4);
+  claim.writeUInt32LE(0xfffffff0);
+  const decoder = new RecordsDecoder();
+  // Header and claim in one piece, and the claim split from the header: both refused at once.
+  const error = t.throws(() => decoder.push(Buffer.concat([HEADER, claim, Buffer.alloc(64)])));
+  t.true(isShardsnapError(error, ErrorCodes.dataLoss), String(error));
+  t.regex(error?.message ?? '', /claims \d+ bytes, over the limit/);
+  const split = new RecordsDecoder();
+  split.push(HEADER);
+  split.push(claim.subarray(0, 2));
+  t.throws(() => split.push(claim.subarray(2)), { message: /over the limit/ });
+  t.true(MAX_RECORD_FRAME_BYTES < 0xfffffff0);
+});
+
+test('a large record split across many pieces decodes in time linear in its size', (t) => {
+  t.timeout(60_000);
+  const frame = (mib: number): Buffer =>
+    Buffer.concat([
+      HEADER,
+      frameOf(
+        encodeRecord(Buffer.from('big'), {
+          value: { type: 'string', value: Buffer.alloc(mib << 20, 7) },
+          expireAtMs: 0,
+        }),
+      ),
+    ]);
+  // 16 MiB in 4 KiB pieces: joining the pieces received so far at each push would copy
+  // ~32 GiB; joining them once copies 16 MiB.
+  const result = decodeInPieces(frame(16), 4 << 10);
+  t.is(result.records, 1);
+  t.log(`16 MiB frame in 4 KiB pieces: ${result.ms.toFixed(0)} ms`);
+  t.true(result.ms < 3_000, `${result.ms} ms`);
+});
+
+test('InstallSnapshot refuses an oversized frame at once and leaves the store as it was', async (t) => {
+  const node = await startNode();
+  t.teardown(() => node.stop());
+  await node.client.write(stringSets('kept', 200));
+  const before = await node.client.digest();
+  const claim = Buffer.alloc(4);
+  claim.writeUInt32LE(0xfffffff0);
+  const raw = Buffer.concat([HEADER, claim, Buffer.alloc(1 << 20)]);
+  const chunk = encodeChunk(0, raw, 'none');
+  const started = performance.now();
+  const code = await new Promise<number>((resolve) => {
+    const stream = node.client.connection.snapshots.InstallSnapshot((error) =>
+      resolve(error ? error.code : 0),
+    );
+    stream.on('error', () => undefined);
+    stream.write({
+      snapshotId: 'hostile',
+      offset: 0,
+      data: chunk.data,
+      crc32c: chunk.crc32c,
+      compression: 'COMPRESSION_NONE',
+      rawLength: chunk.rawLength,
+      last: false,
+      sha256: '',
+      info: null,
+      force: false,
+    });
+    // The client keeps the stream open: the node answers on the frame's claim alone.
+  });
+  t.is(code, grpc.status.DATA_LOSS);
+  t.true(performance.now() - started < 5_000);
+  t.deepEqual(await node.client.digest(), before);
+});
+
+test('a zstd chunk is decompressed only up to its raw_length, itself bounded by the chunk limit', (t) => {
+  const bomb = compress(Buffer.alloc(64 << 20));
+  t.true(bomb.length < 64 << 10, `${bomb.length} bytes of zstd`);
+  const chunk = (rawLength: number) => ({
+    offset: 0,
+    data: bomb,
+    crc32c: 0,
+    compression: 'zstd' as const,
+    rawLength,
+  });
+  // Claims 1 MiB: expanding past it is refused, not allocated.
+  const past = t.throws(() => decodeChunk(chunk(1 << 20), 'test'));
+  t.true(isShardsnapError(past, ErrorCodes.dataLoss), String(past));
+  // Claims more than a chunk may hold: refused before anything is decompressed.
+  const huge = t.throws(() => decodeChunk(chunk(MAX_CHUNK_SIZE + 1), 'test'));
+  t.true(isShardsnapError(huge, ErrorCodes.invalidArgument), String(huge));
+  const negative = t.throws(() => decodeChunk(chunk(-1), 'test'));
+  t.true(isShardsnapError(negative, ErrorCodes.invalidArgument), String(negative));
+});
+
+test('an install chunk with a compression this node does not know is INVALID_ARGUMENT', async (t) => {
+  const node = await startNode();
+  t.teardown(() => node.stop());
+  const chunk = encodeChunk(0, HEADER, 'none');
+  const code = await new Promise<number>((resolve) => {
+    const stream = node.client.connection.snapshots.InstallSnapshot((error) =>
+      resolve(error ? error.code : 0),
+    );
+    stream.on('error', () => undefined);
+    stream.write({
+      snapshotId: 'hostile',
+      offset: 0,
+      data: chunk.data,
+      crc32c: chunk.crc32c,
+      compression: 7 as unknown as 'COMPRESSION_NONE',
+      rawLength: chunk.rawLength,
+      last: false,
+      sha256: '',
+      info: null,
+      force: false,
+    });
+    stream.end();
+  });
+  t.is(code, grpc.status.INVALID_ARGUMENT);
+});
