@@ -68,8 +68,11 @@ export class ShardsnapClient {
     return response.snapshots;
   }
 
-  async deleteSnapshot(id: string): Promise<void> {
-    await call('DeleteSnapshot', (cb) => this.connection.snapshots.DeleteSnapshot({ id }, cb));
+  /** `force`: delete although streams read it (they finish; see DeleteSnapshotRequest). */
+  async deleteSnapshot(id: string, options: { force?: boolean } = {}): Promise<void> {
+    await call('DeleteSnapshot', (cb) =>
+      this.connection.snapshots.DeleteSnapshot({ id, force: options.force ?? false }, cb),
+    );
   }
 
   /** Polls until the snapshot is READY (or FAILED, which throws). */

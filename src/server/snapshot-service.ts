@@ -146,6 +146,12 @@ export function snapshotService(
           `DeleteSnapshot: token "${caller.name}" (${caller.role}) may delete only the snapshots its own calls created; this one needs admin`,
         );
       }
+      if (entry.leases > 0 && !request.force) {
+        throw new ShardsnapError(
+          ErrorCodes.failedPrecondition,
+          `snapshot ${entry.meta.id} is being streamed (${entry.leases} streams); delete it once they end, or with force (they finish first)`,
+        );
+      }
       await node.catalog.delete(entry.meta.id);
       return { deleted: true };
     }),

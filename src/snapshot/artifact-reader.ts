@@ -46,7 +46,11 @@ export async function* readArtifact(
   }
   const check = (): void => {
     throwIfAborted(signal);
-    if (entry.deleted) throw notFound(`snapshot ${entry.meta.id} was deleted`);
+    // A READY snapshot deleted while streamed keeps its files until the last stream ends:
+    // streams already reading it finish. A build deleted midway stops, so must they.
+    if (entry.deleted && entry.meta.state !== 'READY') {
+      throw notFound(`snapshot ${entry.meta.id} was deleted`);
+    }
     if (entry.meta.state === 'FAILED') {
       // A build stopped by a limit (the spool) is the node's resource, not the request's fault.
       const exhausted = isShardsnapError(entry.failure, ErrorCodes.resourceExhausted);

@@ -33,8 +33,11 @@ export function compressionToWire(c: ChunkCompression): Compression__Output {
 
 function expiry(value: number | undefined, where: string): number {
   const ms = Number(value ?? 0);
-  if (!Number.isSafeInteger(ms) || ms < 0)
-    throw invalidArgument(`${where}: expire_at_ms must be ≥ 0`);
+  if (!Number.isSafeInteger(ms) || ms < 0) {
+    throw invalidArgument(
+      `${where}: expire_at_ms ${String(value)} is not a time in ms between 0 and 2^53-1 (0 = no expiry)`,
+    );
+  }
   return ms;
 }
 

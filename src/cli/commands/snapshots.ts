@@ -262,9 +262,12 @@ export function registerSnapshots(program: Command): void {
     .command('delete')
     .requiredOption('--at <host:port>', 'node', address)
     .requiredOption('--id <id>', 'snapshot to delete')
+    .option('--force', 'delete although streams read it (they finish first)')
     .action(
-      action(async (options: { at: string; id: string }, command: Command) => {
-        await withClient(options.at, options, (client) => client.deleteSnapshot(options.id));
+      action(async (options: { at: string; id: string; force?: boolean }, command: Command) => {
+        await withClient(options.at, options, (client) =>
+          client.deleteSnapshot(options.id, { force: options.force === true }),
+        );
         emit(
           globals(command),
           { ok: true, deleted: options.id },
