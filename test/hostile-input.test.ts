@@ -158,3 +158,21 @@ test('an install chunk with a compression this node does not know is INVALID_ARG
   });
   t.is(code, grpc.status.INVALID_ARGUMENT);
 });
+
+test('--max-snapshots caps the snapshots a node stores; deleting one makes room', async (t) => {
+  const node = await startNode({ maxSnapshots: 3 });
+  t.teardown(() => node.stop());
+  await node.client.write(stringSets('cap', 50));
+  const made = [];
+  for (let i = 0; i < 3; i++) made.push(await node.client.createSnapshot());
+  const refused = await t.throwsAsync(node.client.createSnapshot());
+  t.true(isShardsnapError(refused, ErrorCodes.resourceExhausted), String(refused));
+  t.regex(refused?.message ?? '', /--max-snapshots/);
+  t.is((await node.client.listSnapshots()).length, 3);
+  const first = made[0];
+  if (!first) throw new Error('no snapshot made');
+  await node.client.waitReady(first.id);
+  await node.client.deleteSnapshot(first.id);
+  await node.client.createSnapshot();
+  t.is((await node.client.listSnapshots()).length, 3);
+});

@@ -6,7 +6,7 @@ import {
   startBuild,
 } from '../build';
 import { ErrorCodes, isShardsnapError } from '../core';
-import type { SnapshotEntry } from '../snapshot';
+import { CatalogFullError, type SnapshotEntry } from '../snapshot';
 import type { Caller } from './calls';
 import type { NodeContext } from './node-context';
 
@@ -59,7 +59,13 @@ export async function buildOn(
     return entry;
   } catch (error) {
     if (isShardsnapError(error, ErrorCodes.resourceExhausted)) {
-      node.metrics.rejected(error instanceof SpoolFullError ? 'spool_full' : 'too_many_builds');
+      node.metrics.rejected(
+        error instanceof SpoolFullError
+          ? 'spool_full'
+          : error instanceof CatalogFullError
+            ? 'too_many_snapshots'
+            : 'too_many_builds',
+      );
     }
     throw error;
   }

@@ -58,6 +58,8 @@ export interface NodeConfig {
   advertise?: string;
   /** Bytes stored snapshots may take; builds that would exceed it are refused. */
   spoolMaxBytes?: number;
+  /** Snapshots stored at once; more are refused (RESOURCE_EXHAUSTED). 0 = no cap. */
+  maxSnapshots: number;
   /** On SIGTERM, how long transfers in flight may run before they are cancelled. */
   shutdownGraceMs: number;
 }
@@ -78,6 +80,7 @@ export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
   maxConcurrentSends: 32,
   maxConcurrentRecvs: 32,
   shutdownGraceMs: 30_000,
+  maxSnapshots: 64,
 };
 
 export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }): NodeConfig {
@@ -95,6 +98,11 @@ export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }
     );
   }
   if (config.archive) validateSchedule(config.archive);
+  if (!Number.isSafeInteger(config.maxSnapshots) || config.maxSnapshots < 0) {
+    throw invalidArgument(
+      `max snapshots must be a non-negative integer, got ${config.maxSnapshots}`,
+    );
+  }
   for (const [name, value] of [
     ['max concurrent sends', config.maxConcurrentSends],
     ['max concurrent receives', config.maxConcurrentRecvs],

@@ -17,6 +17,7 @@ export const REJECT_REASONS = [
   'peer_not_allowed',
   'too_many_transfers',
   'too_many_builds',
+  'too_many_snapshots',
   'spool_full',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];

@@ -147,6 +147,7 @@ export class ShardNode implements NodeContext {
       dataDir: config.dataDir,
       ttlMs: config.snapshotTtlMs,
       maxConcurrentBuilds: config.maxConcurrentBuilds,
+      maxSnapshots: config.maxSnapshots,
       keepRecent: config.keepRecent,
       onError: (err, context) => logger.warn({ err }, context),
       onRemoved: (entry, reason) =>

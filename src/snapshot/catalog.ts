@@ -11,6 +11,8 @@ export interface CatalogOptions {
   /** Unused READY/FAILED snapshots are removed this long after their last use. */
   ttlMs: number;
   maxConcurrentBuilds: number;
+  /** Snapshots stored at once (any state); a create beyond is RESOURCE_EXHAUSTED. 0 = no cap. */
+  maxSnapshots?: number;
   /** Keep at most this many READY snapshots (oldest removed first); 0 = no limit. */
   keepRecent?: number;
   /** How often to look for expired snapshots. */
@@ -32,6 +34,13 @@ export interface Lease {
  * temp + rename, so a manifest on disk is always whole. READY snapshots are reloaded at
  * start; anything that was still building when the node stopped is removed.
  */
+/** RESOURCE_EXHAUSTED because the catalog holds `maxSnapshots` already. */
+export class CatalogFullError extends ShardsnapError {
+  constructor(message: string) {
+    super(ErrorCodes.resourceExhausted, message);
+  }
+}
+
 export class SnapshotCatalog {
   private readonly entries = new Map<string, SnapshotEntry>();
   private readonly root: string;
@@ -99,6 +108,12 @@ export class SnapshotCatalog {
   async create(
     meta: Omit<SnapshotMeta, 'id' | 'state' | 'createdAtMs' | 'bytesWritten'>,
   ): Promise<SnapshotEntry> {
+    const cap = this.options.maxSnapshots ?? 0;
+    if (cap > 0 && this.entries.size >= cap) {
+      throw new CatalogFullError(
+        `${this.entries.size} snapshots are stored (limit ${cap}, --max-snapshots); delete some or let them expire`,
+      );
+    }
     if (this.buildingCount >= this.options.maxConcurrentBuilds) {
       throw new ShardsnapError(
         ErrorCodes.resourceExhausted,

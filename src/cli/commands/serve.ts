@@ -39,6 +39,7 @@ interface ServeOptions extends S3Flags {
   advertise?: string;
   spoolMaxBytes?: number;
   shutdownGrace: string;
+  maxSnapshots: number;
 }
 
 /** `--tls-cert`, `--tls-key`, `--tls-client-ca`: all or nothing, the CA only with a cert. */
@@ -201,6 +202,7 @@ export function registerServe(program: Command): void {
     .option('--advertise <host:port>', 'address given in MOVED redirects and to peers', address)
     .option('--spool-max-bytes <size>', 'bytes stored snapshots may take, e.g. 20GiB', byteSize)
     .option('--shutdown-grace <duration>', 'on SIGTERM, how long transfers may finish', '30s')
+    .option('--max-snapshots <n>', 'snapshots stored at once (0 = no cap)', positiveInt, 64)
     .option(
       '--archive-keep <n>',
       "keep this node's newest N archives, deleting older ones (0 = keep all)",
@@ -246,6 +248,7 @@ export function registerServe(program: Command): void {
         ...(options.advertise ? { advertise: options.advertise } : {}),
         ...(options.spoolMaxBytes ? { spoolMaxBytes: options.spoolMaxBytes } : {}),
         shutdownGraceMs,
+        maxSnapshots: options.maxSnapshots,
       });
       emit(
         globals(command),
