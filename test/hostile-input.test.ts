@@ -176,3 +176,46 @@ test('--max-snapshots caps the snapshots a node stores; deleting one makes room'
   await node.client.createSnapshot();
   t.is((await node.client.listSnapshots()).length, 3);
 });
+
+test('data after the last chunk of an install is INVALID_ARGUMENT and nothing is installed', async (t) => {
+  const source = await startNode();
+  const target = await startNode();
+  t.teardown(() => Promise.all([source.stop(), target.stop()]).then(() => undefined));
+  await source.client.write(stringSets('src', 100));
+  await target.client.write(stringSets('dst', 10));
+  const before = await target.client.digest();
+  const { mkdtemp, readFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const out = `${await mkdtemp(`${tmpdir()}/shardsnap-hostile-`)}/a.snap`;
+  const fetched = await source.client.fetchToFile({ out });
+  const artifact = await readFile(out);
+  const message = (offset: number, raw: Buffer, last: boolean) => {
+    const chunk = encodeChunk(offset, raw, 'none');
+    return {
+      snapshotId: 'extra',
+      offset,
+      data: chunk.data,
+      crc32c: chunk.crc32c,
+      compression: 'COMPRESSION_NONE' as const,
+      rawLength: chunk.rawLength,
+      last,
+      sha256: last ? fetched.sha256 : '',
+      info: null,
+      force: false,
+    };
+  };
+  const code = await new Promise<number>((resolve) => {
+    const stream = target.client.connection.snapshots.InstallSnapshot((error) =>
+      resolve(error ? error.code : 0),
+    );
+    stream.on('error', () => undefined);
+    stream.write(message(0, artifact, true));
+    stream.write(message(artifact.length, Buffer.from('more'), false));
+    stream.end();
+  });
+  t.is(code, grpc.status.INVALID_ARGUMENT);
+  t.deepEqual(await target.client.digest(), before);
+  // The same artifact without the extra message installs.
+  await target.client.installFile(out);
+  t.deepEqual((await target.client.digest()).digest, (await source.client.digest()).digest);
+});

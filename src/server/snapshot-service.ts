@@ -254,8 +254,16 @@ export function snapshotService(
         });
         try {
           // A client that stops sending is not waited for past a shutdown's grace.
+          // The last chunk's sha256: the install commits once the client has half-closed,
+          // so that anything sent after the last chunk is refused rather than ignored.
+          let expectedSha256: string | undefined;
           for await (const message of abortable(messages, signal)) {
             if (signal.aborted) break;
+            if (expectedSha256 !== undefined) {
+              throw invalidArgument(
+                `install stream continued after its last chunk (offset ${String(message.offset)}); nothing was installed`,
+              );
+            }
             admission ??= installAdmission(node.ownership, message.force, 'InstallSnapshot');
             await transfer.take(message.data.length, signal);
             const raw = decodeChunk(
@@ -272,14 +280,17 @@ export function snapshotService(
             if (message.last) {
               if (!message.sha256)
                 throw invalidArgument('the last chunk must carry the sha256 of the artifact');
-              const outcome = await installer.finish(message.sha256);
-              await admission.afterCommit();
-              node.metrics.installedKeys(outcome.keysInstalled);
-              node.logger.info({ ...outcome }, 'snapshot installed');
-              return outcome;
+              expectedSha256 = message.sha256;
             }
           }
           throwIfAborted(signal);
+          if (expectedSha256 !== undefined && admission) {
+            const outcome = await installer.finish(expectedSha256);
+            await admission.afterCommit();
+            node.metrics.installedKeys(outcome.keysInstalled);
+            node.logger.info({ ...outcome }, 'snapshot installed');
+            return outcome;
+          }
           throw new ShardsnapError(
             ErrorCodes.invalidArgument,
             `install stream ended before its last chunk (${installer.bytesReceived} bytes received); nothing was installed`,
