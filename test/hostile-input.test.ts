@@ -219,3 +219,22 @@ test('data after the last chunk of an install is INVALID_ARGUMENT and nothing is
   await target.client.installFile(out);
   t.deepEqual((await target.client.digest()).digest, (await source.client.digest()).digest);
 });
+
+test('a fetch whose own snapshot is gone from the node starts over instead of failing on every re-run', async (t) => {
+  const node = await startNode({ maxSendRate: 1 << 20 });
+  t.teardown(() => node.stop());
+  for (let i = 0; i < 6; i++) await node.client.write(stringSets(`gone${i}-`, 500, 1024));
+  const { mkdtemp, readFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const out = `${await mkdtemp(`${tmpdir()}/shardsnap-hostile-`)}/gone.snap`;
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 400);
+  await t.throwsAsync(node.client.fetchToFile({ out, signal: controller.signal }));
+  const state = JSON.parse(await readFile(`${out}.part.json`, 'utf8')) as { snapshotId: string };
+  // What a restart of the node mid-build would leave: no such snapshot any more.
+  await node.client.deleteSnapshot(state.snapshotId, { force: true });
+  const again = await node.client.fetchToFile({ out });
+  t.not(again.info.id, state.snapshotId);
+  t.true(again.bytes > 3 << 20);
+  t.deepEqual(await node.client.listSnapshots(), []);
+});

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { type SlotRange, dataLoss, invalidArgument } from '../core';
+import { ErrorCodes, type SlotRange, dataLoss, invalidArgument, isShardsnapError } from '../core';
 import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
 import { type ChunkCompression, DEFAULT_CHUNK_SIZE } from '../snapshot';
 import type { Connection } from '../wire/connection';
@@ -84,7 +84,14 @@ export async function fetchToFile(
     throw invalidArgument(`parallel ${parallel} is outside 1..${MAX_PARALLEL}`);
   }
   const part = partPath(options.out);
-  const previous = await readPartState(options.out);
+  let previous = await readPartState(options.out);
+  if (previous?.created && !options.snapshotId && !(await stillFetchable(conn, previous))) {
+    // The snapshot this fetch made for itself is gone (the node restarted mid-build, or it
+    // expired): its part is of no use, and the fetch starts over with a new snapshot.
+    await rm(part, { force: true });
+    await rm(partStatePath(options.out), { force: true });
+    previous = undefined;
+  }
   let state: PartState;
   let info: SnapshotInfo__Output | undefined;
   if (previous && (!options.snapshotId || options.snapshotId === previous.snapshotId)) {
@@ -258,6 +265,16 @@ async function fetchRanged(
     resumedFrom,
     resumes: result.resumes,
   };
+}
+
+/** Whether the snapshot of a part file can still be fetched (not gone, not FAILED). */
+async function stillFetchable(conn: Connection, state: PartState): Promise<boolean> {
+  try {
+    return (await getSnapshot(conn, state.snapshotId)).state !== 'FAILED';
+  } catch (error) {
+    if (isShardsnapError(error, ErrorCodes.notFound)) return false;
+    throw error;
+  }
 }
 
 async function readPartState(out: string): Promise<PartState | undefined> {
