@@ -238,3 +238,41 @@ test('a fetch whose own snapshot is gone from the node starts over instead of fa
   t.true(again.bytes > 3 << 20);
   t.deepEqual(await node.client.listSnapshots(), []);
 });
+
+test('install and fetch streams that make no progress are closed after --stream-idle-timeout', async (t) => {
+  const node = await startNode({ streamIdleTimeoutMs: 300 });
+  t.teardown(() => node.stop());
+  for (let i = 0; i < 4; i++) await node.client.write(stringSets(`idle${i}-`, 500, 2048));
+  // An install stream that sends nothing.
+  const started = performance.now();
+  const installCode = await new Promise<number>((resolve) => {
+    const stream = node.client.connection.snapshots.InstallSnapshot((error) =>
+      resolve(error ? error.code : 0),
+    );
+    stream.on('error', () => undefined);
+  });
+  t.is(installCode, grpc.status.UNAVAILABLE);
+  t.true(performance.now() - started < 5_000);
+  // A fetch whose client stops reading (small windows, so the node has to wait for it).
+  const { smallWindowSnapshots } = await import('./helpers/harness');
+  const client = smallWindowSnapshots(node.node.address);
+  t.teardown(() => client.close());
+  const fetch = client.FetchSnapshot({ snapshotId: '', chunkSize: 4096 });
+  const fetchCode = new Promise<number>((resolve) => {
+    fetch.on('error', (error: grpc.ServiceError) => resolve(error.code));
+    fetch.on('end', () => resolve(0));
+  });
+  await new Promise<void>((resolve) =>
+    fetch.once('data', () => {
+      fetch.pause();
+      resolve();
+    }),
+  );
+  // The node gives up on the reader and lets go of the stream while nothing is read.
+  const { waitFor } = await import('./helpers/harness');
+  t.truthy(
+    await waitFor(async () => (await node.client.stats()).activeStreams === 0 || undefined, 5_000),
+  );
+  fetch.resume();
+  t.is(await fetchCode, grpc.status.UNAVAILABLE);
+});

@@ -58,6 +58,8 @@ export interface NodeConfig {
   advertise?: string;
   /** Bytes stored snapshots may take; builds that would exceed it are refused. */
   spoolMaxBytes?: number;
+  /** An install or fetch stream that makes no progress this long is closed (UNAVAILABLE). */
+  streamIdleTimeoutMs: number;
   /** Snapshots stored at once; more are refused (RESOURCE_EXHAUSTED). 0 = no cap. */
   maxSnapshots: number;
   /** On SIGTERM, how long transfers in flight may run before they are cancelled. */
@@ -81,6 +83,7 @@ export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
   maxConcurrentRecvs: 32,
   shutdownGraceMs: 30_000,
   maxSnapshots: 64,
+  streamIdleTimeoutMs: 60_000,
 };
 
 export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }): NodeConfig {
@@ -98,6 +101,9 @@ export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }
     );
   }
   if (config.archive) validateSchedule(config.archive);
+  if (!(config.streamIdleTimeoutMs > 0 && Number.isFinite(config.streamIdleTimeoutMs))) {
+    throw invalidArgument(`stream idle timeout must be a positive duration`);
+  }
   if (!Number.isSafeInteger(config.maxSnapshots) || config.maxSnapshots < 0) {
     throw invalidArgument(
       `max snapshots must be a non-negative integer, got ${config.maxSnapshots}`,

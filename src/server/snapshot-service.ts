@@ -34,6 +34,7 @@ import { changesService } from './changes-service';
 import { type CallHooks, type Caller, clientStream, serverStream, unary } from './calls';
 import { AFTER_SERIALIZE, FRAME_BUFFER, FramePool, type OutgoingChunk } from './chunk-serializer';
 import { parseHostPort } from './config';
+import { IdleTimer } from './idle-timer';
 import { installAdmission } from './install-admission';
 import { peerFailure } from './peer-errors';
 import { buildOn } from './build-context';
@@ -173,7 +174,8 @@ export function snapshotService(
       let id = request.snapshotId;
       let lease: Lease | undefined;
       let done = false;
-      const stream = AbortSignal.any([callSignal, transfer.signal]);
+      const idle = new IdleTimer(node.config.streamIdleTimeoutMs, 'FetchSnapshot');
+      const stream = AbortSignal.any([callSignal, transfer.signal, idle.signal]);
       try {
         // A snapshot made for this call alone goes once the call has it all.
         if (!id) id = (await create(node, request.create, caller)).meta.id;
@@ -220,12 +222,21 @@ export function snapshotService(
           message[AFTER_SERIALIZE] = waiting.enter(release);
           message[FRAME_BUFFER] = frames.take();
           await transfer.take(chunk.data.length, signal);
-          await send(message, transfer.signal);
+          // Armed while the client is waited for: it must keep reading.
+          idle.arm();
+          await send(message, stream);
           await waiting.room(signal);
+          idle.disarm();
           first = false;
         }
         done = true;
+      } catch (error) {
+        // Stopped by the node (idle client, shutdown): say why, not how the wait noticed.
+        const reason: unknown = stream.reason;
+        if (stream.aborted && !callSignal.aborted && reason instanceof Error) throw reason;
+        throw error;
       } finally {
+        idle.disarm();
         lease?.release();
         transfer.end();
         const served = {
@@ -247,7 +258,8 @@ export function snapshotService(
       hooks,
       async (messages, callSignal) => {
         const transfer = node.transfers.begin('recv', 'InstallSnapshot');
-        const signal = AbortSignal.any([callSignal, transfer.signal]);
+        const idle = new IdleTimer(node.config.streamIdleTimeoutMs, 'InstallSnapshot');
+        const signal = AbortSignal.any([callSignal, transfer.signal, idle.signal]);
         let admission: ReturnType<typeof installAdmission> | undefined;
         const installer = new ArtifactInstaller(node.store, {
           admit: (header) => admission?.admit(header),
@@ -257,7 +269,9 @@ export function snapshotService(
           // The last chunk's sha256: the install commits once the client has half-closed,
           // so that anything sent after the last chunk is refused rather than ignored.
           let expectedSha256: string | undefined;
+          idle.arm();
           for await (const message of abortable(messages, signal)) {
+            idle.disarm();
             if (signal.aborted) break;
             if (expectedSha256 !== undefined) {
               throw invalidArgument(
@@ -282,7 +296,9 @@ export function snapshotService(
                 throw invalidArgument('the last chunk must carry the sha256 of the artifact');
               expectedSha256 = message.sha256;
             }
+            idle.arm();
           }
+          idle.disarm();
           throwIfAborted(signal);
           if (expectedSha256 !== undefined && admission) {
             const outcome = await installer.finish(expectedSha256);
@@ -296,6 +312,7 @@ export function snapshotService(
             `install stream ended before its last chunk (${installer.bytesReceived} bytes received); nothing was installed`,
           );
         } finally {
+          idle.disarm();
           await installer.abort();
           admission?.release();
           transfer.end();

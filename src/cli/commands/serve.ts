@@ -40,6 +40,7 @@ interface ServeOptions extends S3Flags {
   spoolMaxBytes?: number;
   shutdownGrace: string;
   maxSnapshots: number;
+  streamIdleTimeout: string;
 }
 
 /** `--tls-cert`, `--tls-key`, `--tls-client-ca`: all or nothing, the CA only with a cert. */
@@ -204,6 +205,11 @@ export function registerServe(program: Command): void {
     .option('--shutdown-grace <duration>', 'on SIGTERM, how long transfers may finish', '30s')
     .option('--max-snapshots <n>', 'snapshots stored at once (0 = no cap)', positiveInt, 64)
     .option(
+      '--stream-idle-timeout <duration>',
+      'close an install or fetch stream that makes no progress this long',
+      '60s',
+    )
+    .option(
       '--archive-keep <n>',
       "keep this node's newest N archives, deleting older ones (0 = keep all)",
       positiveInt,
@@ -249,6 +255,7 @@ export function registerServe(program: Command): void {
         ...(options.spoolMaxBytes ? { spoolMaxBytes: options.spoolMaxBytes } : {}),
         shutdownGraceMs,
         maxSnapshots: options.maxSnapshots,
+        streamIdleTimeoutMs: parseDuration(options.streamIdleTimeout),
       });
       emit(
         globals(command),
