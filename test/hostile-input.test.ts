@@ -276,3 +276,21 @@ test('install and fetch streams that make no progress are closed after --stream-
   fetch.resume();
   t.is(await fetchCode, grpc.status.UNAVAILABLE);
 });
+
+test('a full disk is RESOURCE_EXHAUSTED with the path and the bytes free, never INTERNAL', async (t) => {
+  const { toServiceError } = await import('../src/wire');
+  const { tmpdir } = await import('node:os');
+  const path = `${tmpdir()}/some-artifact.bin`;
+  const fileError = Object.assign(new Error('ENOSPC: no space left on device, write'), {
+    code: 'ENOSPC',
+    path,
+  });
+  const status = toServiceError(fileError);
+  t.is(status.code, grpc.status.RESOURCE_EXHAUSTED);
+  t.regex(status.details ?? '', new RegExp(`${path}, \\d+ bytes free`));
+  const rocksError = Object.assign(new Error('IO error: No space left on device'), {
+    code: 'NoSpace',
+  });
+  t.is(toServiceError(rocksError).code, grpc.status.RESOURCE_EXHAUSTED);
+  t.is(toServiceError(new Error('something else')).code, grpc.status.INTERNAL);
+});

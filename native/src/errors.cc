@@ -34,6 +34,8 @@ Napi::Error CodedError(Napi::Env env, const char* code, const std::string& messa
 }
 
 Napi::Error StatusError(Napi::Env env, const rocksdb::Status& status) {
+  // A full disk is an I/O error to RocksDB; callers answer it differently (no space).
+  if (status.IsNoSpace()) return CodedError(env, "NoSpace", status.ToString());
   return CodedError(env, StatusCodeName(status), status.ToString());
 }
 

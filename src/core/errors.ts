@@ -64,3 +64,10 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
     throw cancelled(signal.reason instanceof Error ? signal.reason.message : 'operation cancelled');
   }
 }
+
+/** A full disk: a file write's ENOSPC, or RocksDB's NoSpace status (see the binding). */
+export function isNoSpace(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false;
+  const { code } = error as { code?: unknown };
+  return code === 'ENOSPC' || code === 'NoSpace';
+}

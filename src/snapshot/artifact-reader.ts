@@ -3,6 +3,7 @@ import {
   ErrorCodes,
   ShardsnapError,
   invalidArgument,
+  isNoSpace,
   isShardsnapError,
   notFound,
   throwIfAborted,
@@ -53,7 +54,8 @@ export async function* readArtifact(
     }
     if (entry.meta.state === 'FAILED') {
       // A build stopped by a limit (the spool) is the node's resource, not the request's fault.
-      const exhausted = isShardsnapError(entry.failure, ErrorCodes.resourceExhausted);
+      const exhausted =
+        isShardsnapError(entry.failure, ErrorCodes.resourceExhausted) || isNoSpace(entry.failure);
       throw new ShardsnapError(
         exhausted ? ErrorCodes.resourceExhausted : ErrorCodes.failedPrecondition,
         `snapshot ${entry.meta.id} failed to build: ${entry.meta.error}`,

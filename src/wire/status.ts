@@ -1,5 +1,7 @@
+import { statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { type ErrorCode, ErrorCodes, ShardsnapError } from '../core';
+import { type ErrorCode, ErrorCodes, ShardsnapError, isNoSpace } from '../core';
 
 const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
   [ErrorCodes.invalidArgument]: grpc.status.INVALID_ARGUMENT,
@@ -49,7 +51,28 @@ export function toServiceError(error: unknown): Partial<grpc.ServiceError> & { c
   }
   if (isServiceError(error)) return { code: error.code, details: error.details };
   const message = error instanceof Error ? error.message : String(error);
+  const noSpace = noSpaceMessage(error);
+  if (noSpace) return { code: grpc.status.RESOURCE_EXHAUSTED, details: noSpace, message: noSpace };
   return { code: grpc.status.INTERNAL, details: message, message };
+}
+
+/**
+ * A full disk, wherever it happened (a file write: ENOSPC with its path; RocksDB: its
+ * NoSpace status): RESOURCE_EXHAUSTED with the path and the bytes still free there.
+ */
+function noSpaceMessage(error: unknown): string | undefined {
+  if (!isNoSpace(error)) return undefined;
+  const { path, message } = error as { path?: unknown; message?: unknown };
+  let free = '';
+  if (typeof path === 'string') {
+    try {
+      const fs = statfsSync(dirname(path));
+      free = `, ${fs.bavail * fs.bsize} bytes free`;
+    } catch {
+      // The path's file system cannot be asked: the message goes without the figure.
+    }
+  }
+  return `no space left on the device${typeof path === 'string' ? ` of ${path}` : ''}${free}: ${String(message)}`;
 }
 
 /** A gRPC error received by a client, as a domain error with the same meaning. */

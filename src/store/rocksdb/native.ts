@@ -117,6 +117,8 @@ export type RocksDbErrorCode =
   | 'NotSupported'
   | 'InvalidArgument'
   | 'IOError'
+  /** An I/O error because the disk is full. */
+  | 'NoSpace'
   | 'MergeInProgress'
   | 'Incomplete'
   | 'ShutdownInProgress'
@@ -137,6 +139,7 @@ const ERROR_CODES: ReadonlySet<string> = new Set<RocksDbErrorCode>([
   'NotSupported',
   'InvalidArgument',
   'IOError',
+  'NoSpace',
   'MergeInProgress',
   'Incomplete',
   'ShutdownInProgress',
