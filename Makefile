@@ -10,7 +10,7 @@ NATIVE := native/build/Release/shardsnap_rocksdb.node native/build/Release/shard
 NODE_PREFIX := $(shell node -p "require('path').resolve(process.execPath, '../..')")
 NODEDIR_FLAG := $(if $(wildcard $(NODE_PREFIX)/include/node/node_api.h),--nodedir=$(NODE_PREFIX),)
 
-.PHONY: all deps system-deps build demo test bench lint format typecheck clean
+.PHONY: all deps system-deps build demo test fuzz bench lint format typecheck clean
 
 all: build
 
@@ -35,6 +35,10 @@ demo: build
 
 test: build
 	npx ava
+
+# The fuzz properties of `make test`, with many more runs (FUZZ_RUNS, FUZZ_SEED to vary).
+fuzz: build
+	FUZZ_RUNS=$${FUZZ_RUNS:-20000} npx ava --timeout 30m test/fuzz.test.ts
 
 bench: build
 	@bash scripts/setup-system.sh $(BENCH_PACKAGES)
