@@ -294,3 +294,15 @@ test('a full disk is RESOURCE_EXHAUSTED with the path and the bytes free, never 
   t.is(toServiceError(rocksError).code, grpc.status.RESOURCE_EXHAUSTED);
   t.is(toServiceError(new Error('something else')).code, grpc.status.INTERNAL);
 });
+
+test('a Write with an expiry beyond 2^53 ms says what is wrong with it', async (t) => {
+  const node = await startNode();
+  t.teardown(() => node.stop());
+  const error = await t.throwsAsync(
+    node.client.write([
+      { op: 'set', key: Buffer.from('k'), value: Buffer.from('v'), expireAtMs: 2 ** 62 },
+    ]),
+  );
+  t.true(isShardsnapError(error, ErrorCodes.invalidArgument), String(error));
+  t.regex(error?.message ?? '', /expire_at_ms \d+ is not a time in ms between 0 and 2\^53-1/);
+});

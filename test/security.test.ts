@@ -429,6 +429,14 @@ test('an install whose header lists no slots, or a partial files artifact, is re
     { ...header, slots: [{ start: 0, end: 100 }], full: true },
     { ...header, kind: 'files' as const, slots: [{ start: 0, end: 100 }], full: false },
     { ...header, slots: [{ start: 0, end: 100 }], full: false, seq: -1 },
+    ...['abc', null, 1e300, 2 ** 64, 2 ** 53 + 1].map((seq) => ({
+      ...header,
+      slots: [{ start: 0, end: 100 }],
+      full: false,
+      seq: seq as number,
+    })),
+    { ...header, slots: 'x' as unknown as [], full: false },
+    { ...header, slots: [{ start: 5, end: 1 }], full: false },
   ];
   for (const h of crafted) {
     const raw = encodeHeader(h);
