@@ -2,7 +2,7 @@
 import { DEFAULT_WRITER_RATE } from './redis-cluster';
 import { MiB, envInt } from './util';
 
-export type Suite = 'memory' | 'rocksdb' | 'split' | 'keyspace' | 'transfer' | 'limits';
+export type Suite = 'memory' | 'rocksdb' | 'split' | 'keyspace' | 'transfer' | 'limits' | 'decode';
 
 export const SUITES: readonly Suite[] = [
   'memory',
@@ -11,6 +11,7 @@ export const SUITES: readonly Suite[] = [
   'keyspace',
   'transfer',
   'limits',
+  'decode',
 ];
 
 /** Backends of the split section: row 11 memory → memory, row 12 rocksdb → rocksdb. */

@@ -26,6 +26,8 @@
  * - limits (rows 25-30, bench/limits.ts): BENCH_LIMITS_KEYS keys in one READY snapshot:
  *   `--max-send-rate` / `--max-recv-rate` accuracy, `--snapshot-latency-target-ms` against
  *   fixed receive rates under steady writes, and a fetch over TLS against plaintext.
+ * - decode (row 31, bench/decode.ts): the records decoder on one record frame of 25, 50,
+ *   100 and 200 MiB fed in 1 MiB pieces: time per MiB must not grow with the frame.
  *
  * `node ... dist/bench/run.js --only split` runs only the split section.
  *
@@ -74,6 +76,7 @@ import { SPLIT_ROWS, splitSuite } from './split';
 import { KEYSPACE_ROWS, keyspaceSuite, setLabel } from './keyspace';
 import { TRANSFER_ROWS, transferSuite } from './transfer';
 import { LIMITS_ROWS, limitsSuite } from './limits';
+import { DECODE_ROWS, decodeSuite } from './decode';
 import { REPO_ROOT, formatBytes, formatCount, formatMs, log, withTimeout } from './util';
 
 const ROW_NAMES: Record<number, [string, string]> = {
@@ -88,6 +91,7 @@ const ROW_NAMES: Record<number, [string, string]> = {
   ...KEYSPACE_ROWS,
   ...TRANSFER_ROWS,
   ...LIMITS_ROWS,
+  ...DECODE_ROWS,
 };
 
 function errorRow(n: number, error: unknown): Row {
@@ -378,7 +382,9 @@ async function main(): Promise<number> {
       else if (suite === 'keyspace') await keyspaceSuite(config, dir, rows, errors, results);
       else if (suite === 'transfer')
         await transferSuite(config, dir, (n, body) => attempt(n, rows, errors, body));
-      else await limitsSuite(config, dir, (n, body) => attempt(n, rows, errors, body));
+      else if (suite === 'limits')
+        await limitsSuite(config, dir, (n, body) => attempt(n, rows, errors, body));
+      else await decodeSuite((n, body) => attempt(n, rows, errors, body));
     }
   } finally {
     await cleanupAll();
