@@ -10,7 +10,7 @@ NATIVE := native/build/Release/shardsnap_rocksdb.node native/build/Release/shard
 NODE_PREFIX := $(shell node -p "require('path').resolve(process.execPath, '../..')")
 NODEDIR_FLAG := $(if $(wildcard $(NODE_PREFIX)/include/node/node_api.h),--nodedir=$(NODE_PREFIX),)
 
-.PHONY: all deps system-deps build demo test fuzz bench lint format typecheck clean
+.PHONY: all deps system-deps build demo test fuzz test-native-asan bench lint format typecheck clean
 
 all: build
 
@@ -39,6 +39,27 @@ test: build
 # The fuzz properties of `make test`, with many more runs (FUZZ_RUNS, FUZZ_SEED to vary).
 fuzz: build
 	FUZZ_RUNS=$${FUZZ_RUNS:-20000} npx ava --timeout 30m test/fuzz.test.ts
+
+# The native bindings rebuilt with AddressSanitizer and UndefinedBehaviorSanitizer (GCC's),
+# and the tests that drive them run against that build; any report fails the run.
+ASAN_DIR := native/build-asan
+NODE_GYP := $(dir $(realpath $(shell command -v npm)))../node_modules/node-gyp/bin/node-gyp.js
+NATIVE_TESTS := test/rocksdb-native.test.ts test/store-rocksdb.test.ts test/rocksdb-store-ingest.test.ts \
+	test/rocksdb-store-differential.test.ts test/rocksdb-resources.test.ts test/store-memory.test.ts \
+	test/memory-keyspace.test.ts
+SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
+
+test-native-asan: build
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
+	cp -r native/binding.gyp native/src $(ASAN_DIR)/
+	ln -s ../../node_modules $(ASAN_DIR)/node_modules
+	cd $(ASAN_DIR) && CXXFLAGS="$(SANITIZE)" LDFLAGS="-fsanitize=address,undefined" \
+		node $(NODE_GYP) rebuild $(NODEDIR_FLAG) -j 2
+	nm -D $(ASAN_DIR)/build/Release/shardsnap_rocksdb.node | grep -q __asan_
+	SHARDSNAP_ADDON_DIR=$(CURDIR)/$(ASAN_DIR)/build/Release \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		npx ava $(NATIVE_TESTS)
 
 bench: build
 	@bash scripts/setup-system.sh $(BENCH_PACKAGES)

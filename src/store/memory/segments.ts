@@ -13,7 +13,11 @@ interface SegmentsBinding {
 
 const ADDON_RELATIVE = path.join('native', 'build', 'Release', 'shardsnap_segments.node');
 // Sources run from src/store/memory, compiled output from dist/src/store/memory.
+// SHARDSNAP_ADDON_DIR: another build of the addons (see the RocksDB binding).
 const ADDON_CANDIDATES = [
+  ...(process.env.SHARDSNAP_ADDON_DIR
+    ? [path.join(process.env.SHARDSNAP_ADDON_DIR, 'shardsnap_segments.node')]
+    : []),
   path.join(__dirname, '../../..', ADDON_RELATIVE),
   path.join(__dirname, '../../../..', ADDON_RELATIVE),
 ];

@@ -286,7 +286,12 @@ interface NativeBinding {
 const ADDON_RELATIVE = path.join('native', 'build', 'Release', 'shardsnap_rocksdb.node');
 
 // Sources run from src/store/rocksdb, compiled output from dist/src/store/rocksdb.
+// SHARDSNAP_ADDON_DIR: another build of the addons (`make test-native-asan` builds one
+// with AddressSanitizer and UndefinedBehaviorSanitizer).
 const ADDON_CANDIDATES = [
+  ...(process.env.SHARDSNAP_ADDON_DIR
+    ? [path.join(process.env.SHARDSNAP_ADDON_DIR, 'shardsnap_rocksdb.node')]
+    : []),
   path.join(__dirname, '../../..', ADDON_RELATIVE),
   path.join(__dirname, '../../../..', ADDON_RELATIVE),
 ];
