@@ -306,3 +306,38 @@ test('a Write with an expiry beyond 2^53 ms says what is wrong with it', async (
   t.true(isShardsnapError(error, ErrorCodes.invalidArgument), String(error));
   t.regex(error?.message ?? '', /expire_at_ms \d+ is not a time in ms between 0 and 2\^53-1/);
 });
+
+test('a build that fills its disk fails with RESOURCE_EXHAUSTED and the node goes on serving', async (t) => {
+  t.timeout(60_000);
+  const { execFileSync } = await import('node:child_process');
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const dir = await mkdtemp(`${tmpdir()}/shardsnap-full-`);
+  try {
+    // A 4 MiB file system: needs root and the right to mount, as on the CI machines.
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir], { stdio: 'ignore' });
+  } catch {
+    await rm(dir, { recursive: true, force: true });
+    t.log('cannot mount a small file system here: not checked');
+    t.pass();
+    return;
+  }
+  const node = await startNode({ dataDir: dir });
+  t.teardown(async () => {
+    await node.stop();
+    execFileSync('umount', [dir]);
+    await rm(dir, { recursive: true, force: true });
+  });
+  for (let i = 0; i < 8; i++) await node.client.write(stringSets(`full${i}-`, 1000, 1024));
+  const created = await node.client.createSnapshot();
+  await t.throwsAsync(node.client.waitReady(created.id));
+  const fetched = await t.throwsAsync(
+    node.client.fetchToFile({
+      out: `${tmpdir()}/never-${created.id}.snap`,
+      snapshotId: created.id,
+    }),
+  );
+  t.true(isShardsnapError(fetched, ErrorCodes.resourceExhausted), String(fetched));
+  t.regex(fetched?.message ?? '', /ENOSPC|no space/i);
+  t.is((await node.client.stats()).keyCount, 8000);
+});
