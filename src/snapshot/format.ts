@@ -91,8 +91,8 @@ function checkHeader(header: ArtifactHeader): void {
     bad(`unknown kind ${String(header.kind)}`);
   if (!Number.isSafeInteger(header.seq) || header.seq < 0) bad(`seq ${String(header.seq)}`);
   if (typeof header.full !== 'boolean') bad('full must be true or false');
-  if (!Array.isArray(header.slots) || header.slots.length === 0) {
-    bad('slots must be a non-empty list of ranges');
+  if (!Array.isArray(header.slots) || (header.slots.length === 0 && header.full !== true)) {
+    bad('slots must be a non-empty list of ranges (or empty with full)');
   }
   let slots: SlotRange[] = [];
   try {
