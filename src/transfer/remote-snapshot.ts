@@ -35,7 +35,8 @@ export function getSnapshot(conn: Connection, id: string): Promise<SnapshotInfo_
  * effort with a short deadline: a snapshot left behind expires with the node's TTL.
  */
 export async function deleteRemoteSnapshot(conn: Connection, id: string): Promise<void> {
+  // With force: the stream that just read it may not have let go of it yet on the node.
   await call('DeleteSnapshot', (cb) =>
-    conn.snapshots.DeleteSnapshot({ id }, { deadline: Date.now() + 5_000 }, cb),
+    conn.snapshots.DeleteSnapshot({ id, force: true }, { deadline: Date.now() + 5_000 }, cb),
   ).catch(() => undefined);
 }
