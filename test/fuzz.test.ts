@@ -4,14 +4,10 @@
  * a ShardsnapError (never a TypeError, a RangeError or a hang). A fixed seed and a bounded
  * number of runs in `make test`; `make fuzz` runs many more (FUZZ_RUNS, FUZZ_SEED).
  */
-import { readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import test from 'ava';
 import fc from 'fast-check';
-import { syntheticBatches } from '../src/client/synthetic';
 import { ShardsnapError } from '../src/core';
 import {
-  ArtifactWriter,
   FilesDecoder,
   MAGIC,
   RecordsDecoder,
@@ -19,9 +15,7 @@ import {
   encodeHeader,
   tryDecodeHeader,
 } from '../src/snapshot';
-import { MemoryStore } from '../src/store';
-import { memoryScan } from '../src/strategies';
-import { tempDir } from './helpers/nodes';
+import { buildArtifact } from './helpers/artifacts';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 150);
 const SEED = Number(process.env.FUZZ_SEED ?? 20261202);
@@ -48,39 +42,10 @@ let artifact: Promise<Buffer> | undefined;
 
 /** A small valid records artifact (mixed types), built once. */
 function validArtifact(): Promise<Buffer> {
-  artifact ??= (async () => {
-    const store = new MemoryStore();
-    for (const batch of syntheticBatches({ keys: 60, valueSize: 24, types: 'mixed', seed: 5 }))
-      await store.write(batch);
-    const dir = await tempDir();
-    const path = join(dir, 'a.bin');
-    const prepared = await memoryScan.prepare(store, {
-      slots: [{ start: 0, end: 16383 }],
-      full: true,
-    });
-    const writer = await ArtifactWriter.create(path, () => undefined);
-    await prepared.write(
-      writer,
-      {
-        format_version: 1,
-        kind: 'records',
-        snapshot_id: 'fuzz',
-        node_id: 'n',
-        backend: 'memory',
-        strategy: 'memory-scan',
-        seq: prepared.seq,
-        slots: [{ start: 0, end: 16383 }],
-        full: true,
-        created_at_ms: 0,
-      },
-      new AbortController().signal,
-    );
-    await writer.finish();
-    await prepared.release();
-    const bytes = await readFile(path);
-    await rm(dir, { recursive: true, force: true });
-    return bytes;
-  })();
+  artifact ??= buildArtifact(60, 24, 5).then(async (built) => {
+    await built.cleanup();
+    return built.buf;
+  });
   return artifact;
 }
 

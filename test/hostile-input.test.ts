@@ -8,10 +8,9 @@ import {
   MAX_RECORD_FRAME_BYTES,
   RecordsDecoder,
   decodeChunk,
-  encodeChunk,
   encodeHeader,
 } from '../src/snapshot';
-import { stringSets } from './helpers/harness';
+import { installMessage, rawInstall, stringSets } from './helpers/harness';
 import { startNode } from './helpers/nodes';
 
 const HEADER = encodeHeader({
@@ -87,27 +86,12 @@ test('InstallSnapshot refuses an oversized frame at once and leaves the store as
   const claim = Buffer.alloc(4);
   claim.writeUInt32LE(0xfffffff0);
   const raw = Buffer.concat([HEADER, claim, Buffer.alloc(1 << 20)]);
-  const chunk = encodeChunk(0, raw, 'none');
   const started = performance.now();
-  const code = await new Promise<number>((resolve) => {
-    const stream = node.client.connection.snapshots.InstallSnapshot((error) =>
-      resolve(error ? error.code : 0),
-    );
-    stream.on('error', () => undefined);
-    stream.write({
-      snapshotId: 'hostile',
-      offset: 0,
-      data: chunk.data,
-      crc32c: chunk.crc32c,
-      compression: 'COMPRESSION_NONE',
-      rawLength: chunk.rawLength,
-      last: false,
-      sha256: '',
-      info: null,
-      force: false,
-    });
-    // The client keeps the stream open: the node answers on the frame's claim alone.
+  // The client keeps the stream open: the node answers on the frame's claim alone.
+  const { error } = await rawInstall(node.client.connection, [installMessage(0, raw)], {
+    end: false,
   });
+  const code = error?.code;
   t.is(code, grpc.status.DATA_LOSS);
   t.true(performance.now() - started < 5_000);
   t.deepEqual(await node.client.digest(), before);
@@ -136,26 +120,10 @@ test('a zstd chunk is decompressed only up to its raw_length, itself bounded by 
 test('an install chunk with a compression this node does not know is INVALID_ARGUMENT', async (t) => {
   const node = await startNode();
   t.teardown(() => node.stop());
-  const chunk = encodeChunk(0, HEADER, 'none');
-  const code = await new Promise<number>((resolve) => {
-    const stream = node.client.connection.snapshots.InstallSnapshot((error) =>
-      resolve(error ? error.code : 0),
-    );
-    stream.on('error', () => undefined);
-    stream.write({
-      snapshotId: 'hostile',
-      offset: 0,
-      data: chunk.data,
-      crc32c: chunk.crc32c,
-      compression: 7 as unknown as 'COMPRESSION_NONE',
-      rawLength: chunk.rawLength,
-      last: false,
-      sha256: '',
-      info: null,
-      force: false,
-    });
-    stream.end();
-  });
+  const { error } = await rawInstall(node.client.connection, [
+    installMessage(0, HEADER, { compression: 7 as unknown as 'COMPRESSION_NONE' }),
+  ]);
+  const code = error?.code;
   t.is(code, grpc.status.INVALID_ARGUMENT);
 });
 
@@ -189,30 +157,11 @@ test('data after the last chunk of an install is INVALID_ARGUMENT and nothing is
   const out = `${await mkdtemp(`${tmpdir()}/shardsnap-hostile-`)}/a.snap`;
   const fetched = await source.client.fetchToFile({ out });
   const artifact = await readFile(out);
-  const message = (offset: number, raw: Buffer, last: boolean) => {
-    const chunk = encodeChunk(offset, raw, 'none');
-    return {
-      snapshotId: 'extra',
-      offset,
-      data: chunk.data,
-      crc32c: chunk.crc32c,
-      compression: 'COMPRESSION_NONE' as const,
-      rawLength: chunk.rawLength,
-      last,
-      sha256: last ? fetched.sha256 : '',
-      info: null,
-      force: false,
-    };
-  };
-  const code = await new Promise<number>((resolve) => {
-    const stream = target.client.connection.snapshots.InstallSnapshot((error) =>
-      resolve(error ? error.code : 0),
-    );
-    stream.on('error', () => undefined);
-    stream.write(message(0, artifact, true));
-    stream.write(message(artifact.length, Buffer.from('more'), false));
-    stream.end();
-  });
+  const { error } = await rawInstall(target.client.connection, [
+    installMessage(0, artifact, { last: true, sha256: fetched.sha256 }),
+    installMessage(artifact.length, Buffer.from('more')),
+  ]);
+  const code = error?.code;
   t.is(code, grpc.status.INVALID_ARGUMENT);
   t.deepEqual(await target.client.digest(), before);
   // The same artifact without the extra message installs.
@@ -245,12 +194,8 @@ test('install and fetch streams that make no progress are closed after --stream-
   for (let i = 0; i < 4; i++) await node.client.write(stringSets(`idle${i}-`, 500, 2048));
   // An install stream that sends nothing.
   const started = performance.now();
-  const installCode = await new Promise<number>((resolve) => {
-    const stream = node.client.connection.snapshots.InstallSnapshot((error) =>
-      resolve(error ? error.code : 0),
-    );
-    stream.on('error', () => undefined);
-  });
+  const { error: idle } = await rawInstall(node.client.connection, [], { end: false });
+  const installCode = idle?.code;
   t.is(installCode, grpc.status.UNAVAILABLE);
   t.true(performance.now() - started < 5_000);
   // A fetch whose client stops reading (small windows, so the node has to wait for it).

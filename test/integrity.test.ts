@@ -3,15 +3,14 @@ import { crc32c } from '@node-rs/crc32';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { status, type ServiceError } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { compress } from 'zstd-napi';
 import { ShardsnapClient, loadSynthetic } from '../src/client';
 import { NodeFetch } from '../src/transfer';
-import type { Connection } from '../src/wire';
 import { ErrorCodes, encodeRecord, isShardsnapError } from '../src/core';
 import type { SnapshotChunk } from '../src/generated/shardsnap/v1/SnapshotChunk';
 import { RecordsDecoder, verifyArtifactFile } from '../src/snapshot';
-import { TcpProxy, b, flipByte, nodeFor, sha256, tempDirFor } from './helpers/harness';
+import { TcpProxy, b, flipByte, nodeFor, rawInstall, sha256, tempDirFor } from './helpers/harness';
 import type { TestNode } from './helpers/nodes';
 
 const CHUNK = 4096;
@@ -34,29 +33,6 @@ function chunksOf(artifact: Buffer, chunkSize = CHUNK): SnapshotChunk[] {
     });
   }
   return chunks;
-}
-
-/** Sends the messages on a raw InstallSnapshot stream, then ends it; resolves with the status. */
-function rawInstall(
-  conn: Connection,
-  messages: readonly SnapshotChunk[],
-): Promise<{ error?: ServiceError; keys?: number }> {
-  return new Promise((resolve) => {
-    const stream = conn.snapshots.InstallSnapshot(
-      { deadline: Date.now() + 15_000 },
-      (error, response) => {
-        if (error) resolve({ error });
-        else resolve({ keys: Number(response?.keysInstalled) });
-      },
-    );
-    stream.on('error', () => undefined);
-    void (async () => {
-      for (const message of messages) {
-        if (!stream.write(message)) await new Promise((r) => stream.once('drain', r));
-      }
-      stream.end();
-    })().catch(() => undefined);
-  });
 }
 
 interface Fixture {

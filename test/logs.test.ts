@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -8,7 +7,7 @@ import pino from 'pino';
 import { ShardsnapClient } from '../src/client';
 import { ErrorCodes, isShardsnapError } from '../src/core';
 import type { PullProgress__Output } from '../src/generated/shardsnap/v1/PullProgress';
-import { BIN } from './helpers/cli';
+import { BIN, spawnServe } from './helpers/cli';
 import { nodeFor, stringSets, tempDirFor, waitFor } from './helpers/harness';
 import type { TestNode } from './helpers/nodes';
 import { TOKENS, writeTokenFile } from './helpers/tls';
@@ -279,56 +278,6 @@ test('tokens never reach the logs, whether accepted, refused or sent to peers', 
   checkEveryLine(t, puller.log, 'log-secure-puller');
   checkEveryLine(t, stranger.log, 'log-secure-stranger');
 });
-
-interface Spawned {
-  child: ChildProcess;
-  address: string;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/**
- * Spawns the built CLI's `serve` on 127.0.0.1:0 and waits for `listening on HOST:PORT`,
- * keeping all it writes. Killed by its pid when the test ends, if still running.
- */
-async function spawnServe(t: ExecutionContext, args: readonly string[]): Promise<Spawned> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
-  t.teardown(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    process.kill(child.pid!, 'SIGTERM');
-    const timer = setTimeout(() => {
-      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
-    }, 5_000);
-    await exited;
-    clearTimeout(timer);
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (data: Buffer) => (out += data.toString()));
-  child.stderr.on('data', (data: Buffer) => (err += data.toString()));
-  const address = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`serve did not start: ${out} ${err}`)), 60_000);
-    const check = (): void => {
-      const match = /listening on (\S+:\d+)/.exec(out);
-      if (!match) return;
-      clearTimeout(timer);
-      child.stdout.off('data', check);
-      resolve(match[1] as string);
-    };
-    child.stdout.on('data', check);
-    void exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`serve exited before listening: ${out} ${err}`));
-    });
-  });
-  return { child, address, stdout: () => out, stderr: () => err, exited };
-}
 
 test('shardsnap serve writes only JSON lines with its nodeId to stderr, and stops cleanly on SIGTERM', async (t) => {
   t.timeout(120_000);

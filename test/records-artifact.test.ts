@@ -1,51 +1,7 @@
-import { readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import test from 'ava';
-import { syntheticBatches } from '../src/client/synthetic';
 import { isShardsnapError } from '../src/core';
-import { ArtifactWriter, RecordsDecoder, verifyArtifactFile } from '../src/snapshot';
-import { MemoryStore } from '../src/store';
-import { memoryScan } from '../src/strategies';
-import { tempDir } from './helpers/nodes';
-
-async function buildArtifact(
-  keys: number,
-): Promise<{ path: string; buf: Buffer; sha256: string; cleanup: () => Promise<void> }> {
-  const store = new MemoryStore();
-  for (const batch of syntheticBatches({ keys, valueSize: 40, types: 'mixed', seed: 9 }))
-    await store.write(batch);
-  const dir = await tempDir();
-  const path = join(dir, 'artifact.bin');
-  const prepared = await memoryScan.prepare(store, {
-    slots: [{ start: 0, end: 16383 }],
-    full: true,
-  });
-  const writer = await ArtifactWriter.create(path, () => undefined);
-  await prepared.write(
-    writer,
-    {
-      format_version: 1,
-      kind: 'records',
-      snapshot_id: 'test',
-      node_id: 'n',
-      backend: 'memory',
-      strategy: 'memory-scan',
-      seq: prepared.seq,
-      slots: [{ start: 0, end: 16383 }],
-      full: true,
-      created_at_ms: 0,
-    },
-    new AbortController().signal,
-  );
-  const { sha256 } = await writer.finish();
-  await prepared.release();
-  return {
-    path,
-    buf: await readFile(path),
-    sha256,
-    cleanup: () => rm(dir, { recursive: true, force: true }),
-  };
-}
+import { RecordsDecoder, verifyArtifactFile } from '../src/snapshot';
+import { buildArtifact } from './helpers/artifacts';
 
 test('the decoder yields every record whatever the piece sizes', async (t) => {
   const { buf, cleanup } = await buildArtifact(2000);

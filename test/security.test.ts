@@ -10,7 +10,7 @@ import { ErrorCodes, isShardsnapError, slotOf } from '../src/core';
 import { REQUIRED_ROLE } from '../src/server/security/access';
 import { TokenTable } from '../src/server/security/tokens';
 import { type ClientSecurity, Connection, loadProto } from '../src/wire';
-import { b, stringSets, tempDirFor } from './helpers/harness';
+import { b, installMessage, rawInstall, stringSets, tempDirFor } from './helpers/harness';
 import { BIN } from './helpers/cli';
 import { startNode } from './helpers/nodes';
 import { TOKENS, clientTls, makePki, writeTokenFile } from './helpers/tls';
@@ -409,7 +409,7 @@ test('client security settings are checked before anything is dialed', async (t)
 });
 
 test('an install whose header lists no slots, or a partial files artifact, is refused before anything is staged', async (t) => {
-  const { encodeChunk, encodeHeader } = await import('../src/snapshot');
+  const { encodeHeader } = await import('../src/snapshot');
   const node = await startNode({ slots: [{ start: 0, end: 8191 }] });
   t.teardown(() => node.stop());
   await node.client.write(stringSets('kept', 300).filter((m) => slotOfMutation(m) <= 8191));
@@ -439,27 +439,10 @@ test('an install whose header lists no slots, or a partial files artifact, is re
     { ...header, slots: [{ start: 5, end: 1 }], full: false },
   ];
   for (const h of crafted) {
-    const raw = encodeHeader(h);
-    const chunk = encodeChunk(0, raw, 'none');
-    const code = await new Promise<number>((resolve) => {
-      const stream = node.client.connection.snapshots.InstallSnapshot((error) =>
-        resolve(error ? error.code : 0),
-      );
-      stream.on('error', () => undefined);
-      stream.write({
-        snapshotId: 'crafted',
-        offset: 0,
-        data: chunk.data,
-        crc32c: chunk.crc32c,
-        compression: 'COMPRESSION_NONE',
-        rawLength: chunk.rawLength,
-        last: false,
-        sha256: '',
-        info: null,
-        force: false,
-      });
-      stream.end();
-    });
+    const { error } = await rawInstall(node.client.connection, [
+      installMessage(0, encodeHeader(h)),
+    ]);
+    const code = error?.code;
     t.is(code, grpc.status.DATA_LOSS, JSON.stringify(h));
   }
   t.deepEqual(await node.client.digest(), before);

@@ -49,9 +49,66 @@ export interface ServedNode {
   child: ChildProcess;
 }
 
+/** A `shardsnap serve` process started by a test. */
+export interface SpawnedServe {
+  child: ChildProcess;
+  address: string;
+  /** Everything the process wrote so far. */
+  stdout: () => string;
+  stderr: () => string;
+  /** Resolves with the exit code (or the signal that ended the process). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
 /**
- * Spawns `shardsnap serve` on 127.0.0.1:0 with a temp data dir and waits for its
- * `listening on HOST:PORT` line. The process is stopped by its pid when the test ends.
+ * Spawns `shardsnap serve --listen 127.0.0.1:0 ...args` and waits for the address it
+ * prints (`listening on HOST:PORT`, or `{"listening": ...}` with --json). A process still
+ * running when the test ends is stopped by its pid (SIGKILL after 5 s).
+ */
+export async function spawnServe(
+  t: ExecutionContext,
+  args: readonly string[],
+): Promise<SpawnedServe> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  t.teardown(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    process.kill(child.pid!, 'SIGTERM');
+    const timer = setTimeout(() => {
+      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
+    }, 5_000);
+    await exited;
+    clearTimeout(timer);
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (data: Buffer) => (out += data.toString()));
+  child.stderr.on('data', (data: Buffer) => (err += data.toString()));
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve did not start: ${out} ${err}`)), 60_000);
+    const check = (): void => {
+      const match = /listening on (\S+:\d+)/.exec(out) ?? /"listening":"([^"]+:\d+)"/.exec(out);
+      if (!match) return;
+      clearTimeout(timer);
+      child.stdout.off('data', check);
+      resolve(match[1] as string);
+    };
+    child.stdout.on('data', check);
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`serve exited before listening: ${out} ${err}`));
+    });
+  });
+  return { child, address, stdout: () => out, stderr: () => err, exited };
+}
+
+/**
+ * Spawns `shardsnap serve` on 127.0.0.1:0 with a temp data dir (or `existingDataDir`)
+ * and waits for it to listen; see spawnServe.
  */
 export async function serve(
   t: ExecutionContext,
@@ -59,53 +116,12 @@ export async function serve(
   existingDataDir?: string,
 ): Promise<ServedNode> {
   const dataDir = existingDataDir ?? (await tempDirFor(t, 'shardsnap-cli-'));
-  const child = spawn(
-    process.execPath,
-    [
-      BIN,
-      'serve',
-      '--listen',
-      '127.0.0.1:0',
-      '--data-dir',
-      dataDir,
-      '--log-level',
-      'warn',
-      ...extra,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      process.kill(child.pid!, 'SIGTERM');
-      const timer = setTimeout(() => {
-        if (child.exitCode === null && child.signalCode === null)
-          process.kill(child.pid!, 'SIGKILL');
-      }, 3_000);
-      await exited;
-      clearTimeout(timer);
-    }
-  });
-  let stderr = '';
-  child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(
-      () => reject(new Error(`serve did not start in time: ${out} ${stderr}`)),
-      60_000,
-    );
-    child.stdout.on('data', (data: Buffer) => {
-      out += data.toString();
-      const match = /listening on (\S+:\d+)/.exec(out);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match[1] as string);
-      }
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`serve exited before listening: ${out} ${stderr}`));
-    });
-  });
+  const { address, child } = await spawnServe(t, [
+    '--data-dir',
+    dataDir,
+    '--log-level',
+    'warn',
+    ...extra,
+  ]);
   return { address, dataDir, child };
 }

@@ -12,7 +12,7 @@ import { credentials } from '@grpc/grpc-js';
 import type { Connection } from '../../src/wire';
 import { type Mutation, cloneEntry } from '../../src/core';
 import type { SnapshotsClient } from '../../src/generated/shardsnap/v1/Snapshots';
-import { RecordsWriter } from '../../src/snapshot';
+import { RecordsWriter, encodeChunk } from '../../src/snapshot';
 import {
   type SnapshotStrategy,
   type StrategyRegistry,
@@ -20,7 +20,10 @@ import {
 } from '../../src/strategies';
 import { loadProto } from '../../src/wire/proto';
 import type { FetchSnapshotRequest } from '../../src/generated/shardsnap/v1/FetchSnapshotRequest';
-import type { SnapshotChunk__Output } from '../../src/generated/shardsnap/v1/SnapshotChunk';
+import type {
+  SnapshotChunk,
+  SnapshotChunk__Output,
+} from '../../src/generated/shardsnap/v1/SnapshotChunk';
 import type { Value__Output } from '../../src/generated/shardsnap/v1/Value';
 import { type TestNode, startNode, tempDir } from './nodes';
 
@@ -347,4 +350,53 @@ export function strategiesWith(...extra: SnapshotStrategy[]): StrategyRegistry {
 /** Flips the bits of `mask` in the byte at `at`, in place. */
 export function flipByte(buf: Buffer, at: number, mask = 0x01): void {
   buf[at] = (buf[at] as number) ^ mask;
+}
+
+/**
+ * Sends the messages on a raw InstallSnapshot stream, then ends it (unless `end` is
+ * false: the stream stays open, as a client that stopped sending); resolves with the status.
+ */
+export function rawInstall(
+  conn: Connection,
+  messages: readonly SnapshotChunk[],
+  options: { end?: boolean } = {},
+): Promise<{ error?: grpc.ServiceError; keys?: number }> {
+  return new Promise((resolve) => {
+    const stream = conn.snapshots.InstallSnapshot(
+      { deadline: Date.now() + 15_000 },
+      (error, response) => {
+        if (error) resolve({ error });
+        else resolve({ keys: Number(response?.keysInstalled) });
+      },
+    );
+    stream.on('error', () => undefined);
+    void (async () => {
+      for (const message of messages) {
+        if (!stream.write(message)) await new Promise((r) => stream.once('drain', r));
+      }
+      if (options.end !== false) stream.end();
+    })().catch(() => undefined);
+  });
+}
+
+/** One uncompressed InstallSnapshot message of `raw` at `offset`; `fields` override. */
+export function installMessage(
+  offset: number,
+  raw: Buffer,
+  fields: Partial<SnapshotChunk> = {},
+): SnapshotChunk {
+  const chunk = encodeChunk(offset, raw, 'none');
+  return {
+    snapshotId: 'raw-install',
+    offset,
+    data: chunk.data,
+    crc32c: chunk.crc32c,
+    compression: 'COMPRESSION_NONE',
+    rawLength: chunk.rawLength,
+    last: false,
+    sha256: '',
+    info: null,
+    force: false,
+    ...fields,
+  };
 }

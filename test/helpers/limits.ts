@@ -3,14 +3,14 @@
  * loopback port, the standard health check of a node, and `shardsnap serve --json` run as
  * a child process whose exit can be awaited.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { ExecutionContext } from 'ava';
 import { protoPath as healthProto } from 'grpc-health-check';
 import type { ShardsnapClient } from '../../src/client';
-import { BIN } from './cli';
+import { spawnServe } from './cli';
 import { stringSets, tempDirFor } from './harness';
 
 export const KiB = 1024;
@@ -91,48 +91,8 @@ export async function serveJson(
   extra: readonly string[] = [],
 ): Promise<JsonServedNode> {
   const dataDir = await tempDirFor(t, 'shardsnap-limits-');
-  const child = spawn(
-    process.execPath,
-    [BIN, 'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--json', ...extra],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
-  t.teardown(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    process.kill(child.pid!, 'SIGTERM');
-    const timer = setTimeout(() => {
-      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
-    }, 3_000);
-    await exited;
-    clearTimeout(timer);
-  });
-  let stderr = '';
-  child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(
-      () => reject(new Error(`serve did not start in time: ${out} ${stderr}`)),
-      60_000,
-    );
-    child.stdout.on('data', (data: Buffer) => {
-      out += data.toString();
-      const line = out.split('\n').find((l) => l.includes('"listening"'));
-      if (!line) return;
-      clearTimeout(timer);
-      try {
-        resolve((JSON.parse(line) as { listening: string }).listening);
-      } catch (error) {
-        reject(new Error(`serve printed no JSON: ${line}`, { cause: error }));
-      }
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`serve exited before listening: ${out} ${stderr}`));
-    });
-  });
-  return { address, dataDir, child, stderr: () => stderr, exited };
+  const served = await spawnServe(t, ['--data-dir', dataDir, '--json', ...extra]);
+  return { ...served, dataDir };
 }
 
 /** The JSON log lines (pino) among `text`; other lines are skipped. */
