@@ -17,6 +17,8 @@ export const EXIT_CODES: Record<ErrorCode | 'usage', number> = {
   [ErrorCodes.internal]: 1,
   [ErrorCodes.moved]: 5,
   [ErrorCodes.tryAgain]: 7,
+  [ErrorCodes.deadlineExceeded]: 7,
+  [ErrorCodes.unimplemented]: 1,
 };
 
 export interface OutputOptions {

@@ -18,6 +18,8 @@ const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
   [ErrorCodes.internal]: grpc.status.INTERNAL,
   [ErrorCodes.moved]: grpc.status.FAILED_PRECONDITION,
   [ErrorCodes.tryAgain]: grpc.status.UNAVAILABLE,
+  [ErrorCodes.deadlineExceeded]: grpc.status.DEADLINE_EXCEEDED,
+  [ErrorCodes.unimplemented]: grpc.status.UNIMPLEMENTED,
 };
 
 /** Codes that share a status with a more general one; a status maps back to the general one. */
