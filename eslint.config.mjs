@@ -60,5 +60,20 @@ export default tseslint.config(
       'import-x/no-restricted-paths': ['error', { zones: layerZones }],
     },
   },
+  {
+    // Errors in src/ are domain errors with a stable code and reason (see src/core/errors.ts).
+    files: ['src/**/*.ts'],
+    ignores: ['src/core/errors.ts', 'src/generated/**'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: 'NewExpression[callee.name="Error"]',
+          message:
+            'Throw a ShardsnapError through the helpers of src/core/errors.ts (internal(), invalidArgument(), asError(), ...), not a bare Error.',
+        },
+      ],
+    },
+  },
   { files: ['**/*.mjs', 'bin/**'], ...tseslint.configs.disableTypeChecked },
 );

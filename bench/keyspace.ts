@@ -347,7 +347,7 @@ async function gcDuringFetch(
       );
     }
   } finally {
-    await a.deleteSnapshot(build.id);
+    await a.deleteSnapshot({ snapshotId: build.id });
   }
   return runs;
 }
@@ -406,7 +406,7 @@ async function pullRuns(run: SetRun, nodeK: NodeProcess, a: ShardsnapClient): Pr
       await removeDir(dataDir);
       // The pull's snapshot stays READY on node K: remove it (disk, and the next run's build).
       for (const s of await a.listSnapshots().catch(() => []))
-        if (!before.has(s.id)) await a.deleteSnapshot(s.id).catch(() => undefined);
+        if (!before.has(s.id)) await a.deleteSnapshot({ snapshotId: s.id }).catch(() => undefined);
     }
   }
   return { runs, digestMatch, digestError, digestMs };

@@ -138,7 +138,7 @@ async function seed(config: BenchConfig, tmp: string): Promise<Seeded> {
     );
     const created = await client.createSnapshot();
     const info = await withTimeout(
-      client.waitReady(created.id),
+      client.waitReady({ snapshotId: created.id }),
       config.limitsStepTimeoutMs,
       'building the seed snapshot',
     );
@@ -475,7 +475,7 @@ class SteadyWriter {
     const value = this.values[this.state & 15] as Buffer;
     const at = performance.now();
     this.inFlight++;
-    this.client.write([{ op: 'set', key, value, expireAtMs: 0 }]).then(
+    this.client.write({ mutations: [{ op: 'set', key, value, expireAtMs: 0 }] }).then(
       () => {
         this.inFlight--;
         this.samples.push({ at, ms: performance.now() - at });
@@ -648,7 +648,7 @@ async function pullUnderWrites(
     try {
       for await (const progress of pullClient.pull(
         { source: source.address, snapshotId: seeded.id },
-        abort.signal,
+        { signal: abort.signal },
       )) {
         bytes = Number(progress.bytesReceived);
         if (progress.done) {

@@ -141,7 +141,7 @@ export async function createFetchRuns(
     }
     ours.push({ ms, bytes: result.bytes });
     await removeFetched(out);
-    await client.deleteSnapshot(result.info.id);
+    await client.deleteSnapshot({ snapshotId: result.info.id });
     log(`  create+fetch run ${run + 1}: ${formatMs(ms)} (${formatBytes(result.bytes)})`);
   }
   return ours;
@@ -252,7 +252,7 @@ export async function measureSlotRange(ctx: Context): Promise<Row> {
       keys: Number(build.info.keyCount),
       bytes: Number(build.info.sizeBytes),
     });
-    await a.deleteSnapshot(build.id);
+    await a.deleteSnapshot({ snapshotId: build.id });
     log(
       `  slot-range build run ${run + 1}: ${formatMs(build.ms)} (${formatCount(Number(build.info.keyCount))} keys)`,
     );
@@ -344,7 +344,7 @@ export async function measureWritesDuringBuild(
       timeoutMs: config.stepTimeoutMs,
       maxWrites: 1_000_000,
     });
-    await a.deleteSnapshot(build.id);
+    await a.deleteSnapshot({ snapshotId: build.id });
     const s = build.writes.samples;
     const p50 = percentile(s, 50);
     const p99 = percentile(s, 99);

@@ -112,7 +112,7 @@ async function waitUntilReady(
   pollMs = 5,
 ): Promise<SnapshotInfo__Output> {
   for (;;) {
-    const info = await client.getSnapshot(id);
+    const info = await client.getSnapshot({ snapshotId: id });
     if (info.state === 'READY') return info;
     if (info.state === 'FAILED') throw new Error(`snapshot ${id} failed: ${info.error}`);
     if (now() - started > timeoutMs) {
@@ -239,7 +239,7 @@ async function fullIteratorBuild(ctx: RocksContext): Promise<BuildResult> {
     timeoutMs: ctx.timeoutMs,
     strategy: ITERATOR,
   });
-  await ctx.client.deleteSnapshot(build.id);
+  await ctx.client.deleteSnapshot({ snapshotId: build.id });
   if (Number(build.info.keyCount) !== ctx.keys || build.info.kind !== 'records') {
     throw new Error(
       `full ${ITERATOR} snapshot: ${build.info.kind} with ${build.info.keyCount} keys, expected records with ${ctx.keys}`,
@@ -276,7 +276,7 @@ export async function measureCheckpoint(ctx: RocksContext): Promise<Row> {
     if (Number(ready.keyCount) !== keys)
       throw new Error(`checkpoint snapshot holds ${ready.keyCount} keys, expected ${keys}`);
     checkpoints.push({ rpcMs, readyMs, bytes: Number(ready.sizeBytes) });
-    if (ctx.checkpoint) await client.deleteSnapshot(created.id);
+    if (ctx.checkpoint) await client.deleteSnapshot({ snapshotId: created.id });
     else ctx.checkpoint = ready;
 
     const build = await fullIteratorBuild(ctx);
@@ -411,7 +411,7 @@ export async function measureRocksSlotRange(ctx: RocksContext): Promise<Row> {
       keys: Number(build.info.keyCount),
       bytes: Number(build.info.sizeBytes),
     });
-    if (ctx.range) await client.deleteSnapshot(build.id);
+    if (ctx.range) await client.deleteSnapshot({ snapshotId: build.id });
     else ctx.range = build.info;
     log(
       `  slot-range build run ${run + 1}: ${formatMs(build.ms)} (${formatCount(Number(build.info.keyCount))} keys, ${formatBytes(Number(build.info.sizeBytes))})`,
@@ -482,7 +482,7 @@ async function writeBatches(
   let failure: unknown;
   for (const batch of batches) {
     if (failed) break;
-    const write = client.write(batch).then(
+    const write = client.write({ mutations: batch }).then(
       () => undefined,
       (error: unknown) => {
         if (!failed) failure = error;
@@ -522,7 +522,7 @@ export async function measureRangeInstall(ctx: RocksContext): Promise<Row> {
   await removeFetched(out);
   if (records !== rangeKeys)
     throw new Error(`decoded ${records} records from the range artifact, expected ${rangeKeys}`);
-  const source = await client.digest(EIGHTH_OF_SLOTS);
+  const source = await client.digest({ slots: EIGHTH_OF_SLOTS });
   log(
     `  range artifact ${range.id}: ${formatCount(records)} records (${formatBytes(fetched.bytes)}) in ${batches.length} batches`,
   );
@@ -531,7 +531,10 @@ export async function measureRangeInstall(ctx: RocksContext): Promise<Row> {
   const puts: number[] = [];
   let digestsMatch = true;
   const sameAsSource = async (target: ShardsnapClient, what: string): Promise<void> => {
-    const [digest, stats] = await Promise.all([target.digest(EIGHTH_OF_SLOTS), target.stats()]);
+    const [digest, stats] = await Promise.all([
+      target.digest({ slots: EIGHTH_OF_SLOTS }),
+      target.stats(),
+    ]);
     if (
       digest.digest !== source.digest ||
       Number(digest.keyCount) !== Number(source.keyCount) ||
@@ -560,7 +563,7 @@ export async function measureRangeInstall(ctx: RocksContext): Promise<Row> {
       const result = await withTimeout(body(), timeoutMs, 'pull of the slot range');
       const ms = now() - t0;
       // The pull made its own range snapshot on node R; it is not needed any more.
-      if (snapshotId) await client.deleteSnapshot(snapshotId).catch(() => undefined);
+      if (snapshotId) await client.deleteSnapshot({ snapshotId }).catch(() => undefined);
       if (result.keys !== rangeKeys)
         throw new Error(`pull installed ${result.keys} keys, expected ${rangeKeys}`);
       if (run === 0) await sameAsSource(target, 'the pull');

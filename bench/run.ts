@@ -199,7 +199,7 @@ async function setup(
         `RSS ${formatBytes(build.rss.beforeBytes)} → peak ${formatBytes(build.rss.peakBytes)}`,
     );
     // The first stays READY for measurements 1 and 6; the rest are removed.
-    if (run > 0) await a.deleteSnapshot(build.id);
+    if (run > 0) await a.deleteSnapshot({ snapshotId: build.id });
   }
   return {
     nodeA,

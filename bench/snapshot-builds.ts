@@ -34,7 +34,7 @@ export async function buildUntilReady(
   );
   let polls = 0;
   for (;;) {
-    const info = await client.getSnapshot(created.id);
+    const info = await client.getSnapshot({ snapshotId: created.id });
     polls++;
     if (info.state === 'READY') return { id: created.id, ms: now() - started, info, polls };
     if (info.state === 'FAILED') throw new Error(`snapshot ${created.id} failed: ${info.error}`);
@@ -102,7 +102,7 @@ export async function writeLoop(
     const i = state % options.keys;
     const value = values[samples.length % values.length] as Buffer;
     const t0 = now();
-    await client.write([{ op: 'set', key: keyName(i), value, expireAtMs: 0 }]);
+    await client.write({ mutations: [{ op: 'set', key: keyName(i), value, expireAtMs: 0 }] });
     samples.push(now() - t0);
   }
   return { samples, ms: now() - started };

@@ -92,9 +92,11 @@ export class SplitWriter {
         const key = this.keys[index] as WriterKey;
         const seq = ++this.seq;
         const startedAt = performance.now();
-        const { address } = await this.routing.write([
-          { op: 'set', key: key.key, value: writerValue(seq, this.valueBytes), expireAtMs: 0 },
-        ]);
+        const { address } = await this.routing.write({
+          mutations: [
+            { op: 'set', key: key.key, value: writerValue(seq, this.valueBytes), expireAtMs: 0 },
+          ],
+        });
         this.samples.push({ startedAt, ms: performance.now() - startedAt });
         this.lastAcked.set(index, seq);
         this.ackedBy.set(address, (this.ackedBy.get(address) ?? 0) + 1);
@@ -130,9 +132,9 @@ export class SplitWriter {
       const entries = [...this.lastAcked];
       for (let at = 0; at < entries.length; at += 500) {
         const batch = entries.slice(at, at + 500);
-        const values = await client.read(
-          batch.map(([index]) => (this.keys[index] as WriterKey).key),
-        );
+        const values = await client.read({
+          keys: batch.map(([index]) => (this.keys[index] as WriterKey).key),
+        });
         batch.forEach(([index, seq], i) => {
           checked++;
           const value = values[i];

@@ -576,7 +576,7 @@ async function runSplit(
         `the target is not empty: owns ${rangesText(tgtStats.ownedSlots)}, ${tgtStats.keyCount} keys`,
       );
     log(`  target (${backend}, --slots none, pid ${target.pid}) on ${target.address}`);
-    const before = await src.digest([HALF_OF_SLOTS]);
+    const before = await src.digest({ slots: [HALF_OF_SLOTS] });
     if (Number(before.keyCount) !== expectedKeys)
       throw new Error(
         `the source holds ${before.keyCount} keys in slots 0-8191, the dataset ${expectedKeys}`,
@@ -596,7 +596,7 @@ async function runSplit(
       buildAloneWallMs: performance.now() - refStarted,
       buildAloneSourceThreads: diffCpu(refThreads, threadCpuMs(source.pid)),
     };
-    await src.deleteSnapshot(ref.id);
+    await src.deleteSnapshot({ snapshotId: ref.id });
     log(
       `  reference: slots 0-8191 built alone on the source in ${formatMs(ref.ms)} (${formatBytes(reference.buildAloneBytes)})`,
     );
@@ -628,32 +628,34 @@ async function runSplit(
     let done: MigrationStatus;
     try {
       done = await withTimeout(
-        migrateSlots(conn, {
-          source: source.address,
-          slots: [HALF_OF_SLOTS],
-          signal: controller.signal,
-          onEvent: (s) => {
-            const phaseChanged = events[events.length - 1]?.phase !== s.phase;
-            events.push({
-              t: performance.now() - started,
-              phase: s.phase,
-              nodeElapsedMs: s.elapsedMs,
-              bytes: s.bytes,
-              totalBytes: s.totalBytes,
-              keys: s.keys,
-              lag: s.lag,
-              changesApplied: s.changesApplied,
-              sourceCpuMs: processCpuMs(srcPid),
-              targetCpuMs: processCpuMs(tgtPid),
-              benchCpuMs: benchCpuMs(),
-              machineBusyMs: machineBusyMs(),
-              threads: phaseChanged
-                ? { source: threadCpuMs(srcPid), target: threadCpuMs(tgtPid) }
-                : undefined,
-              detail: s.detail,
-            });
+        migrateSlots(
+          conn,
+          { source: source.address, slots: [HALF_OF_SLOTS] },
+          {
+            signal: controller.signal,
+            onEvent: (s) => {
+              const phaseChanged = events[events.length - 1]?.phase !== s.phase;
+              events.push({
+                t: performance.now() - started,
+                phase: s.phase,
+                nodeElapsedMs: s.elapsedMs,
+                bytes: s.bytes,
+                totalBytes: s.totalBytes,
+                keys: s.keys,
+                lag: s.lag,
+                changesApplied: s.changesApplied,
+                sourceCpuMs: processCpuMs(srcPid),
+                targetCpuMs: processCpuMs(tgtPid),
+                benchCpuMs: benchCpuMs(),
+                machineBusyMs: machineBusyMs(),
+                threads: phaseChanged
+                  ? { source: threadCpuMs(srcPid), target: threadCpuMs(tgtPid) }
+                  : undefined,
+                detail: s.detail,
+              });
+            },
           },
-        }),
+        ),
         timeoutMs,
         'migrateSlots(0-8191)',
       );
@@ -685,7 +687,7 @@ async function runSplit(
       );
     // The writer overwrites dataset keys only (as the Redis writer does): no new keys.
     const newKeys = 0;
-    const targetKeys = Number((await tgt.digest([HALF_OF_SLOTS])).keyCount);
+    const targetKeys = Number((await tgt.digest({ slots: [HALF_OF_SLOTS] })).keyCount);
     if (targetKeys !== expectedKeys + newKeys || done.keys !== expectedKeys)
       throw new Error(
         `the target holds ${targetKeys} keys in slots 0-8191 after installing ${done.keys}; the dataset has ${expectedKeys}, new keys ${newKeys}`,

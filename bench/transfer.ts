@@ -165,7 +165,7 @@ async function loadAndSnapshot(
   );
   const created = await client.createSnapshot();
   const info = await withTimeout(
-    client.waitReady(created.id),
+    client.waitReady({ snapshotId: created.id }),
     config.transferStepTimeoutMs,
     `building the ${label} snapshot`,
   );
@@ -313,8 +313,8 @@ async function firstByte(config: BenchConfig, artifact: Artifact): Promise<Row> 
         stream.cancel();
       }
       samples.push(performance.now() - started);
-      await artifact.client.waitReady(created.id);
-      await artifact.client.deleteSnapshot(created.id);
+      await artifact.client.waitReady({ snapshotId: created.id });
+      await artifact.client.deleteSnapshot({ snapshotId: created.id });
     }
   } finally {
     conn.close();

@@ -1,13 +1,28 @@
-export * from './core';
-export * from './store';
-export * from './snapshot';
-export * from './strategies';
-export * from './build';
-export * from './wire';
-export * from './server';
-export * from './transfer';
+/*
+ * The package root is the client of shard nodes; it loads nothing of the node itself.
+ * The node and its parts are subpath exports: `shardsnap/server`, `shardsnap/store`,
+ * `shardsnap/snapshot`, `shardsnap/archive`, `shardsnap/transfer`, ... (see package.json).
+ */
 export * from './client';
-export * from './archive';
-export * from './changes';
-export * from './migration';
-export * from './ownership';
+export {
+  ERROR_DOMAIN,
+  type ErrorCode,
+  ErrorCodes,
+  type ErrorReason,
+  ErrorReasons,
+  ShardsnapError,
+  type ShardsnapErrorOptions,
+  hasReason,
+  isShardsnapError,
+} from './core/errors';
+export { MAX_SLOT, SLOT_COUNT, slotOf } from './core/slots';
+export {
+  ALL_SLOTS,
+  type SlotRange,
+  formatSlotRanges,
+  normalizeSlotRanges,
+  parseSlotRanges,
+  validateSlotRange,
+} from './core/slot-range';
+export type { Mutation, MutationOp } from './core/mutation';
+export { type ClientSecurityFiles, loadClientSecurity } from './wire/security';

@@ -10,17 +10,17 @@ test('an upload cut short by the store going away leaves no archive, and the nod
   const source = await nodeFor(t, { s3: s3.settings, nodeId: 'node-x' });
   // 16 MiB of incompressible values: four parts of 5 MiB.
   for (let i = 0; i < 4; i++) {
-    await source.client.write(
-      Array.from({ length: 4 }, (_, j) => ({
+    await source.client.write({
+      mutations: Array.from({ length: 4 }, (_, j) => ({
         op: 'set' as const,
         key: Buffer.from(`big:${i}:${j}`),
         value: Buffer.alloc(1 << 20, (i * 4 + j) % 251),
         expireAtMs: 0,
       })),
-    );
+    });
   }
   const created = await source.client.createSnapshot();
-  const snapshot = await source.client.waitReady(created.id);
+  const snapshot = await source.client.waitReady({ snapshotId: created.id });
   const parts: number[] = [];
   s3.onPart = async (part) => {
     parts.push(part);
@@ -84,17 +84,17 @@ test('a cancelled archive call stops the upload, releases the lease and leaves n
   const s3 = await s3For(t, { partSizeBytes: 5 << 20, queueSize: 1 });
   const source = await nodeFor(t, { s3: s3.settings });
   for (let i = 0; i < 4; i++) {
-    await source.client.write(
-      Array.from({ length: 4 }, (_, j) => ({
+    await source.client.write({
+      mutations: Array.from({ length: 4 }, (_, j) => ({
         op: 'set' as const,
         key: Buffer.from(`big:${i}:${j}`),
         value: Buffer.alloc(1 << 20, i * 4 + j),
         expireAtMs: 0,
       })),
-    );
+    });
   }
   const created = await source.client.createSnapshot();
-  const snapshot = await source.client.waitReady(created.id);
+  const snapshot = await source.client.waitReady({ snapshotId: created.id });
   const parts: number[] = [];
   s3.onPart = async (part) => {
     parts.push(part);
@@ -105,7 +105,7 @@ test('a cancelled archive call stops the upload, releases the lease and leaves n
   try {
     for await (const progress of source.client.archive(
       { snapshotId: snapshot.id, bucket: s3.bucket },
-      controller.signal,
+      { signal: controller.signal },
     )) {
       if (Number(progress.bytesUploaded) > 0) controller.abort();
     }
@@ -134,7 +134,7 @@ test('serve --archive-every archives on a schedule, keeps the newest N and stops
   let writing = true;
   const writer = (async () => {
     for (let i = 0; writing; i++) {
-      await node.client.write(stringSets(`k${i}:`, 20));
+      await node.client.write({ mutations: stringSets(`k${i}:`, 20) });
       await sleep(100);
     }
   })();

@@ -27,7 +27,7 @@ test('archiving holds memory bounded by the upload parts, not by the artifact', 
     );
   }
   const created = await node.client.createSnapshot();
-  const snapshot = await node.client.waitReady(created.id);
+  const snapshot = await node.client.waitReady({ snapshotId: created.id });
   const size = Number(snapshot.sizeBytes);
   t.true(size > 12 * PART);
 

@@ -29,7 +29,7 @@ async function archive(
 
 async function restore(client: ShardsnapClient, uri: string): Promise<PullProgress__Output> {
   let last: PullProgress__Output | undefined;
-  for await (const progress of client.restore(uri)) last = progress;
+  for await (const progress of client.restore({ uri })) last = progress;
   if (!last?.done) throw new Error('restore ended without a result');
   return last;
 }
@@ -55,7 +55,7 @@ async function seededSource(t: ExecutionContext, s3: TestS3, keys = 3000, valueS
   const source = await nodeFor(t, { s3: s3.settings, nodeId: 'node-a' });
   await loadSynthetic(source.client, { keys, valueSize, types: 'mixed', seed: 5 });
   const created = await source.client.createSnapshot();
-  const snapshot = await source.client.waitReady(created.id);
+  const snapshot = await source.client.waitReady({ snapshotId: created.id });
   return { source, snapshot };
 }
 
@@ -125,7 +125,7 @@ test('a RocksDB checkpoint (files artifact) archives and restores into a fresh R
   await loadSynthetic(source.client, { keys: 3000, valueSize: 64, types: 'mixed', seed: 9 });
   const created = await source.client.createSnapshot();
   t.is(created.kind, 'files');
-  const snapshot = await source.client.waitReady(created.id);
+  const snapshot = await source.client.waitReady({ snapshotId: created.id });
   const { info } = await archive(source.client, { snapshotId: snapshot.id, bucket: s3.bucket });
   t.is(info.kind, 'files');
   t.is(info.strategy, 'rocksdb-checkpoint');
@@ -189,7 +189,8 @@ test('a missing bucket or archive is NOT_FOUND, and the node keeps serving', asy
     'not_found',
   );
   t.is(
-    (await failure(source.client.deleteArchive('s3://archives/nothing/manifest.json'))).code,
+    (await failure(source.client.deleteArchive({ uri: 's3://archives/nothing/manifest.json' })))
+      .code,
     'not_found',
   );
   t.is((await failure(restore(source.client, 's3://Bad_Bucket/x/'))).code, 'invalid_argument');
@@ -209,7 +210,7 @@ test('refused credentials are PERMISSION_DENIED with a clear message', async (t)
   const node = await nodeFor(t, { s3: settings });
   await loadSynthetic(node.client, { keys: 10, valueSize: 8, types: 'string', seed: 1 });
   const created = await node.client.createSnapshot();
-  await node.client.waitReady(created.id);
+  await node.client.waitReady({ snapshotId: created.id });
   const error = await failure(archive(node.client, { snapshotId: created.id, bucket: s3.bucket }));
   t.is(error.code, 'permission_denied');
   t.regex(error.message, /InvalidAccessKeyId.*AWS_ACCESS_KEY_ID/);
@@ -227,7 +228,7 @@ test('an unreachable store is UNAVAILABLE after bounded retries', async (t) => {
   const node = await nodeFor(t, { s3: settings });
   await loadSynthetic(node.client, { keys: 10, valueSize: 8, types: 'string', seed: 1 });
   const created = await node.client.createSnapshot();
-  await node.client.waitReady(created.id);
+  await node.client.waitReady({ snapshotId: created.id });
   const started = Date.now();
   const error = await failure(archive(node.client, { snapshotId: created.id, bucket: 'archives' }));
   t.is(error.code, 'unavailable');

@@ -469,7 +469,7 @@ for (const backend of ['memory', 'rocksdb']) {
     const target = await nodeFor(t);
     await loadSynthetic(source.client, { keys: 1500, valueSize: 40, types: 'mixed', seed: 21 });
     const random = prng(backend === 'memory' ? 5 : 6);
-    for (let i = 0; i < 30; i++) await source.client.write(randomMutations(random));
+    for (let i = 0; i < 30; i++) await source.client.write({ mutations: randomMutations(random) });
     const range = [{ start: 0, end: 8191 }];
     const { incarnation } = await source.client.stats();
     const info = await source.client.createSnapshot({ slots: range });
@@ -492,7 +492,7 @@ for (const backend of ['memory', 'rocksdb']) {
     })();
     const writer = (async () => {
       for (let i = 0; i < 300; i++) {
-        await source.client.write(randomMutations(random));
+        await source.client.write({ mutations: randomMutations(random) });
         if (i % 50 === 0) await sleep(5);
       }
     })();
@@ -523,11 +523,11 @@ for (const backend of ['memory', 'rocksdb']) {
     const batches = received.filter((x) => x.mutations.length > 0);
     t.true(batches.length > 20, `${batches.length} batches in range`);
     t.true(batches.every((x) => x.mutations.every((m) => slotOf(m.key) <= 8191)));
-    for (const batch of batches) await target.client.write(batch.mutations);
+    for (const batch of batches) await target.client.write({ mutations: batch.mutations });
 
     const [want, got] = await Promise.all([
-      source.client.digest(range),
-      target.client.digest(range),
+      source.client.digest({ slots: range }),
+      target.client.digest({ slots: range }),
     ]);
     t.is(got.digest, want.digest);
     t.is(Number(got.keyCount), Number(want.keyCount));
@@ -538,7 +538,7 @@ for (const backend of ['memory', 'rocksdb']) {
 
 test('StreamChanges answers OUT_OF_RANGE for a seq the log no longer holds, or one ahead', async (t) => {
   const { node, client } = await nodeFor(t, { changeLogBytes: 2_048 });
-  for (let i = 0; i < 60; i++) await client.write([set(b(`k${i}`), 'x'.repeat(40))]);
+  for (let i = 0; i < 60; i++) await client.write({ mutations: [set(b(`k${i}`), 'x'.repeat(40))] });
   const stats = await client.stats();
   t.true(Number(stats.changeLogFloorSeq) > 0);
   const gone = await rawChanges(client.connection, { fromSeq: 0 });
@@ -570,7 +570,7 @@ test('StreamChanges refuses bad slots and from_seq with INVALID_ARGUMENT', async
 test('StreamChanges with the incarnation of an earlier run fails with FAILED_PRECONDITION', async (t) => {
   const dataDir = await tempDirFor(t);
   const first = await startNode({ backend: 'rocksdb', dataDir });
-  for (let i = 0; i < 3; i++) await first.client.write([set(b(`k${i}`))]);
+  for (let i = 0; i < 3; i++) await first.client.write({ mutations: [set(b(`k${i}`))] });
   const old = (await first.client.stats()).incarnation;
   t.regex(old, /^[0-9a-f]{16}$/);
   t.is(old, first.node.incarnation);
@@ -644,12 +644,12 @@ test('Stats shows the incarnation and the change log', async (t) => {
   t.is(Number(stats.changeLogEntries), 0);
   t.is(Number(stats.changeLogBytes), 0);
   t.is(Number(stats.changeLogFloorSeq), 0);
-  for (let i = 0; i < 3; i++) await client.write([set(b(`k${i}`), 'x')]);
+  for (let i = 0; i < 3; i++) await client.write({ mutations: [set(b(`k${i}`), 'x')] });
   stats = await client.stats();
   t.is(Number(stats.changeLogEntries), 3);
   t.is(Number(stats.changeLogBytes), node.changeLog.bytes);
   t.true(Number(stats.changeLogBytes) > 0);
-  for (let i = 0; i < 30; i++) await client.write([set(b(`k${i}`), 'x'.repeat(50))]);
+  for (let i = 0; i < 30; i++) await client.write({ mutations: [set(b(`k${i}`), 'x'.repeat(50))] });
   stats = await client.stats();
   t.true(Number(stats.changeLogBytes) <= 1_000);
   t.is(Number(stats.changeLogFloorSeq), 33 - Number(stats.changeLogEntries));

@@ -70,7 +70,9 @@ test('load, fetch, verify, install, digest, pull and stats across two served nod
   // Something on B that the full install must replace.
   const bClient = new ShardsnapClient(bNode.address);
   t.teardown(() => bClient.close());
-  await bClient.write([{ op: 'set', key: b('only-on-b'), value: b('x'), expireAtMs: 0 }]);
+  await bClient.write({
+    mutations: [{ op: 'set', key: b('only-on-b'), value: b('x'), expireAtMs: 0 }],
+  });
 
   const install = await cliJson<{ ok: boolean; keysInstalled: number; sha256: string }>([
     'install',
@@ -99,10 +101,12 @@ test('load, fetch, verify, install, digest, pull and stats across two served nod
   while (slotOf(b(`out-${outside}`)) <= 100) outside++;
   const aClient = new ShardsnapClient(a.address);
   t.teardown(() => aClient.close());
-  await aClient.write([
-    { op: 'set', key: b(`new-${inRange}`), value: b('in range'), expireAtMs: 0 },
-    { op: 'set', key: b(`out-${outside}`), value: b('outside'), expireAtMs: 0 },
-  ]);
+  await aClient.write({
+    mutations: [
+      { op: 'set', key: b(`new-${inRange}`), value: b('in range'), expireAtMs: 0 },
+      { op: 'set', key: b(`out-${outside}`), value: b('outside'), expireAtMs: 0 },
+    ],
+  });
   const pull = await cliJson<{
     ok: boolean;
     keysInstalled: number;
@@ -118,7 +122,9 @@ test('load, fetch, verify, install, digest, pull and stats across two served nod
   ]);
   t.is(rb.json.digest, ra.json.digest);
   t.is(Number(pull.json.keysInstalled), Number(ra.json.keyCount));
-  const [pulled, notPulled] = await bClient.read([b(`new-${inRange}`), b(`out-${outside}`)]);
+  const [pulled, notPulled] = await bClient.read({
+    keys: [b(`new-${inRange}`), b(`out-${outside}`)],
+  });
   t.true(pulled!.found);
   t.false(notPulled!.found, 'keys outside the pulled slots are not copied');
 
@@ -159,7 +165,7 @@ test('snapshots list, create and delete', async (t) => {
     slots: unknown;
   }>(['snapshots', 'create', '--at', node.address, '--slots', '0-8000', '--wait']);
   t.is(created.code, 0, created.raw.stderr);
-  t.is(created.json.state, 'READY');
+  t.is(created.json.state, 'ready');
   t.deepEqual(created.json.slots, [{ start: 0, end: 8000 }]);
   t.true(existsSync(join(node.dataDir, 'snapshots', created.json.id, 'artifact.bin')));
 
@@ -171,7 +177,7 @@ test('snapshots list, create and delete', async (t) => {
   ]);
   t.deepEqual(
     listed.json.snapshots.map((s) => [s.id, s.state]),
-    [[created.json.id, 'READY']],
+    [[created.json.id, 'ready']],
   );
   // The human listing names it too.
   const human = await cli(['snapshots', 'list', '--at', node.address]);

@@ -59,7 +59,9 @@ async function killDuringInstalls(
   await loadSynthetic(source.client, { keys: 20_000, valueSize: 300, types: 'mixed', seed: 21 });
   const newDigest = (await source.client.digest()).digest;
   // A READY snapshot, so progress knows the total size.
-  const snapshot = await source.client.waitReady((await source.client.createSnapshot()).id);
+  const snapshot = await source.client.waitReady({
+    snapshotId: (await source.client.createSnapshot()).id,
+  });
   const dataDir = await tempDirFor(t, 'shardsnap-crash-');
   let node = await serve(t, ['--backend', 'rocksdb'], dataDir);
   const client = new ShardsnapClient(node.address);

@@ -1,17 +1,63 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
+import * as grpc from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
+import { SpoolFullError } from '../src/build';
 import { loadSynthetic } from '../src/client';
+import {
+  ERROR_DOMAIN,
+  ErrorCodes,
+  ErrorReasons,
+  ShardsnapError,
+  checksumMismatch,
+  deadlineExceeded,
+  failedPrecondition,
+  hasReason,
+  internal,
+  invalidArgument,
+  noSpace,
+  shuttingDown,
+  snapshotFailed,
+  snapshotInUse,
+  snapshotNotFound,
+  storeClosed,
+  wrongType,
+} from '../src/core';
 import type { CreateSnapshotRequest } from '../src/generated/shardsnap/v1/CreateSnapshotRequest';
 import type { PullProgress__Output } from '../src/generated/shardsnap/v1/PullProgress';
+import { TRY_AGAIN_RETRY_MS, moved, notServed, tryAgain } from '../src/ownership/errors';
+import { serverStream, unary } from '../src/server/calls';
+import { CatalogFullError } from '../src/snapshot';
+import {
+  H2Connection,
+  STATUS_DETAILS_HEADER,
+  decodeRpcStatus,
+  fromServiceError,
+} from '../src/wire';
+
 import {
   b,
   nodeFor,
   rawFetch,
   rawUnary,
+  sleep,
   slowScan,
   strategiesWith,
   unaryCode,
 } from './helpers/harness';
+
+/** The gRPC status each code travels as. */
+const STATUS_OF: Record<string, grpc.status> = {
+  [ErrorCodes.moved]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.tryAgain]: grpc.status.UNAVAILABLE,
+  [ErrorCodes.wrongType]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.notFound]: grpc.status.NOT_FOUND,
+  [ErrorCodes.failedPrecondition]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.dataLoss]: grpc.status.DATA_LOSS,
+  [ErrorCodes.unavailable]: grpc.status.UNAVAILABLE,
+  [ErrorCodes.resourceExhausted]: grpc.status.RESOURCE_EXHAUSTED,
+  [ErrorCodes.internal]: grpc.status.INTERNAL,
+  [ErrorCodes.deadlineExceeded]: grpc.status.DEADLINE_EXCEEDED,
+};
 
 const BAD_RANGES = [
   { name: 'start > end', slots: [{ start: 10, end: 5 }] },
@@ -36,7 +82,9 @@ const create = (request: Partial<CreateSnapshotRequest>): CreateSnapshotRequest 
 test('bad slot ranges are INVALID_ARGUMENT for CreateSnapshot, Digest and FetchSnapshot with create', async (t) => {
   const node = await nodeFor(t);
   const { shard, snapshots } = node.client.connection;
-  await node.client.write([{ op: 'set', key: b('k'), value: b('v'), expireAtMs: 0 }]);
+  await node.client.write({
+    mutations: [{ op: 'set', key: b('k'), value: b('v'), expireAtMs: 0 }],
+  });
   for (const { name, slots } of BAD_RANGES) {
     t.is(
       await unaryCode((cb) => snapshots.CreateSnapshot(create({ slots }), cb)),
@@ -78,8 +126,14 @@ test('snapshot ids: unknown is NOT_FOUND, malformed or empty is INVALID_ARGUMENT
   const node = await nodeFor(t);
   const { snapshots } = node.client.connection;
   const unknown = 'lq3x9z0a-0123abcd';
-  t.is(await unaryCode((cb) => snapshots.GetSnapshot({ id: unknown }, cb)), status.NOT_FOUND);
-  t.is(await unaryCode((cb) => snapshots.DeleteSnapshot({ id: unknown }, cb)), status.NOT_FOUND);
+  t.is(
+    await unaryCode((cb) => snapshots.GetSnapshot({ snapshotId: unknown }, cb)),
+    status.NOT_FOUND,
+  );
+  t.is(
+    await unaryCode((cb) => snapshots.DeleteSnapshot({ snapshotId: unknown }, cb)),
+    status.NOT_FOUND,
+  );
   t.is(
     (await rawFetch(node.client.connection, { snapshotId: unknown })).error?.code,
     status.NOT_FOUND,
@@ -91,12 +145,12 @@ test('snapshot ids: unknown is NOT_FOUND, malformed or empty is INVALID_ARGUMENT
 
   for (const id of ['../x', 'a/b', 'UPPER', '-leading-dash', 'x'.repeat(65), 'with space']) {
     t.is(
-      await unaryCode((cb) => snapshots.GetSnapshot({ id }, cb)),
+      await unaryCode((cb) => snapshots.GetSnapshot({ snapshotId: id }, cb)),
       status.INVALID_ARGUMENT,
       `Get ${id}`,
     );
     t.is(
-      await unaryCode((cb) => snapshots.DeleteSnapshot({ id }, cb)),
+      await unaryCode((cb) => snapshots.DeleteSnapshot({ snapshotId: id }, cb)),
       status.INVALID_ARGUMENT,
       `Delete ${id}`,
     );
@@ -106,14 +160,20 @@ test('snapshot ids: unknown is NOT_FOUND, malformed or empty is INVALID_ARGUMENT
       `Fetch ${id}`,
     );
   }
-  t.is(await unaryCode((cb) => snapshots.GetSnapshot({ id: '' }, cb)), status.INVALID_ARGUMENT);
-  t.is(await unaryCode((cb) => snapshots.DeleteSnapshot({ id: '' }, cb)), status.INVALID_ARGUMENT);
+  t.is(
+    await unaryCode((cb) => snapshots.GetSnapshot({ snapshotId: '' }, cb)),
+    status.INVALID_ARGUMENT,
+  );
+  t.is(
+    await unaryCode((cb) => snapshots.DeleteSnapshot({ snapshotId: '' }, cb)),
+    status.INVALID_ARGUMENT,
+  );
 });
 
 test('fetch offsets past the end and chunk sizes out of bounds are INVALID_ARGUMENT', async (t) => {
   const node = await nodeFor(t);
   await loadSynthetic(node.client, { keys: 200, valueSize: 50, types: 'string', seed: 1 });
-  const info = await node.client.waitReady((await node.client.createSnapshot()).id);
+  const info = await node.client.waitReady({ snapshotId: (await node.client.createSnapshot()).id });
   const size = Number(info.sizeBytes);
   const conn = node.client.connection;
   t.is(
@@ -166,8 +226,10 @@ test('an unknown strategy is INVALID_ARGUMENT', async (t) => {
 test('WRONGTYPE is FAILED_PRECONDITION and the whole batch is not applied', async (t) => {
   const node = await nodeFor(t);
   const { shard } = node.client.connection;
-  await node.client.write([{ op: 'set', key: b('str'), value: b('v'), expireAtMs: 0 }]);
-  await node.client.write([{ op: 'rpush', key: b('list'), values: [b('a')] }]);
+  await node.client.write({
+    mutations: [{ op: 'set', key: b('str'), value: b('v'), expireAtMs: 0 }],
+  });
+  await node.client.write({ mutations: [{ op: 'rpush', key: b('list'), values: [b('a')] }] });
   const before = await node.client.digest();
   const wrongOps = [
     { rpush: { key: b('str'), values: [b('x')] } },
@@ -210,11 +272,9 @@ test('WRONGTYPE is FAILED_PRECONDITION and the whole batch is not applied', asyn
   t.false(inBatch.ok);
   if (!inBatch.ok) t.is(inBatch.error.code, status.FAILED_PRECONDITION);
 
-  const [earlier, list, fresh] = await node.client.read([
-    b('earlier-in-batch'),
-    b('list'),
-    b('fresh'),
-  ]);
+  const [earlier, list, fresh] = await node.client.read({
+    keys: [b('earlier-in-batch'), b('list'), b('fresh')],
+  });
   t.false(earlier!.found, 'a set earlier in the refused batch is not visible');
   t.deepEqual(list!.list!.items, [b('a')]);
   t.false(fresh!.found);
@@ -309,13 +369,15 @@ test('builds over the limit are refused while one runs, accepted after it ends',
   );
   const fetch = await rawFetch(node.client.connection, { snapshotId: '', create: create({}) });
   t.is(fetch.error?.code, status.RESOURCE_EXHAUSTED, 'FetchSnapshot with create too');
-  await node.client.waitReady(first.id);
+  await node.client.waitReady({ snapshotId: first.id });
   t.is(await unaryCode((cb) => snapshots.CreateSnapshot(create({}), cb)), status.OK);
 });
 
 test('PullSnapshot: a bad source is INVALID_ARGUMENT, an unreachable one fails in bounded time', async (t) => {
   const node = await nodeFor(t);
-  await node.client.write([{ op: 'set', key: b('keep'), value: b('me'), expireAtMs: 0 }]);
+  await node.client.write({
+    mutations: [{ op: 'set', key: b('keep'), value: b('me'), expireAtMs: 0 }],
+  });
   const before = await node.client.digest();
   const pull = async (
     request: { source: string; slots?: Array<{ start: number; end: number }> },
@@ -354,4 +416,373 @@ test('PullSnapshot: a bad source is INVALID_ARGUMENT, an unreachable one fails i
   t.is(unreachable.code, status.UNAVAILABLE);
   t.true(elapsed < 8_000);
   t.is((await node.client.digest()).digest, before.digest, 'nothing changed');
+});
+
+// ---------------------------------------------------------------------------------------
+// Typed errors on the wire: google.rpc.Status (ErrorInfo, RetryInfo) in
+// grpc-status-details-bin, restored by the client from the details alone.
+
+const ERRORS_SERVICE: grpc.ServiceDefinition = {
+  Fail: {
+    path: '/shardsnap.test.Errors/Fail',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: Buffer) => value,
+    requestDeserialize: (bytes: Buffer) => bytes,
+    responseSerialize: (value: Buffer) => value,
+    responseDeserialize: (bytes: Buffer) => bytes,
+  },
+  FailStream: {
+    path: '/shardsnap.test.Errors/FailStream',
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: (value: Buffer) => value,
+    requestDeserialize: (bytes: Buffer) => bytes,
+    responseSerialize: (value: Buffer) => value,
+    responseDeserialize: (bytes: Buffer) => bytes,
+  },
+};
+
+const ErrorsClient = grpc.makeGenericClientConstructor(ERRORS_SERVICE, 'Errors');
+
+interface ErrorCase {
+  name: string;
+  error: () => unknown;
+  /** What the client must see; defaults to the thrown ShardsnapError's own fields. */
+  expect?: { code: string; reason: string; metadata: Record<string, string> };
+}
+
+/** One case per ErrorReasons entry, each made where the code makes it. */
+const REASON_CASES: ErrorCase[] = [
+  { name: 'moved', error: () => moved(4242, '10.0.0.7:7421') },
+  { name: 'tryAgain', error: () => tryAgain(4242) },
+  { name: 'wrongType', error: () => wrongType(Buffer.from('k\xe9y', 'latin1'), 'hset') },
+  { name: 'snapshotNotFound', error: () => snapshotNotFound('lq3x9z0a-0123abcd') },
+  {
+    name: 'snapshotFailed',
+    error: () => snapshotFailed('lq3x9z0a-0123abcd', 'snapshot failed to build: boom'),
+  },
+  {
+    name: 'checksumMismatch',
+    error: () =>
+      checksumMismatch('chunk CRC32C mismatch', {
+        snapshotId: 'lq3x9z0a-0123abcd',
+        offset: 1 << 20,
+      }),
+  },
+  { name: 'snapshotInUse', error: () => snapshotInUse('lq3x9z0a-0123abcd', 'being streamed') },
+  { name: 'storeClosed', error: () => storeClosed('memory store') },
+  {
+    name: 'handoffAlreadyPrepared',
+    error: () =>
+      failedPrecondition('handoff m-1 is already prepared', {
+        reason: ErrorReasons.handoffAlreadyPrepared,
+        metadata: { migration_id: 'm-1' },
+      }),
+  },
+  { name: 'slotsNotOwned', error: () => notServed(77) },
+  {
+    name: 'tooManyTransfers',
+    error: () =>
+      new ShardsnapError(ErrorCodes.resourceExhausted, 'busy', {
+        reason: ErrorReasons.tooManyTransfers,
+        retryAfterMs: 2_500,
+      }),
+  },
+  {
+    name: 'spoolFull',
+    error: () => new SpoolFullError('the spool would pass --spool-max-bytes'),
+  },
+  { name: 'catalogFull', error: () => new CatalogFullError('too many snapshots') },
+  { name: 'noSpace', error: () => noSpace('no space left', '/data/snapshots/x/artifact') },
+  { name: 'shuttingDown', error: () => shuttingDown() },
+];
+
+const OTHER_CASES: ErrorCase[] = [
+  {
+    name: 'a non-domain error',
+    error: () => new TypeError('cannot read properties of undefined'),
+    expect: { code: ErrorCodes.internal, reason: 'INTERNAL', metadata: {} },
+  },
+  {
+    name: 'a full disk from a file write',
+    error: () =>
+      Object.assign(new Error('ENOSPC: no space left on device, write'), {
+        code: 'ENOSPC',
+        path: '/nonexistent/dir/part',
+      }),
+    expect: {
+      code: ErrorCodes.resourceExhausted,
+      reason: ErrorReasons.noSpace,
+      metadata: { path: '/nonexistent/dir/part' },
+    },
+  },
+  {
+    name: 'a full disk under a domain error',
+    error: () =>
+      internal(
+        'writing the artifact',
+        Object.assign(new Error('ENOSPC'), { code: 'ENOSPC', path: '/nonexistent/a' }),
+      ),
+    expect: {
+      code: ErrorCodes.resourceExhausted,
+      reason: ErrorReasons.noSpace,
+      metadata: { path: '/nonexistent/a' },
+    },
+  },
+  {
+    name: 'a deadline passed on the node',
+    error: () => deadlineExceeded('work took too long'),
+    expect: { code: ErrorCodes.deadlineExceeded, reason: 'DEADLINE_EXCEEDED', metadata: {} },
+  },
+];
+
+const ALL_CASES = [...REASON_CASES, ...OTHER_CASES];
+
+interface ErrorsServer {
+  address: string;
+  client: grpc.Client;
+  stop(): void;
+}
+
+/**
+ * A real gRPC server whose handlers (wrapped as the node wraps its own) throw the case
+ * named in the request; `relay` throws what a call to `peer` failed with, as received.
+ */
+async function errorsServer(t: ExecutionContext): Promise<ErrorsServer> {
+  const server = new grpc.Server();
+  const caseOf = (request: Buffer): ErrorCase => {
+    const name = request.toString();
+    const found = ALL_CASES.find((c) => c.name === name);
+    if (!found) throw invalidArgument(`no case ${name}`);
+    return found;
+  };
+  const peer: { client?: grpc.Client } = {};
+  const relay = (name: string): Promise<never> =>
+    new Promise((_resolve, reject) => {
+      (peer.client as unknown as GenericUnary).Fail(Buffer.from(name), (error) =>
+        reject(error ?? internal('the relayed call succeeded')),
+      );
+    });
+  server.addService(ERRORS_SERVICE, {
+    Fail: unary<Buffer, Buffer>('Fail', {}, async (request) => {
+      const name = request.toString();
+      if (name.startsWith('relay:')) return relay(name.slice('relay:'.length));
+      if (name === 'slow') return sleep(5_000).then(() => Buffer.alloc(0));
+      if (name === 'bare status') {
+        throw Object.assign(new Error('gone'), {
+          code: grpc.status.NOT_FOUND,
+          details: 'gone',
+          metadata: new grpc.Metadata(),
+        });
+      }
+      throw caseOf(request).error();
+    }),
+    FailStream: serverStream<Buffer, Buffer>('FailStream', {}, async (request, send) => {
+      await send(Buffer.from('first'));
+      throw caseOf(request).error();
+    }),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, bound) =>
+      error ? reject(error) : resolve(bound),
+    ),
+  );
+  const address = `127.0.0.1:${port}`;
+  const client = new ErrorsClient(address, grpc.credentials.createInsecure());
+  peer.client = new ErrorsClient(address, grpc.credentials.createInsecure());
+  const stop = (): void => {
+    client.close();
+    peer.client?.close();
+    server.forceShutdown();
+  };
+  t.teardown(stop);
+  return { address, client, stop };
+}
+
+type GenericUnary = {
+  Fail(
+    request: Buffer,
+    options: grpc.CallOptions | ((error: grpc.ServiceError | null) => void),
+    callback?: (error: grpc.ServiceError | null) => void,
+  ): grpc.ClientUnaryCall;
+};
+
+function callFail(
+  client: grpc.Client,
+  name: string,
+  options: grpc.CallOptions = {},
+): Promise<grpc.ServiceError> {
+  return new Promise((resolve, reject) => {
+    (client as unknown as GenericUnary).Fail(Buffer.from(name), options, (error) =>
+      error ? resolve(error) : reject(internal(`${name}: the call succeeded`)),
+    );
+  });
+}
+
+function expected(c: ErrorCase): {
+  code: string;
+  reason: string;
+  metadata: Record<string, string>;
+} {
+  if (c.expect) return c.expect;
+  const thrown = c.error() as ShardsnapError;
+  return { code: thrown.code, reason: thrown.reason, metadata: { ...thrown.metadata } };
+}
+
+function assertRestored(t: ExecutionContext, c: ErrorCase, error: ShardsnapError): void {
+  const want = expected(c);
+  t.is<string, string>(error.code, want.code, `${c.name}: code`);
+  t.is<string, string>(error.reason, want.reason, `${c.name}: reason`);
+  t.deepEqual({ ...error.metadata }, want.metadata, `${c.name}: metadata`);
+  const thrown = c.error();
+  const retryAfterMs = thrown instanceof ShardsnapError ? thrown.retryAfterMs : undefined;
+  t.is(error.retryAfterMs, retryAfterMs, `${c.name}: retryAfterMs`);
+}
+
+test('the cases cover every ErrorReasons entry', (t) => {
+  const covered = new Set(REASON_CASES.map((c) => (c.error() as ShardsnapError).reason));
+  t.deepEqual([...covered].sort(), Object.values(ErrorReasons).sort());
+});
+
+test('every reason round-trips through a real gRPC server and client: code, reason, metadata, retry delay', async (t) => {
+  const { client } = await errorsServer(t);
+  for (const c of ALL_CASES) {
+    const raw = await callFail(client, c.name);
+    t.is<grpc.status | undefined, grpc.status | undefined>(
+      raw.code,
+      STATUS_OF[expected(c).code],
+      `${c.name}: gRPC status`,
+    );
+    t.true(Buffer.isBuffer(raw.metadata.get(STATUS_DETAILS_HEADER)[0]), `${c.name}: details`);
+    assertRestored(t, c, fromServiceError(raw, 'Fail'));
+  }
+});
+
+test('a status details trailer decodes as google.rpc.Status with ErrorInfo and RetryInfo', async (t) => {
+  const { client } = await errorsServer(t);
+  const raw = await callFail(client, 'tryAgain');
+  const status = decodeRpcStatus(raw.metadata.get(STATUS_DETAILS_HEADER)[0] as Buffer);
+  t.is(status?.code, grpc.status.UNAVAILABLE);
+  t.is(status?.message, 'TRYAGAIN');
+  t.deepEqual(status?.errorInfo, {
+    reason: 'TRYAGAIN',
+    domain: ERROR_DOMAIN,
+    metadata: { slot: '4242' },
+  });
+  t.is(status?.retryDelayMs, TRY_AGAIN_RETRY_MS);
+  t.is(raw.metadata.get('grpc-retry-pushback-ms')[0], String(TRY_AGAIN_RETRY_MS));
+});
+
+test('the bulk path restores errors from its own trailers alike', async (t) => {
+  const { address } = await errorsServer(t);
+  const h2 = new H2Connection(address);
+  t.teardown(() => h2.close());
+  for (const c of [...REASON_CASES, OTHER_CASES[0] as ErrorCase]) {
+    const received: Buffer[][] = [];
+    const error = await t.throwsAsync(
+      async () => {
+        for await (const message of h2.serverStream(
+          '/shardsnap.test.Errors/FailStream',
+          Buffer.from(c.name),
+          { maxMessageBytes: 1 << 20, signal: AbortSignal.timeout(10_000) },
+        )) {
+          received.push(message);
+        }
+      },
+      { instanceOf: ShardsnapError },
+    );
+    t.is(Buffer.concat(received.flat()).toString(), 'first', `${c.name}: the message before`);
+    if (error) assertRestored(t, c, error);
+  }
+});
+
+test('a peer error passed through by a node keeps its details', async (t) => {
+  const { client } = await errorsServer(t);
+  for (const name of ['moved', 'tooManyTransfers', 'noSpace']) {
+    const c = ALL_CASES.find((x) => x.name === name) as ErrorCase;
+    assertRestored(t, c, fromServiceError(await callFail(client, `relay:${name}`), 'Fail'));
+  }
+});
+
+test('a status without details gets the reason of its code; DEADLINE_EXCEEDED is deadline_exceeded', async (t) => {
+  const { client } = await errorsServer(t);
+  const bare = fromServiceError(await callFail(client, 'bare status'), 'Fail');
+  t.is(bare.code, ErrorCodes.notFound);
+  t.is(bare.reason, 'NOT_FOUND');
+  t.deepEqual({ ...bare.metadata }, {});
+
+  const started = Date.now();
+  const late = await callFail(client, 'slow', { deadline: Date.now() + 100 });
+  t.true(Date.now() - started < 4_000);
+  t.is(late.code, grpc.status.DEADLINE_EXCEEDED);
+  const error = fromServiceError(late, 'Fail');
+  t.is(error.code, ErrorCodes.deadlineExceeded);
+  t.is(error.reason, 'DEADLINE_EXCEEDED');
+});
+
+test('undecodable details fall back to the code and the pushback header', (t) => {
+  const metadata = new grpc.Metadata();
+  metadata.set(STATUS_DETAILS_HEADER, Buffer.from([0xff, 0xff, 0xff]));
+  metadata.set('grpc-retry-pushback-ms', '250');
+  const error = fromServiceError(
+    { code: grpc.status.UNAVAILABLE, details: 'busy', metadata, message: 'busy', name: 'Error' },
+    'Fail',
+  );
+  t.is(error.code, ErrorCodes.unavailable);
+  t.is(error.reason, 'UNAVAILABLE');
+  t.is(error.retryAfterMs, 250);
+});
+
+test('a real node answers WRONGTYPE and SNAPSHOT_NOT_FOUND with their metadata', async (t) => {
+  const node = await nodeFor(t);
+  const { shard, snapshots } = node.client.connection;
+  const plain = await rawUnary((cb) =>
+    shard.Write({ mutations: [{ set: { key: b('plain'), value: b('v') } }] }, cb),
+  );
+  t.true(plain.ok);
+  const typed = await rawUnary((cb) =>
+    shard.Write(
+      { mutations: [{ hset: { key: b('plain'), fields: [{ field: b('f'), value: b('v') }] } }] },
+      cb,
+    ),
+  );
+  t.false(typed.ok);
+  if (!typed.ok) {
+    t.is(typed.error.code, grpc.status.FAILED_PRECONDITION);
+    const error = fromServiceError(typed.error, 'Write');
+    t.is(error.code, ErrorCodes.wrongType);
+    t.true(hasReason(error, ErrorReasons.wrongType));
+    t.deepEqual({ ...error.metadata }, { key: 'plain', op: 'hset' });
+  }
+  const missing = await rawUnary((cb) =>
+    snapshots.GetSnapshot({ snapshotId: 'lq3x9z0a-0123abcd' }, cb),
+  );
+  t.false(missing.ok);
+  if (!missing.ok) {
+    const error = fromServiceError(missing.error, 'GetSnapshot');
+    t.true(hasReason(error, ErrorReasons.snapshotNotFound));
+    t.deepEqual({ ...error.metadata }, { snapshot_id: 'lq3x9z0a-0123abcd' });
+  }
+});
+
+test('a WRONGTYPE on a huge key still reaches the client, with the start of the key', async (t) => {
+  const node = await nodeFor(t);
+  const { shard } = node.client.connection;
+  const key = Buffer.alloc(100_000, 'k');
+  t.true(
+    (await rawUnary((cb) => shard.Write({ mutations: [{ set: { key, value: b('v') } }] }, cb))).ok,
+  );
+  const typed = await rawUnary((cb) =>
+    shard.Write({ mutations: [{ sadd: { key, members: [b('m')] } }] }, cb),
+  );
+  t.false(typed.ok);
+  if (!typed.ok) {
+    t.is(typed.error.code, grpc.status.FAILED_PRECONDITION);
+    const error = fromServiceError(typed.error, 'Write');
+    t.true(hasReason(error, ErrorReasons.wrongType));
+    t.is(error.metadata.key, 'k'.repeat(1024));
+    t.is(error.metadata.key_bytes, '100000');
+    t.is(error.metadata.op, 'sadd');
+  }
 });

@@ -81,7 +81,7 @@ test('a large record split across many pieces decodes in time linear in its size
 test('InstallSnapshot refuses an oversized frame at once and leaves the store as it was', async (t) => {
   const node = await startNode();
   t.teardown(() => node.stop());
-  await node.client.write(stringSets('kept', 200));
+  await node.client.write({ mutations: stringSets('kept', 200) });
   const before = await node.client.digest();
   const claim = Buffer.alloc(4);
   claim.writeUInt32LE(0xfffffff0);
@@ -130,7 +130,7 @@ test('an install chunk with a compression this node does not know is INVALID_ARG
 test('--max-snapshots caps the snapshots a node stores; deleting one makes room', async (t) => {
   const node = await startNode({ maxSnapshots: 3 });
   t.teardown(() => node.stop());
-  await node.client.write(stringSets('cap', 50));
+  await node.client.write({ mutations: stringSets('cap', 50) });
   const made = [];
   for (let i = 0; i < 3; i++) made.push(await node.client.createSnapshot());
   const refused = await t.throwsAsync(node.client.createSnapshot());
@@ -139,8 +139,8 @@ test('--max-snapshots caps the snapshots a node stores; deleting one makes room'
   t.is((await node.client.listSnapshots()).length, 3);
   const first = made[0];
   if (!first) throw new Error('no snapshot made');
-  await node.client.waitReady(first.id);
-  await node.client.deleteSnapshot(first.id);
+  await node.client.waitReady({ snapshotId: first.id });
+  await node.client.deleteSnapshot({ snapshotId: first.id });
   await node.client.createSnapshot();
   t.is((await node.client.listSnapshots()).length, 3);
 });
@@ -149,8 +149,8 @@ test('data after the last chunk of an install is INVALID_ARGUMENT and nothing is
   const source = await startNode();
   const target = await startNode();
   t.teardown(() => Promise.all([source.stop(), target.stop()]).then(() => undefined));
-  await source.client.write(stringSets('src', 100));
-  await target.client.write(stringSets('dst', 10));
+  await source.client.write({ mutations: stringSets('src', 100) });
+  await target.client.write({ mutations: stringSets('dst', 10) });
   const before = await target.client.digest();
   const { mkdtemp, readFile } = await import('node:fs/promises');
   const { tmpdir } = await import('node:os');
@@ -165,23 +165,24 @@ test('data after the last chunk of an install is INVALID_ARGUMENT and nothing is
   t.is(code, grpc.status.INVALID_ARGUMENT);
   t.deepEqual(await target.client.digest(), before);
   // The same artifact without the extra message installs.
-  await target.client.installFile(out);
+  await target.client.installFile({ path: out });
   t.deepEqual((await target.client.digest()).digest, (await source.client.digest()).digest);
 });
 
 test('a fetch whose own snapshot is gone from the node starts over instead of failing on every re-run', async (t) => {
   const node = await startNode({ maxSendRate: 1 << 20 });
   t.teardown(() => node.stop());
-  for (let i = 0; i < 6; i++) await node.client.write(stringSets(`gone${i}-`, 500, 1024));
+  for (let i = 0; i < 6; i++)
+    await node.client.write({ mutations: stringSets(`gone${i}-`, 500, 1024) });
   const { mkdtemp, readFile } = await import('node:fs/promises');
   const { tmpdir } = await import('node:os');
   const out = `${await mkdtemp(`${tmpdir()}/shardsnap-hostile-`)}/gone.snap`;
   const controller = new AbortController();
   setTimeout(() => controller.abort(), 400);
-  await t.throwsAsync(node.client.fetchToFile({ out, signal: controller.signal }));
+  await t.throwsAsync(node.client.fetchToFile({ out }, { signal: controller.signal }));
   const state = JSON.parse(await readFile(`${out}.part.json`, 'utf8')) as { snapshotId: string };
   // What a restart of the node mid-build would leave: no such snapshot any more.
-  await node.client.deleteSnapshot(state.snapshotId, { force: true });
+  await node.client.deleteSnapshot({ snapshotId: state.snapshotId, force: true });
   const again = await node.client.fetchToFile({ out });
   t.not(again.info.id, state.snapshotId);
   t.true(again.bytes > 3 << 20);
@@ -191,7 +192,8 @@ test('a fetch whose own snapshot is gone from the node starts over instead of fa
 test('install and fetch streams that make no progress are closed after --stream-idle-timeout', async (t) => {
   const node = await startNode({ streamIdleTimeoutMs: 300 });
   t.teardown(() => node.stop());
-  for (let i = 0; i < 4; i++) await node.client.write(stringSets(`idle${i}-`, 500, 2048));
+  for (let i = 0; i < 4; i++)
+    await node.client.write({ mutations: stringSets(`idle${i}-`, 500, 2048) });
   // An install stream that sends nothing.
   const started = performance.now();
   const { error: idle } = await rawInstall(node.client.connection, [], { end: false });
@@ -244,9 +246,11 @@ test('a Write with an expiry beyond 2^53 ms says what is wrong with it', async (
   const node = await startNode();
   t.teardown(() => node.stop());
   const error = await t.throwsAsync(
-    node.client.write([
-      { op: 'set', key: Buffer.from('k'), value: Buffer.from('v'), expireAtMs: 2 ** 62 },
-    ]),
+    node.client.write({
+      mutations: [
+        { op: 'set', key: Buffer.from('k'), value: Buffer.from('v'), expireAtMs: 2 ** 62 },
+      ],
+    }),
   );
   t.true(isShardsnapError(error, ErrorCodes.invalidArgument), String(error));
   t.regex(error?.message ?? '', /expire_at_ms \d+ is not a time in ms between 0 and 2\^53-1/);
@@ -273,9 +277,10 @@ test('a build that fills its disk fails with RESOURCE_EXHAUSTED and the node goe
     execFileSync('umount', [dir]);
     await rm(dir, { recursive: true, force: true });
   });
-  for (let i = 0; i < 8; i++) await node.client.write(stringSets(`full${i}-`, 1000, 1024));
+  for (let i = 0; i < 8; i++)
+    await node.client.write({ mutations: stringSets(`full${i}-`, 1000, 1024) });
   const created = await node.client.createSnapshot();
-  await t.throwsAsync(node.client.waitReady(created.id));
+  await t.throwsAsync(node.client.waitReady({ snapshotId: created.id }));
   const fetched = await t.throwsAsync(
     node.client.fetchToFile({
       out: `${tmpdir()}/never-${created.id}.snap`,

@@ -49,9 +49,9 @@ async function fixture(t: ExecutionContext, keys = 800): Promise<Fixture> {
   await loadSynthetic(source.client, { keys, valueSize: 80, types: 'mixed', seed: 21 });
   // The target has other data, which a failed install must leave as it is.
   await loadSynthetic(target.client, { keys: 300, valueSize: 50, types: 'mixed', seed: 99 });
-  await target.client.write([
-    { op: 'set', key: b('target-only'), value: b('keep me'), expireAtMs: 0 },
-  ]);
+  await target.client.write({
+    mutations: [{ op: 'set', key: b('target-only'), value: b('keep me'), expireAtMs: 0 }],
+  });
   const dir = await tempDirFor(t);
   const out = join(dir, 'a.snap');
   await source.client.fetchToFile({ out });
@@ -70,7 +70,7 @@ async function assertUnchanged(t: ExecutionContext, f: Fixture): Promise<void> {
   t.is(d.digest, f.before.digest, 'target digest unchanged');
   t.is(Number(d.keyCount), f.before.keyCount, 'target key count unchanged');
   t.is(Number(d.seq), f.before.seq, 'target seq unchanged');
-  t.true((await f.target.client.read([b('target-only')]))[0]!.found);
+  t.true((await f.target.client.read({ keys: [b('target-only')] }))[0]!.found);
 }
 
 test('the raw install path works with well-formed chunks (control)', async (t) => {
@@ -142,7 +142,9 @@ test('installing a file corrupted at rest (a flipped value byte) is refused and 
   const f = await fixture(t);
   // A value whose bytes are known, so the flip leaves the structure intact.
   const canary = Buffer.from('CANARY-VALUE-'.repeat(8));
-  await f.source.client.write([{ op: 'set', key: b('canary'), value: canary, expireAtMs: 0 }]);
+  await f.source.client.write({
+    mutations: [{ op: 'set', key: b('canary'), value: canary, expireAtMs: 0 }],
+  });
   const dir = await tempDirFor(t);
   const out = join(dir, 'c.snap');
   await f.source.client.fetchToFile({ out });
@@ -155,7 +157,7 @@ test('installing a file corrupted at rest (a flipped value byte) is refused and 
   const verifyError = await t.throwsAsync(verifyArtifactFile(out));
   t.is((verifyError as { code?: string }).code, 'data_loss');
   // …and must be refused by an install as well.
-  const error = await t.throwsAsync(f.target.client.installFile(out));
+  const error = await t.throwsAsync(f.target.client.installFile({ path: out }));
   t.is((error as { code?: string }).code, 'data_loss');
   await assertUnchanged(t, f);
 });
@@ -292,7 +294,9 @@ test('verifyArtifactFile rejects a file with any one flipped byte as data_loss',
 test('a chunk corrupted in transit is detected by its CRC32C and fetched again', async (t) => {
   const source = await nodeFor(t);
   await loadSynthetic(source.client, { keys: 1500, valueSize: 150, types: 'string', seed: 8 });
-  const info = await source.client.waitReady((await source.client.createSnapshot()).id);
+  const info = await source.client.waitReady({
+    snapshotId: (await source.client.createSnapshot()).id,
+  });
   const dir = await tempDirFor(t);
   const artifact = await readFile(
     (await source.client.fetchToFile({ out: join(dir, 'clean.snap'), snapshotId: info.id })).path,

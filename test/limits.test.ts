@@ -51,7 +51,7 @@ async function readySnapshot(
   slots: SlotRange[] = [],
 ): Promise<SnapshotInfo__Output> {
   const created = await client.createSnapshot({ slots });
-  return client.waitReady(created.id);
+  return client.waitReady({ snapshotId: created.id });
 }
 
 /** Runs a pull (or an archive) to its end and returns its last progress message. */
@@ -256,7 +256,7 @@ test('maxConcurrentRecvs: a second pull, install or split into a busy node is re
   t.regex(second.message, BUSY);
   t.is(second.retryAfterMs, 1000);
 
-  const install = await refusal(t, target.client.installFile(artifact));
+  const install = await refusal(t, target.client.installFile({ path: artifact }));
   t.is(install.code, ErrorCodes.resourceExhausted);
   t.is(install.retryAfterMs, 1000);
 
@@ -395,7 +395,7 @@ test('spoolMaxBytes above the data size: a snapshot is built; the stored bytes c
     [first.id],
   );
 
-  await node.client.deleteSnapshot(first.id);
+  await node.client.deleteSnapshot({ snapshotId: first.id });
   const third = await readySnapshot(node.client);
   t.is(third.state, 'READY', 'after a delete the spool has room again');
 });
@@ -406,7 +406,8 @@ async function oneSlotNode(t: ExecutionContext, keys: number) {
   const slot = slotOf(b(`{${tag}}`));
   const node = await nodeFor(t, { spoolMaxBytes: MiB });
   const values = stringSets(`{${tag}}k`, keys, 4 * KiB);
-  for (let i = 0; i < values.length; i += 128) await node.client.write(values.slice(i, i + 128));
+  for (let i = 0; i < values.length; i += 128)
+    await node.client.write({ mutations: values.slice(i, i + 128) });
   return { node, slot, other: slot === 0 ? 1 : 0 };
 }
 
@@ -414,8 +415,10 @@ async function oneSlotNode(t: ExecutionContext, keys: number) {
 test('a build that outgrows the spool is aborted (FAILED) and leaves no artifact', async (t) => {
   const { node, slot } = await oneSlotNode(t, 1024);
   const created = await node.client.createSnapshot({ slots: [{ start: slot, end: slot }] });
-  await t.throwsAsync(node.client.waitReady(created.id), { message: /outgrew the snapshot spool/ });
-  const info = await node.client.getSnapshot(created.id);
+  await t.throwsAsync(node.client.waitReady({ snapshotId: created.id }), {
+    message: /outgrew the snapshot spool/,
+  });
+  const info = await node.client.getSnapshot({ snapshotId: created.id });
   t.is(info.state, 'FAILED');
   t.regex(info.error, /outgrew/);
   t.is(existsSync(node.node.catalog.get(created.id).artifactPath), false);
@@ -433,7 +436,7 @@ test('a build that passes the spool limit with its last bytes is not READY', asy
   // ~1.5 MiB: the first flush (1 MiB) is at the limit, the last one beyond it.
   const { node, slot } = await oneSlotNode(t, 384);
   const created = await node.client.createSnapshot({ slots: [{ start: slot, end: slot }] });
-  const outcome = await node.client.waitReady(created.id).then(
+  const outcome = await node.client.waitReady({ snapshotId: created.id }).then(
     (info) => `READY with ${info.sizeBytes} bytes`,
     (error: unknown) => String(error),
   );
@@ -444,11 +447,11 @@ test('a build that passes the spool limit with its last bytes is not READY', asy
 test('the bytes of a build aborted for the spool no longer count against it', async (t) => {
   const { node, slot, other } = await oneSlotNode(t, 1024);
   const created = await node.client.createSnapshot({ slots: [{ start: slot, end: slot }] });
-  await t.throwsAsync(node.client.waitReady(created.id), { message: /outgrew/ });
+  await t.throwsAsync(node.client.waitReady({ snapshotId: created.id }), { message: /outgrew/ });
   // Its artifact is gone: a snapshot of an empty slot (a few bytes) fits.
   const small = await node.client
     .createSnapshot({ slots: [{ start: other, end: other }] })
-    .then((s) => node.client.waitReady(s.id))
+    .then((s) => node.client.waitReady({ snapshotId: s.id }))
     .then(
       (info) => `READY with ${info.sizeBytes} bytes`,
       (error: unknown) => String(error),
@@ -520,14 +523,14 @@ test('advertise: MOVED after a split names the advertised address of the target'
 
   const moving: SlotRange = { start: 0, end: 8191 };
   const [tag] = tagsIn(moving, 1) as [string];
-  await source.client.write(
-    Array.from({ length: 20 }, (_, i) => ({
+  await source.client.write({
+    mutations: Array.from({ length: 20 }, (_, i) => ({
       op: 'set' as const,
       key: keyInSlotOf(tag, `k${i}`),
       value: b(`v${i}`),
       expireAtMs: 0,
     })),
-  );
+  });
   const conn = new Connection(`127.0.0.1:${port}`);
   t.teardown(() => conn.close());
   const done = await migrateSlots(conn, { source: source.node.address, slots: [moving] });
@@ -536,13 +539,17 @@ test('advertise: MOVED after a split names the advertised address of the target'
 
   const moved = await refusal(
     t,
-    source.client.write([
-      { op: 'set', key: keyInSlotOf(tag, 'after'), value: b('x'), expireAtMs: 0 },
-    ]),
+    source.client.write({
+      mutations: [{ op: 'set', key: keyInSlotOf(tag, 'after'), value: b('x'), expireAtMs: 0 }],
+    }),
   );
   const slot = slotOf(keyInSlotOf(tag, 'after'));
   t.regex(moved.message, new RegExp(`MOVED ${slot} localhost:${port}(\\s|$)`));
-  t.is(moved.code, ErrorCodes.failedPrecondition);
+  t.is(moved.code, ErrorCodes.moved);
+  t.like(moved, {
+    reason: 'MOVED',
+    metadata: { slot: String(slot), address: `localhost:${port}` },
+  });
 });
 
 test('advertise: port 0 or a wildcard host is refused at start with INVALID_ARGUMENT', async (t) => {

@@ -96,7 +96,7 @@ function isCount(value: unknown): value is number {
 test('a fetch logs its build and its transfer, a delete its removal, with sizes and durations', async (t) => {
   t.timeout(60_000);
   const { node, log } = await loggedNode(t, 'log-node-1');
-  await node.client.write(stringSets('fetched-', 500, 64));
+  await node.client.write({ mutations: stringSets('fetched-', 500, 64) });
   const out = join(await tempDirFor(t), 'full.snap');
   const fetched = await node.client.fetchToFile({ out });
   const id = fetched.info.id;
@@ -127,12 +127,12 @@ test('a fetch logs its build and its transfer, a delete its removal, with sizes 
 
   // An explicit DeleteSnapshot of a READY slot snapshot.
   const created = await node.client.createSnapshot({ slots: [{ start: 0, end: 8191 }] });
-  const ready = await node.client.waitReady(created.id);
+  const ready = await node.client.waitReady({ snapshotId: created.id });
   const slotsBuilt = await log.one('snapshot built', created.id);
   t.is(slotsBuilt?.kind, 'slots');
   t.true(isCount(slotsBuilt?.keys) && slotsBuilt?.keys > 0);
   t.is(slotsBuilt?.bytes, Number(ready.sizeBytes));
-  await node.client.deleteSnapshot(created.id);
+  await node.client.deleteSnapshot({ snapshotId: created.id });
   const deleted = await log.one('snapshot deleted', created.id);
   t.truthy(deleted, 'one "snapshot deleted" line');
   t.is(deleted?.level, 30);
@@ -153,7 +153,7 @@ test('a client error is one debug "call refused" line with its code and no stack
   const unknown = 'lq3x9z0a-0123abcd';
   const before = log.find('call refused').length;
   t.is(before, 0);
-  const error = await t.throwsAsync(node.client.getSnapshot(unknown));
+  const error = await t.throwsAsync(node.client.getSnapshot({ snapshotId: unknown }));
   t.true(isShardsnapError(error, ErrorCodes.notFound), String(error));
   // The line is written before the status goes out; waited for all the same.
   await waitFor(() => log.find('call refused').length > 0, 2_000);
@@ -175,7 +175,7 @@ test('an expired snapshot and one beyond keepRecent are logged as removed', asyn
   // A 300 ms TTL: the catalog collects every second (its shortest interval).
   const expiring = await loggedNode(t, 'log-node-ttl', { snapshotTtlMs: 300 });
   const created = await expiring.node.client.createSnapshot({ slots: [{ start: 0, end: 100 }] });
-  const ready = await expiring.node.client.waitReady(created.id);
+  const ready = await expiring.node.client.waitReady({ snapshotId: created.id });
   const expired = await expiring.log.one('snapshot removed (expired)', created.id, 5_000);
   t.truthy(expired, 'one "snapshot removed (expired)" line within 5 s');
   t.is(expired?.level, 30);
@@ -192,9 +192,9 @@ test('an expired snapshot and one beyond keepRecent are logged as removed', asyn
 
   const keeping = await loggedNode(t, 'log-node-keep', { keepRecent: 1 });
   const older = await keeping.node.client.createSnapshot({ slots: [{ start: 0, end: 100 }] });
-  await keeping.node.client.waitReady(older.id);
+  await keeping.node.client.waitReady({ snapshotId: older.id });
   const newer = await keeping.node.client.createSnapshot({ slots: [{ start: 0, end: 100 }] });
-  await keeping.node.client.waitReady(newer.id);
+  await keeping.node.client.waitReady({ snapshotId: newer.id });
   const retired = await keeping.log.one('snapshot removed (retention)', older.id);
   t.truthy(retired, 'the older snapshot is removed by the retention');
   t.is(retired?.reason, 'retention');
@@ -229,12 +229,12 @@ test('tokens never reach the logs, whether accepted, refused or sent to peers', 
   };
 
   const admin = as(source.node, TOKENS.admin);
-  await as(source.node, TOKENS.write).write(stringSets('secret-', 200));
+  await as(source.node, TOKENS.write).write({ mutations: stringSets('secret-', 200) });
   await admin.fetchToFile({ out: join(dir, 'fetched.snap') });
   // Refused: no token, an unknown token, a role too low.
   await t.throwsAsync(source.node.client.stats());
   await t.throwsAsync(as(source.node, 'wrong-token-0123456789abcdef').stats());
-  await t.throwsAsync(as(source.node, TOKENS.read).write(stringSets('denied-', 1)));
+  await t.throwsAsync(as(source.node, TOKENS.read).write({ mutations: stringSets('denied-', 1) }));
   // Node to node: a pull with the peer token, and one with a token the source does not know.
   let last: PullProgress__Output | undefined;
   for await (const progress of as(puller.node, TOKENS.admin).pull({
@@ -286,7 +286,7 @@ test('shardsnap serve writes only JSON lines with its nodeId to stderr, and stop
     return;
   }
   const peer = await nodeFor(t, { nodeId: 'log-cli-peer' });
-  await peer.client.write(stringSets('peer-', 300));
+  await peer.client.write({ mutations: stringSets('peer-', 300) });
   const dataDir = await tempDirFor(t, 'shardsnap-cli-');
   const served = await spawnServe(t, [
     '--data-dir',
@@ -298,7 +298,7 @@ test('shardsnap serve writes only JSON lines with its nodeId to stderr, and stop
   ]);
   const client = new ShardsnapClient(served.address);
   t.teardown(() => client.close());
-  await client.write(stringSets('own-', 200));
+  await client.write({ mutations: stringSets('own-', 200) });
 
   const fetched = await client.fetchToFile({ out: join(await tempDirFor(t), 'cli-fetch.snap') });
   t.true(fetched.bytes > 0);

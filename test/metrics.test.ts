@@ -154,7 +154,7 @@ test('a fetch, a pull and a split are counted on the nodes that send and receive
 
   // Keys in both halves of the slot space, one Write call per tag.
   const batches = mixedData([...tagsIn(MOVING, 6), ...tagsIn(STAYING, 6)], 40);
-  for (const batch of batches) await source.client.write(batch);
+  for (const batch of batches) await source.client.write({ mutations: batch });
   const totalKeys = batches.reduce((n, batch) => n + batch.length, 0);
   const movingKeys = batches.slice(0, 6).reduce((n, batch) => n + batch.length, 0);
 
@@ -250,7 +250,7 @@ test('a split counts the keys it installs on the target', async (t) => {
   const source = await metricsNode(t, 'split-keys-source');
   const target = await metricsNode(t, 'split-keys-target', { slots: [] });
   const batches = mixedData(tagsIn(MOVING, 4), 30);
-  for (const batch of batches) await source.client.write(batch);
+  for (const batch of batches) await source.client.write({ mutations: batch });
   const split = await migrateSlots(target.client.connection, {
     source: source.node.address,
     slots: [MOVING],
@@ -269,7 +269,7 @@ test('a RocksDB node exports its store properties, labelled with the node', asyn
   t.timeout(60_000);
   const node = await metricsNode(t, 'metrics-rocks', { backend: 'rocksdb' });
   const batches = mixedData(tagsIn(MOVING, 5), 50);
-  for (const batch of batches) await node.client.write(batch);
+  for (const batch of batches) await node.client.write({ mutations: batch });
   const scraped = await scrape(node);
   for (const name of [
     'shardsnap_rocksdb_estimate_num_keys',
@@ -323,7 +323,9 @@ test('calls without a valid token are counted as rejected', async (t) => {
   const reader = new ShardsnapClient(node.node.address, { security: { token: TOKENS.read } });
   t.teardown(() => reader.close());
   t.is(Number((await reader.stats()).keyCount), 0);
-  const denied = await t.throwsAsync(reader.write(mixedData(tagsIn(MOVING, 1), 1)[0]!));
+  const denied = await t.throwsAsync(
+    reader.write({ mutations: mixedData(tagsIn(MOVING, 1), 1)[0]! }),
+  );
   t.true(isShardsnapError(denied, ErrorCodes.permissionDenied), `${String(denied)}`);
   const scraped = await scrape(node);
   t.is(scraped.value('shardsnap_rejected_total', { reason: 'unauthenticated' }), 2);

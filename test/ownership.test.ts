@@ -120,8 +120,8 @@ test('a node owns every slot by default and records it', async (t) => {
   const node = await nodeFor(t);
   t.deepEqual((await node.client.stats()).ownedSlots, ALL);
   t.deepEqual(node.node.ownership.owned(), ALL);
-  await node.client.write([set(keyIn(0)), set(keyIn(16383))]);
-  const values = await node.client.read([keyIn(0), keyIn(16383)]);
+  await node.client.write({ mutations: [set(keyIn(0)), set(keyIn(16383))] });
+  const values = await node.client.read({ keys: [keyIn(0), keyIn(16383)] });
   t.true(values.every((v) => v.found));
   const recorded = JSON.parse(await readFile(join(node.dataDir, OWNERSHIP_FILE), 'utf8')) as {
     version: number;
@@ -170,9 +170,9 @@ test('keys of a slot with a known owner are MOVED there', async (t) => {
     'MOVED 9000 10.1.2.3:7421',
   );
   // The batch was refused as a whole.
-  t.false((await node.client.read([keyIn(100)]))[0]?.found);
-  await node.client.write([set(keyIn(100))]);
-  t.true((await node.client.read([keyIn(100)]))[0]?.found);
+  t.false((await node.client.read({ keys: [keyIn(100)] }))[0]?.found);
+  await node.client.write({ mutations: [set(keyIn(100))] });
+  t.true((await node.client.read({ keys: [keyIn(100)] }))[0]?.found);
 
   await node.node.ownership.setOwner([{ start: 9000, end: 9000 }], undefined);
   failsWith(
@@ -182,8 +182,9 @@ test('keys of a slot with a known owner are MOVED there', async (t) => {
     'slot 9000 is not served by this node',
   );
   // The client library keeps the meaning of the status.
-  const error = await t.throwsAsync(node.client.write([set(keyIn(9001))]));
-  t.true(isShardsnapError(error, ErrorCodes.failedPrecondition));
+  const error = await t.throwsAsync(node.client.write({ mutations: [set(keyIn(9001))] }));
+  t.true(isShardsnapError(error, ErrorCodes.moved));
+  t.like(error, { reason: 'MOVED', metadata: { slot: '9001', address: '10.1.2.3:7421' } });
   t.regex(error?.message ?? '', /MOVED 9001 10\.1\.2\.3:7421$/);
 });
 
@@ -192,7 +193,7 @@ test('paused slots answer TRYAGAIN until every pause is released', async (t) => 
   const { ownership } = node.node;
   const paused = keyIn(150);
   const other = keyIn(300);
-  await node.client.write([set(paused)]);
+  await node.client.write({ mutations: [set(paused)] });
   const release = ownership.pause([{ start: 100, end: 200 }]);
   failsWith(t, await rawWrite(node, [set(paused)]), grpc.status.UNAVAILABLE, 'TRYAGAIN');
   failsWith(t, await rawRead(node, [paused]), grpc.status.UNAVAILABLE, 'TRYAGAIN');
@@ -202,17 +203,17 @@ test('paused slots answer TRYAGAIN until every pause is released', async (t) => 
     grpc.status.UNAVAILABLE,
     'TRYAGAIN',
   );
-  await node.client.write([set(other)]);
-  t.true((await node.client.read([other]))[0]?.found);
+  await node.client.write({ mutations: [set(other)] });
+  t.true((await node.client.read({ keys: [other] }))[0]?.found);
 
   const inner = ownership.pause([{ start: 150, end: 160 }]);
   release();
   release(); // idempotent: does not end the other pause
   failsWith(t, await rawWrite(node, [set(paused)]), grpc.status.UNAVAILABLE, 'TRYAGAIN');
-  await node.client.write([set(keyIn(120))]);
+  await node.client.write({ mutations: [set(keyIn(120))] });
   inner();
-  await node.client.write([set(paused, 'again')]);
-  t.is((await node.client.read([paused]))[0]?.string?.toString(), 'again');
+  await node.client.write({ mutations: [set(paused, 'again')] });
+  t.is((await node.client.read({ keys: [paused] }))[0]?.string?.toString(), 'again');
 
   // Paused and not owned: TRYAGAIN comes first (the owner is about to change).
   const none = await nodeFor(t, { slots: [] });
@@ -229,11 +230,11 @@ test('drain waits for the writes admitted before it, not for later ones', async 
   const releaseFirst = store.hold(first);
   const releaseSecond = store.hold(second);
 
-  const firstWrite = node.client.write([set(first)]);
+  const firstWrite = node.client.write({ mutations: [set(first)] });
   t.true(await waitFor(() => ownership.inFlightCount === 1));
   let drained = false;
   const drain = ownership.drain().then(() => (drained = true));
-  const secondWrite = node.client.write([set(second)]);
+  const secondWrite = node.client.write({ mutations: [set(second)] });
   t.true(await waitFor(() => ownership.inFlightCount === 2));
   await sleep(100);
   t.false(drained);
@@ -254,7 +255,7 @@ test('drain waits for the writes admitted before it, not for later ones', async 
   t.is(ownership.inFlightCount, 0);
   // Refused calls are never counted.
   ownership.pause([{ start: 1, end: 1 }]);
-  await t.throwsAsync(node.client.write([set(first)]));
+  await t.throwsAsync(node.client.write({ mutations: [set(first)] }));
   t.is(ownership.inFlightCount, 0);
 });
 
@@ -313,7 +314,7 @@ for (const backend of ['memory', 'rocksdb']) {
       grpc.status.FAILED_PRECONDITION,
       'MOVED 50 10.0.0.1:7000',
     );
-    await b.client.write([set(keyIn(8500))]);
+    await b.client.write({ mutations: [set(keyIn(8500))] });
     // A handoff found committing stays paused until the migration settles it.
     failsWith(t, await rawWrite(b, [set(keyIn(10005))]), grpc.status.UNAVAILABLE, 'TRYAGAIN');
     await after.abandonImport('i2');
@@ -428,7 +429,7 @@ test('the start removes what an interrupted import and a transfer left (rocksdb)
   const given = keyIn(100, 'given');
   const kept = keyIn(200, 'kept');
   const imported = keyIn(9000, 'imported');
-  await a.client.write([set(given), set(kept)]);
+  await a.client.write({ mutations: [set(given), set(kept)] });
   await a.node.ownership.transfer('t1', [{ start: 100, end: 100 }], '10.0.0.1:7000');
   await a.node.ownership.beginImport({
     id: 'i1',

@@ -156,7 +156,7 @@ async function raceSnapshot(
   const writer = async (client: ShardsnapClient): Promise<void> => {
     while (!stop) {
       const mutation = nextMutation();
-      const seq = await client.write([mutation]);
+      const seq = await client.write({ mutations: [mutation] });
       writes.push({ mutation, seq, duringBuild: building() });
       if (++done === before) reachedBefore();
     }
@@ -167,7 +167,7 @@ async function raceSnapshot(
     options.strategy ? { strategy: options.strategy } : {},
   );
   current.snapshotId = created.id;
-  const info = await node.client.waitReady(created.id, undefined, 5).finally(() => {
+  const info = await node.client.waitReady({ snapshotId: created.id, pollMs: 5 }).finally(() => {
     stop = true;
   });
   await Promise.all(writers);
@@ -195,7 +195,7 @@ async function originalsOf(
   client: ShardsnapClient,
   keys: readonly Buffer[],
 ): Promise<Map<string, Model>> {
-  const values: Value__Output[] = await client.read(keys);
+  const values: Value__Output[] = await client.read({ keys });
   return new Map(keys.map((k, i) => [k.toString('latin1'), comparable(values[i]) as Model]));
 }
 
@@ -355,16 +355,16 @@ for (const [backend, recordsStrategy] of [
     // A key in the single slot 9000, found by search so that range is not empty.
     let extra = 0;
     while (slotOf(b(`x${extra}`)) !== 9000) extra++;
-    await node.client.write([
-      { op: 'set', key: b(`x${extra}`), value: b('in slot 9000'), expireAtMs: 0 },
-    ]);
+    await node.client.write({
+      mutations: [{ op: 'set', key: b(`x${extra}`), value: b('in slot 9000'), expireAtMs: 0 }],
+    });
     keys.push(b(`x${extra}`));
     const wanted = new Set(
       keys.filter((k) => inRanges(slotOf(k))).map((k) => k.toString('latin1')),
     );
 
     const created = await node.client.createSnapshot({ slots: ranges });
-    const info = await node.client.waitReady(created.id);
+    const info = await node.client.waitReady({ snapshotId: created.id });
     t.deepEqual(info.slots, ranges);
     const artifact = decodeArtifact(await fetchArtifact(node, info.id));
     t.deepEqual(artifact.header.slots, ranges);
@@ -377,13 +377,13 @@ for (const [backend, recordsStrategy] of [
     t.true(artifact.byKey.has(`x${extra}`));
     // And the content matches what the node serves.
     const sample = keys.filter((k) => wanted.has(k.toString('latin1'))).slice(0, 200);
-    const values = await node.client.read(sample);
+    const values = await node.client.read({ keys: sample });
     t.deepEqual(
       sample.map((k) => comparableEntry(artifact.byKey.get(k.toString('latin1')))),
       values.map((v) => comparable(v)),
     );
     // The digest of those ranges counts the same keys.
-    t.is(Number((await node.client.digest(ranges)).keyCount), wanted.size);
+    t.is(Number((await node.client.digest({ slots: ranges })).keyCount), wanted.size);
   });
 }
 

@@ -26,7 +26,7 @@ async function readySnapshot(t: Parameters<typeof nodeFor>[0], keys = 2000, valu
   const node = await nodeFor(t);
   await loadSynthetic(node.client, { keys, valueSize, types: 'mixed', seed: 11 });
   const created = await node.client.createSnapshot();
-  const info = await node.client.waitReady(created.id);
+  const info = await node.client.waitReady({ snapshotId: created.id });
   const whole = await rawFetch(node.client.connection, { snapshotId: info.id, chunkSize: CHUNK });
   if (whole.error) throw whole.error;
   return { node, info, size: Number(info.sizeBytes), artifact: concatChunks(whole.chunks) };
@@ -40,16 +40,18 @@ async function fetchUntilStopped(
 ): Promise<unknown> {
   const stop = new AbortController();
   return t.throwsAsync(
-    client.fetchToFile({
-      out: options.out,
-      snapshotId: options.snapshotId,
-      chunkSize: CHUNK,
-      parallel: options.parallel,
-      signal: stop.signal,
-      onProgress: (received) => {
-        if (received > options.stopAt) stop.abort();
+    client.fetchToFile(
+      {
+        out: options.out,
+        snapshotId: options.snapshotId,
+        chunkSize: CHUNK,
+        parallel: options.parallel,
+        onProgress: (received) => {
+          if (received > options.stopAt) stop.abort();
+        },
       },
-    }),
+      { signal: stop.signal },
+    ),
   );
 }
 
@@ -133,7 +135,7 @@ test('a range of a snapshot still being built waits for its bytes and ends at it
     chunkSize: CHUNK,
   });
   t.is(range.error, undefined);
-  const info = await node.client.waitReady(created.id);
+  const info = await node.client.waitReady({ snapshotId: created.id });
   const whole = await rawFetch(node.client.connection, { snapshotId: info.id });
   t.deepEqual(concatChunks(range.chunks), concatChunks(whole.chunks).subarray(1000, 51_000));
 });

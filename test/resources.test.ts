@@ -59,7 +59,7 @@ async function idle(node: TestNode, timeoutMs = 3_000) {
 test('a cancelled fetch of a READY snapshot releases its lease', async (t) => {
   const node = await nodeFor(t);
   await loadSynthetic(node.client, { keys: 3000, valueSize: 400, types: 'string', seed: 1 });
-  const info = await node.client.waitReady((await node.client.createSnapshot()).id);
+  const info = await node.client.waitReady({ snapshotId: (await node.client.createSnapshot()).id });
   t.true(Number(info.sizeBytes) > 1 << 20);
 
   const fetch = await openPausedFetch(t, node, { snapshotId: info.id, chunkSize: 4096 });
@@ -108,13 +108,13 @@ test('a cancelled fetch of a snapshot being built releases its lease and the bui
   const after = await idle(node, 5_000);
   t.truthy(after, 'no streams, views or builds left');
   // Cancelling a fetch does not cancel the snapshot: it completes.
-  t.is((await node.client.getSnapshot(id)).state, 'READY');
+  t.is((await node.client.getSnapshot({ snapshotId: id })).state, 'READY');
 });
 
 test('DeleteSnapshot removes the snapshot directory', async (t) => {
   const node = await nodeFor(t);
   await loadSynthetic(node.client, { keys: 500, valueSize: 100, types: 'mixed', seed: 3 });
-  const info = await node.client.waitReady((await node.client.createSnapshot()).id);
+  const info = await node.client.waitReady({ snapshotId: (await node.client.createSnapshot()).id });
   const dir = snapshotDir(node, info.id);
   t.true(existsSync(join(dir, 'artifact.bin')));
   t.true(existsSync(join(dir, 'manifest.json')));
@@ -123,13 +123,13 @@ test('DeleteSnapshot removes the snapshot directory', async (t) => {
   t.is(Number(stored.storedBytes), Number(info.sizeBytes));
 
   const deleted = await rawUnary<{ deleted: boolean }>((cb) =>
-    node.client.connection.snapshots.DeleteSnapshot({ id: info.id }, cb),
+    node.client.connection.snapshots.DeleteSnapshot({ snapshotId: info.id }, cb),
   );
   t.true(deleted.ok && deleted.value.deleted);
   t.false(existsSync(dir), 'directory removed');
   t.deepEqual(await readdir(join(node.dataDir, 'snapshots')), []);
   const get = await rawUnary((cb) =>
-    node.client.connection.snapshots.GetSnapshot({ id: info.id }, cb),
+    node.client.connection.snapshots.GetSnapshot({ snapshotId: info.id }, cb),
   );
   t.false(get.ok);
   if (!get.ok) t.is(get.error.code, status.NOT_FOUND);
@@ -141,19 +141,19 @@ test('DeleteSnapshot removes the snapshot directory', async (t) => {
 test('a snapshot being fetched is deleted only with force; the running fetch completes, then its directory goes', async (t) => {
   const node = await nodeFor(t);
   await loadSynthetic(node.client, { keys: 3000, valueSize: 400, types: 'string', seed: 4 });
-  const info = await node.client.waitReady((await node.client.createSnapshot()).id);
+  const info = await node.client.waitReady({ snapshotId: (await node.client.createSnapshot()).id });
   const dir = snapshotDir(node, info.id);
   const fetch = await openPausedFetch(t, node, { snapshotId: info.id, chunkSize: 4096 });
 
   // Without force: refused while a stream reads it.
   const refused = await rawUnary((cb) =>
-    node.client.connection.snapshots.DeleteSnapshot({ id: info.id, force: false }, cb),
+    node.client.connection.snapshots.DeleteSnapshot({ snapshotId: info.id, force: false }, cb),
   );
   t.false(refused.ok);
   if (!refused.ok) t.is(refused.error.code, status.FAILED_PRECONDITION);
   t.is((await node.client.listSnapshots()).length, 1);
 
-  await node.client.deleteSnapshot(info.id, { force: true });
+  await node.client.deleteSnapshot({ snapshotId: info.id, force: true });
   // Gone from the catalog at once; a new fetch of it is refused.
   const again = await rawFetch(node.client.connection, { snapshotId: info.id });
   t.is(again.error?.code, status.NOT_FOUND);
@@ -180,13 +180,15 @@ test('an unused READY snapshot is removed after its TTL, a leased one is kept', 
     chunkSize: 4096,
     create: { slots: [], strategy: '', compression: 'COMPRESSION_NONE' },
   });
-  const leased = await node.client.waitReady(fetch.first.snapshotId);
-  const unused = await node.client.waitReady((await node.client.createSnapshot()).id);
+  const leased = await node.client.waitReady({ snapshotId: fetch.first.snapshotId });
+  const unused = await node.client.waitReady({
+    snapshotId: (await node.client.createSnapshot()).id,
+  });
 
   // GC runs every max(1 s, ttl/4): within ~3 s the unused one is gone.
   const gone = await waitFor(async () => {
     const r = await rawUnary((cb) =>
-      node.client.connection.snapshots.GetSnapshot({ id: unused.id }, cb),
+      node.client.connection.snapshots.GetSnapshot({ snapshotId: unused.id }, cb),
     );
     return !r.ok && r.error.code === status.NOT_FOUND;
   }, 3_500);
@@ -198,7 +200,7 @@ test('an unused READY snapshot is removed after its TTL, a leased one is kept', 
   );
 
   // The leased one survived the same GC passes.
-  t.is((await node.client.getSnapshot(leased.id)).state, 'READY');
+  t.is((await node.client.getSnapshot({ snapshotId: leased.id })).state, 'READY');
   t.true(existsSync(snapshotDir(node, leased.id)));
   fetch.stream.cancel();
   await fetch.end;
@@ -231,14 +233,14 @@ test('a failed build leaves no artifact behind and reports FAILED', async (t) =>
   t.is(streaming.error?.code, status.FAILED_PRECONDITION, streaming.error?.details);
   const id = streaming.chunks[0]!.snapshotId;
 
-  const info = await first.client.getSnapshot(id);
+  const info = await first.client.getSnapshot({ snapshotId: id });
   t.is(info.state, 'FAILED');
   t.regex(info.error, /injected failure/);
   t.false(existsSync(join(snapshotDir(first, id), 'artifact.bin')), 'no artifact left');
   const refetch = await rawFetch(first.client.connection, { snapshotId: id });
   t.is(refetch.error?.code, status.FAILED_PRECONDITION);
   t.truthy(await idle(first), 'the failed build released its view');
-  const waited = await first.client.waitReady(id).then(
+  const waited = await first.client.waitReady({ snapshotId: id }).then(
     () => 'ready',
     (error: Error) => error.message,
   );
@@ -264,12 +266,13 @@ test('a build deleted while running is stopped and leaves nothing behind', async
   // Wait until part of the artifact is on disk.
   t.truthy(
     await waitFor(
-      async () => Number((await node.client.getSnapshot(created.id)).bytesWritten) > 0,
+      async () =>
+        Number((await node.client.getSnapshot({ snapshotId: created.id })).bytesWritten) > 0,
       5_000,
     ),
   );
   t.true(existsSync(join(dir, 'artifact.bin')));
-  await node.client.deleteSnapshot(created.id);
+  await node.client.deleteSnapshot({ snapshotId: created.id });
   t.false(existsSync(dir), 'directory removed at once (no stream was reading it)');
   const after = await idle(node);
   t.truthy(after, 'the stopped build released its view');
@@ -293,7 +296,8 @@ test('after stop() returns, a build it aborted no longer changes the data dir', 
   await loadSynthetic(node.client, { keys: 3000, valueSize: 700, types: 'string', seed: 8 });
   const created = await node.client.createSnapshot({ strategy: 'slow-scan' });
   await waitFor(
-    async () => Number((await node.client.getSnapshot(created.id)).bytesWritten) > 0,
+    async () =>
+      Number((await node.client.getSnapshot({ snapshotId: created.id })).bytesWritten) > 0,
     5_000,
   );
   const dir = join(dataDir, 'snapshots', created.id);

@@ -17,7 +17,7 @@ async function readySnapshot(t: Parameters<typeof nodeFor>[0], keys = 1500, valu
   const node = await nodeFor(t);
   await loadSynthetic(node.client, { keys, valueSize, types: 'mixed', seed: 3 });
   const created = await node.client.createSnapshot();
-  const info = await node.client.waitReady(created.id);
+  const info = await node.client.waitReady({ snapshotId: created.id });
   return { node, info, size: Number(info.sizeBytes) };
 }
 
@@ -82,15 +82,17 @@ test('an aborted fetchToFile leaves a part file and the next run resumes it', as
   const controller = new AbortController();
   let progressCalls = 0;
   const first = await node.client
-    .fetchToFile({
-      out,
-      snapshotId: info.id,
-      chunkSize: CHUNK,
-      signal: controller.signal,
-      onProgress: () => {
-        if (++progressCalls === 5) controller.abort();
+    .fetchToFile(
+      {
+        out,
+        snapshotId: info.id,
+        chunkSize: CHUNK,
+        onProgress: () => {
+          if (++progressCalls === 5) controller.abort();
+        },
       },
-    })
+      { signal: controller.signal },
+    )
     .then(
       () => undefined,
       (error: unknown) => error,
@@ -132,9 +134,9 @@ test('a READY snapshot survives a node restart and can be fetched from the middl
     if (!stopped) await first.stop();
   });
   await loadSynthetic(first.client, { keys: 1200, valueSize: 100, types: 'mixed', seed: 11 });
-  const info = await first.client.waitReady(
-    (await first.client.createSnapshot({ slots: [{ start: 0, end: 12000 }] })).id,
-  );
+  const info = await first.client.waitReady({
+    snapshotId: (await first.client.createSnapshot({ slots: [{ start: 0, end: 12000 }] })).id,
+  });
   const head = await rawFetch(first.client.connection, {
     snapshotId: info.id,
     offset: 0,
@@ -147,7 +149,7 @@ test('a READY snapshot survives a node restart and can be fetched from the middl
 
   const second = await startNode({ dataDir });
   t.teardown(() => second.stop());
-  const again = await second.client.getSnapshot(info.id);
+  const again = await second.client.getSnapshot({ snapshotId: info.id });
   t.is(again.state, 'READY');
   t.is(again.sha256, info.sha256);
   t.is(Number(again.sizeBytes), Number(info.sizeBytes));
@@ -179,7 +181,9 @@ test('PullSnapshot resumes after the connection to the source drops', async (t) 
   const source = await nodeFor(t, { chunkSize: 16 << 10 });
   const target = await nodeFor(t);
   await loadSynthetic(source.client, { keys: 3000, valueSize: 200, types: 'mixed', seed: 5 });
-  const info = await source.client.waitReady((await source.client.createSnapshot()).id);
+  const info = await source.client.waitReady({
+    snapshotId: (await source.client.createSnapshot()).id,
+  });
   const size = Number(info.sizeBytes);
   t.true(size > 400_000);
 

@@ -41,15 +41,15 @@ test('a full rocksdb snapshot is a checkpoint that installs into an empty rocksd
   // The checkpoint directory lives only as long as the build.
   t.deepEqual(await readdir(join(source.dataDir, 'checkpoints')).catch(() => []), []);
 
-  const result = await target.client.installFile(out);
+  const result = await target.client.installFile({ path: out });
   t.is(Number(result.seq), Number(fetched.info.seq));
   t.is(Number(result.keysInstalled), 3000);
   t.is((await target.client.digest()).digest, (await source.client.digest()).digest);
   t.is(Number((await target.client.stats()).seq), Number(fetched.info.seq));
   // The installed node keeps working: writes continue from the adopted seq.
-  const seq = await target.client.write([
-    { op: 'set', key: Buffer.from('after'), value: Buffer.from('1'), expireAtMs: 0 },
-  ]);
+  const seq = await target.client.write({
+    mutations: [{ op: 'set', key: Buffer.from('after'), value: Buffer.from('1'), expireAtMs: 0 }],
+  });
   t.is(seq, Number(fetched.info.seq) + 1);
 
   // RocksDB's own tool opens the unpacked checkpoint and counts the same keys (plus meta keys).
@@ -78,7 +78,10 @@ test('slot-range snapshots of a rocksdb node use the iterator and install into e
   t.is(info.strategy, 'rocksdb-iterator');
   const toMemory = await pulled(memory.client, { source: rocks.node.address, slots: range });
   t.true(Number(toMemory.keysInstalled) > 0);
-  t.is((await memory.client.digest(range)).digest, (await rocks.client.digest(range)).digest);
+  t.is(
+    (await memory.client.digest({ slots: range })).digest,
+    (await rocks.client.digest({ slots: range })).digest,
+  );
 
   // And back: memory → a fresh rocksdb node, full.
   const back = await startNode({ backend: 'rocksdb' });
@@ -103,9 +106,9 @@ test('a memory node refuses a checkpoint artifact and stays unchanged', async (t
     await memory.stop();
   });
   await loadSynthetic(rocks.client, { keys: 200, valueSize: 20, types: 'string', seed: 3 });
-  await memory.client.write([
-    { op: 'set', key: Buffer.from('mine'), value: Buffer.from('1'), expireAtMs: 0 },
-  ]);
+  await memory.client.write({
+    mutations: [{ op: 'set', key: Buffer.from('mine'), value: Buffer.from('1'), expireAtMs: 0 }],
+  });
   const before = await memory.client.digest();
   const error = await t.throwsAsync(pulled(memory.client, { source: rocks.node.address }));
   t.regex(error?.message ?? '', /cannot install a "files" artifact/);

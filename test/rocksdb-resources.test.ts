@@ -95,9 +95,9 @@ asNobody('a RocksDB failure becomes a clear status and the node keeps serving', 
   });
   const client = new ShardsnapClient(address);
   t.teardown(() => client.close());
-  await client.write([
-    { op: 'set', key: Buffer.from('k'), value: Buffer.from('v'), expireAtMs: 0 },
-  ]);
+  await client.write({
+    mutations: [{ op: 'set', key: Buffer.from('k'), value: Buffer.from('v'), expireAtMs: 0 }],
+  });
   // Checkpoints cannot be created: RocksDB itself fails to make the directory.
   const checkpoints = join(dataDir, 'checkpoints');
   await mkdir(checkpoints, { recursive: true });
@@ -113,7 +113,7 @@ asNobody('a RocksDB failure becomes a clear status and the node keeps serving', 
     t.regex(result.error.details, /IO ?error|Permission denied/i);
   }
   // Still serving.
-  t.is((await client.read([Buffer.from('k')]))[0]?.string?.toString(), 'v');
+  t.is((await client.read({ keys: [Buffer.from('k')] }))[0]?.string?.toString(), 'v');
   t.is(Number((await client.stats()).keyCount), 1);
   t.is(child.exitCode, null);
 });

@@ -67,13 +67,13 @@ function everyType(prefix: string): { mutations: Mutation[]; keys: Buffer[] } {
 }
 
 async function readAll(client: ShardsnapClient, keys: readonly Buffer[]): Promise<unknown[]> {
-  return (await client.read(keys)).map(comparable);
+  return (await client.read({ keys })).map(comparable);
 }
 
 async function seeded(t: ExecutionContext, prefix = 'rt') {
   const source = await nodeFor(t);
   const data = everyType(prefix);
-  await source.client.write(data.mutations);
+  await source.client.write({ mutations: data.mutations });
   await loadSynthetic(source.client, { keys: 600, valueSize: 96, types: 'mixed', seed: 7 });
   return { source, ...data };
 }
@@ -110,7 +110,7 @@ test('every type written, fetched to a file and installed reads back exactly', a
   const verified = await verifyArtifactFile(out, fetched.sha256);
   t.is(verified.keyCount, Number(fetched.info.keyCount));
 
-  const installed = await target.client.installFile(out, { chunkSize: 4096 });
+  const installed = await target.client.installFile({ path: out, chunkSize: 4096 });
   const sourceDigest = await source.client.digest();
   t.is(Number(installed.keysInstalled), Number(sourceDigest.keyCount));
   t.is(installed.sha256, fetched.sha256);
@@ -130,33 +130,31 @@ test('a full install replaces everything and adopts the snapshot seq', async (t)
   const dir = await tempDirFor(t);
   // The target has its own history: a different seq and keys the source does not have.
   for (let i = 0; i < 3; i++)
-    await target.client.write([
-      { op: 'set', key: b(`only-target-${i}`), value: b('x'), expireAtMs: 0 },
-    ]);
-  await target.client.write([
-    { op: 'set', key: keys[0]!, value: b('target value'), expireAtMs: 0 },
-  ]);
+    await target.client.write({
+      mutations: [{ op: 'set', key: b(`only-target-${i}`), value: b('x'), expireAtMs: 0 }],
+    });
+  await target.client.write({
+    mutations: [{ op: 'set', key: keys[0]!, value: b('target value'), expireAtMs: 0 }],
+  });
 
   const out = join(dir, 'a.snap');
   const fetched = await source.client.fetchToFile({ out });
   // Writes after the snapshot are not part of it.
-  await source.client.write([
-    { op: 'set', key: b('after-snapshot'), value: b('late'), expireAtMs: 0 },
-  ]);
+  await source.client.write({
+    mutations: [{ op: 'set', key: b('after-snapshot'), value: b('late'), expireAtMs: 0 }],
+  });
   const sourceSeq = Number((await source.client.stats()).seq);
   t.true(sourceSeq > Number(fetched.info.seq));
 
-  const installed = await target.client.installFile(out);
+  const installed = await target.client.installFile({ path: out });
   t.is(Number(installed.seq), Number(fetched.info.seq));
   const stats = await target.client.stats();
   t.is(Number(stats.seq), Number(fetched.info.seq), 'the target adopts the snapshot seq');
   t.is(Number(stats.keyCount), Number(fetched.info.keyCount));
 
-  const [onlyTarget, overwritten, late] = await target.client.read([
-    b('only-target-0'),
-    keys[0]!,
-    b('after-snapshot'),
-  ]);
+  const [onlyTarget, overwritten, late] = await target.client.read({
+    keys: [b('only-target-0'), keys[0]!, b('after-snapshot')],
+  });
   t.false(onlyTarget!.found, 'keys only on the target are gone after a full install');
   t.deepEqual(comparable(overwritten), {
     found: true,
@@ -169,7 +167,9 @@ test('a full install replaces everything and adopts the snapshot seq', async (t)
 test('PullSnapshot of everything makes the target equal to the source', async (t) => {
   const { source, keys } = await seeded(t, 'pull');
   const target = await nodeFor(t);
-  await target.client.write([{ op: 'set', key: b('stale'), value: b('x'), expireAtMs: 0 }]);
+  await target.client.write({
+    mutations: [{ op: 'set', key: b('stale'), value: b('x'), expireAtMs: 0 }],
+  });
   const { result, messages } = await pullToEnd(target.client, { source: source.node.address });
   t.true(messages.length >= 1);
   t.truthy(result.snapshotId);
@@ -180,9 +180,11 @@ test('PullSnapshot of everything makes the target equal to the source', async (t
   t.is(Number((await target.client.stats()).seq), Number(result.seq));
   t.true(Number(result.seq) <= Number((await source.client.stats()).seq));
   // The snapshot made for the pull went with it.
-  await t.throwsAsync(source.client.getSnapshot(result.snapshotId), { message: /not found/ });
+  await t.throwsAsync(source.client.getSnapshot({ snapshotId: result.snapshotId }), {
+    message: /not found/,
+  });
   t.deepEqual(await readAll(target.client, keys), await readAll(source.client, keys));
-  t.false((await target.client.read([b('stale')]))[0]!.found);
+  t.false((await target.client.read({ keys: [b('stale')] }))[0]!.found);
 });
 
 test('PullSnapshot of a slot range replaces exactly those slots', async (t) => {
@@ -199,34 +201,35 @@ test('PullSnapshot of a slot range replaces exactly those slots', async (t) => {
   const synthetic = Array.from({ length: 600 }, (_, i) => b(`key:${String(i).padStart(9, '0')}`));
   const sharedOut = synthetic.find((k) => !inRange(k))!;
   const sharedIn = synthetic.find((k) => inRange(k))!;
-  await target.client.write([
-    { op: 'set', key: outKey, value: b('target-out'), expireAtMs: 0 },
-    { op: 'set', key: inKey, value: b('target-in'), expireAtMs: 0 },
-    { op: 'set', key: sharedOut, value: b('target-version'), expireAtMs: 0 },
-    { op: 'hset', key: sharedIn, fields: [{ field: b('f'), value: b('target-version') }] },
-  ]);
-  const outsideBefore = await target.client.digest([{ start: 8192, end: 16383 }]);
+  await target.client.write({
+    mutations: [
+      { op: 'set', key: outKey, value: b('target-out'), expireAtMs: 0 },
+      { op: 'set', key: inKey, value: b('target-in'), expireAtMs: 0 },
+      { op: 'set', key: sharedOut, value: b('target-version'), expireAtMs: 0 },
+      { op: 'hset', key: sharedIn, fields: [{ field: b('f'), value: b('target-version') }] },
+    ],
+  });
+  const outsideBefore = await target.client.digest({ slots: [{ start: 8192, end: 16383 }] });
   const seqBefore = Number((await target.client.stats()).seq);
 
   const { result } = await pullToEnd(target.client, {
     source: source.node.address,
     slots: [range],
   });
-  await t.throwsAsync(source.client.getSnapshot(result.snapshotId), { message: /not found/ });
+  await t.throwsAsync(source.client.getSnapshot({ snapshotId: result.snapshotId }), {
+    message: /not found/,
+  });
 
-  const sourceRange = await source.client.digest([range]);
-  const targetRange = await target.client.digest([range]);
+  const sourceRange = await source.client.digest({ slots: [range] });
+  const targetRange = await target.client.digest({ slots: [range] });
   t.is(targetRange.digest, sourceRange.digest);
   t.is(Number(targetRange.keyCount), Number(sourceRange.keyCount));
   t.is(Number(result.keysInstalled), Number(sourceRange.keyCount));
   t.true(Number(sourceRange.keyCount) > 100);
 
-  const [out, removed, shared, sharedInValue] = await target.client.read([
-    outKey,
-    inKey,
-    sharedOut,
-    sharedIn,
-  ]);
+  const [out, removed, shared, sharedInValue] = await target.client.read({
+    keys: [outKey, inKey, sharedOut, sharedIn],
+  });
   t.deepEqual(comparable(out), {
     found: true,
     expireAtMs: 0,
@@ -238,9 +241,12 @@ test('PullSnapshot of a slot range replaces exactly those slots', async (t) => {
     expireAtMs: 0,
     string: b('target-version').toString('hex'),
   });
-  t.deepEqual(comparable(sharedInValue), comparable((await source.client.read([sharedIn]))[0]));
+  t.deepEqual(
+    comparable(sharedInValue),
+    comparable((await source.client.read({ keys: [sharedIn] }))[0]),
+  );
   t.is(
-    (await target.client.digest([{ start: 8192, end: 16383 }])).digest,
+    (await target.client.digest({ slots: [{ start: 8192, end: 16383 }] })).digest,
     outsideBefore.digest,
     'outside untouched',
   );
@@ -256,40 +262,45 @@ test('a slot-range snapshot installed from a file replaces exactly its slots', a
   const keys = Array.from({ length: 800 }, (_, i) => b(`k${i}`));
   const inRange = keys.filter((k) => slotOf(k) >= range.start && slotOf(k) <= range.end);
   const outRange = keys.filter((k) => !inRange.includes(k));
-  await source.client.write(
-    keys.map((key) => ({
+  await source.client.write({
+    mutations: keys.map((key) => ({
       op: 'set' as const,
       key,
       value: b(`source-${key.toString()}`),
       expireAtMs: 0,
     })),
-  );
+  });
   // The target holds every key with another value; after the install, in-range keys it has
   // but the source lacks must go.
-  await target.client.write(
-    keys.map((key) => ({
+  await target.client.write({
+    mutations: keys.map((key) => ({
       op: 'set' as const,
       key,
       value: b(`target-${key.toString()}`),
       expireAtMs: 0,
     })),
-  );
-  await source.client.write(inRange.slice(0, 10).map((key) => ({ op: 'del' as const, key })));
+  });
+  await source.client.write({
+    mutations: inRange.slice(0, 10).map((key) => ({ op: 'del' as const, key })),
+  });
 
   const out = join(dir, 'range.snap');
   const fetched = await source.client.fetchToFile({ out, slots: [range], chunkSize: 4096 });
   t.deepEqual(fetched.info.slots, [range]);
   t.is(Number(fetched.info.keyCount), inRange.length - 10);
-  await target.client.installFile(out);
+  await target.client.installFile({ path: out });
 
-  t.is((await target.client.digest([range])).digest, (await source.client.digest([range])).digest);
-  const values = await target.client.read(inRange);
+  t.is(
+    (await target.client.digest({ slots: [range] })).digest,
+    (await source.client.digest({ slots: [range] })).digest,
+  );
+  const values = await target.client.read({ keys: inRange });
   values.forEach((v, i) => {
     if (i < 10)
       t.false(v.found, `deleted on source, removed from target: ${inRange[i]!.toString()}`);
     else t.deepEqual(v.string, b(`source-${inRange[i]!.toString()}`));
   });
-  const outside = await target.client.read(outRange);
+  const outside = await target.client.read({ keys: outRange });
   t.true(
     outside.every((v, i) => v.found && v.string!.equals(b(`target-${outRange[i]!.toString()}`))),
     'out of range untouched',
@@ -302,20 +313,20 @@ test('zstd compression round-trips through fetch, install and pull', async (t) =
   const target = await nodeFor(t);
   const other = await nodeFor(t);
   const dir = await tempDirFor(t);
-  await source.client.write(everyType('z').mutations);
+  await source.client.write({ mutations: everyType('z').mutations });
   // Compressible values, so zstd chunks are really compressed.
-  await source.client.write(
-    Array.from({ length: 1500 }, (_, i) => ({
+  await source.client.write({
+    mutations: Array.from({ length: 1500 }, (_, i) => ({
       op: 'set' as const,
       key: b(`zkey-${i}`),
       value: Buffer.from(`value ${i} `.repeat(20)),
       expireAtMs: 0,
     })),
-  );
+  });
   const out = join(dir, 'z.snap');
   // Made beforehand: a snapshot a fetch makes for itself is deleted once it is fetched.
   const made = await source.client.createSnapshot({ compression: 'zstd' });
-  await source.client.waitReady(made.id);
+  await source.client.waitReady({ snapshotId: made.id });
   const fetched = await source.client.fetchToFile({
     out,
     snapshotId: made.id,
@@ -336,13 +347,17 @@ test('zstd compression round-trips through fetch, install and pull', async (t) =
   t.is(first.compression, 'COMPRESSION_ZSTD');
   t.true(first.data.length < first.rawLength);
 
-  const installed = await target.client.installFile(out, { compression: 'zstd', chunkSize: 8192 });
+  const installed = await target.client.installFile({
+    path: out,
+    compression: 'zstd',
+    chunkSize: 8192,
+  });
   t.is(installed.sha256, fetched.sha256);
   const digest = await source.client.digest();
   t.is((await target.client.digest()).digest, digest.digest);
 
   const created = await source.client.createSnapshot({ compression: 'zstd' });
-  await source.client.waitReady(created.id);
+  await source.client.waitReady({ snapshotId: created.id });
   await pullToEnd(other.client, { source: source.node.address, snapshotId: created.id });
   t.is((await other.client.digest()).digest, digest.digest);
 });
@@ -368,7 +383,7 @@ test('the digest changes with any change of value, score, expiry or member', asy
   ];
   const seen = new Set<string>([(await source.client.digest()).digest]);
   for (const [what, mutation] of changes) {
-    await source.client.write([mutation]);
+    await source.client.write({ mutations: [mutation] });
     const digest = (await source.client.digest()).digest;
     t.false(seen.has(digest), `digest changed after: ${what}`);
     seen.add(digest);
@@ -376,20 +391,26 @@ test('the digest changes with any change of value, score, expiry or member', asy
   // Same content gives the same digest, whatever the write order or node.
   const a = await nodeFor(t);
   const c = await nodeFor(t);
-  await a.client.write([
-    { op: 'sadd', key: b('s'), members: [b('x'), b('y')] },
-    {
-      op: 'hset',
-      key: b('h'),
-      fields: [
-        { field: b('a'), value: b('1') },
-        { field: b('b'), value: b('2') },
-      ],
-    },
-  ]);
-  await c.client.write([{ op: 'hset', key: b('h'), fields: [{ field: b('b'), value: b('2') }] }]);
-  await c.client.write([{ op: 'sadd', key: b('s'), members: [b('y'), b('x')] }]);
-  await c.client.write([{ op: 'hset', key: b('h'), fields: [{ field: b('a'), value: b('1') }] }]);
+  await a.client.write({
+    mutations: [
+      { op: 'sadd', key: b('s'), members: [b('x'), b('y')] },
+      {
+        op: 'hset',
+        key: b('h'),
+        fields: [
+          { field: b('a'), value: b('1') },
+          { field: b('b'), value: b('2') },
+        ],
+      },
+    ],
+  });
+  await c.client.write({
+    mutations: [{ op: 'hset', key: b('h'), fields: [{ field: b('b'), value: b('2') }] }],
+  });
+  await c.client.write({ mutations: [{ op: 'sadd', key: b('s'), members: [b('y'), b('x')] }] });
+  await c.client.write({
+    mutations: [{ op: 'hset', key: b('h'), fields: [{ field: b('a'), value: b('1') }] }],
+  });
   t.is((await a.client.digest()).digest, (await c.client.digest()).digest);
 });
 
@@ -422,7 +443,7 @@ test('a pull of large collections across many chunks installs copies, not views 
     }
   }
   for (let i = 0; i < mutations.length; i += 500) {
-    await source.client.write(mutations.slice(i, i + 500));
+    await source.client.write({ mutations: mutations.slice(i, i + 500) });
   }
   const target = await nodeFor(t);
   const { result } = await pullToEnd(target.client, { source: source.node.address });

@@ -175,10 +175,10 @@ test('the typed client sends its token and maps refusals to domain errors', asyn
     reader.close();
     writer.close();
   });
-  await writer.write([{ op: 'set', key: b('k'), value: b('v'), expireAtMs: 0 }]);
+  await writer.write({ mutations: [{ op: 'set', key: b('k'), value: b('v'), expireAtMs: 0 }] });
   t.is((await reader.stats()).keyCount, 1);
   const denied = await t.throwsAsync(
-    reader.write([{ op: 'set', key: b('k'), value: b('w'), expireAtMs: 0 }]),
+    reader.write({ mutations: [{ op: 'set', key: b('k'), value: b('w'), expireAtMs: 0 }] }),
   );
   t.true(isShardsnapError(denied, ErrorCodes.permissionDenied), String(denied));
   const anonymous = await t.throwsAsync(node.client.stats());
@@ -216,7 +216,7 @@ test('TLS: plaintext and untrusting clients fail, a client trusting the CA works
     await clientTls(pki),
   );
   t.teardown(() => node.stop());
-  await node.client.write(stringSets('tls', 10));
+  await node.client.write({ mutations: stringSets('tls', 10) });
   t.is((await node.client.stats()).keyCount, 10);
   const plain = new ShardsnapClient(node.node.address);
   const untrusting = new ShardsnapClient(node.node.address, {
@@ -243,7 +243,7 @@ test('mutual TLS: no client certificate or a stranger one fails; the CA-signed o
     await clientTls(pki, { mutual: true }),
   );
   t.teardown(() => node.stop());
-  await node.client.write(stringSets('mtls', 50));
+  await node.client.write({ mutations: stringSets('mtls', 50) });
   const noCert = new ShardsnapClient(node.node.address, { security: await clientTls(pki) });
   const stranger = new ShardsnapClient(node.node.address, {
     security: {
@@ -292,7 +292,7 @@ async function secureNode(t: ExecutionContext, extra: Record<string, unknown> = 
 test('node to node over mutual TLS with tokens: a pull and a full split', async (t) => {
   t.timeout(120_000);
   const source = await secureNode(t);
-  await source.client.write(stringSets('peer', 2_000));
+  await source.client.write({ mutations: stringSets('peer', 2_000) });
   // A pull into an empty node: seeding with force.
   const seeded = await secureNode(t, { slots: [] });
   let last;
@@ -305,7 +305,7 @@ test('node to node over mutual TLS with tokens: a pull and a full split', async 
   // A split of half the slots to a third node.
   const target = await secureNode(t, { slots: [] });
   const half = [{ start: 0, end: 8191 }];
-  const before = await source.client.digest(half);
+  const before = await source.client.digest({ slots: half });
   const { migrateSlots } = await import('../src/client');
   const status = await migrateSlots(target.client.connection, {
     source: source.node.address,
@@ -313,14 +313,14 @@ test('node to node over mutual TLS with tokens: a pull and a full split', async 
     maxPauseMs: 1_000,
   });
   t.is(status.phase, 'DONE');
-  t.deepEqual((await target.client.digest(half)).digest, before.digest);
+  t.deepEqual((await target.client.digest({ slots: half })).digest, before.digest);
   t.deepEqual(target.node.ownership.owned(), half);
 });
 
 test('installs and pulls of slots the node does not own are FAILED_PRECONDITION unless seeding with force', async (t) => {
   const source = await startNode();
   t.teardown(() => source.stop());
-  await source.client.write(stringSets('own', 500));
+  await source.client.write({ mutations: stringSets('own', 500) });
   const half = await startNode({ slots: [{ start: 0, end: 8191 }] });
   t.teardown(() => half.stop());
   // A full snapshot covers slots this node does not own.
@@ -335,19 +335,19 @@ test('installs and pulls of slots the node does not own are FAILED_PRECONDITION 
   // Its own slots are fine.
   await drain(half.client.pull({ source: source.node.address, slots: [{ start: 0, end: 8191 }] }));
   t.deepEqual(
-    (await half.client.digest([{ start: 0, end: 8191 }])).digest,
-    (await source.client.digest([{ start: 0, end: 8191 }])).digest,
+    (await half.client.digest({ slots: [{ start: 0, end: 8191 }] })).digest,
+    (await source.client.digest({ slots: [{ start: 0, end: 8191 }] })).digest,
   );
   // An install from a file follows the same rule.
   const file = `${await tempDirFor(t)}/full.bin`;
   await source.client.fetchToFile({ out: file });
-  const install = await t.throwsAsync(half.client.installFile(file));
+  const install = await t.throwsAsync(half.client.installFile({ path: file }));
   t.true(isShardsnapError(install, ErrorCodes.failedPrecondition), String(install));
   const empty = await startNode({ slots: [] });
   t.teardown(() => empty.stop());
-  const unforced = await t.throwsAsync(empty.client.installFile(file));
+  const unforced = await t.throwsAsync(empty.client.installFile({ path: file }));
   t.true(isShardsnapError(unforced, ErrorCodes.failedPrecondition), String(unforced));
-  await empty.client.installFile(file, { force: true });
+  await empty.client.installFile({ path: file, force: true });
   t.is((await empty.client.stats()).keyCount, 500);
   t.deepEqual(empty.node.ownership.owned(), [{ start: 0, end: 16383 }]);
 });
@@ -412,7 +412,9 @@ test('an install whose header lists no slots, or a partial files artifact, is re
   const { encodeHeader } = await import('../src/snapshot');
   const node = await startNode({ slots: [{ start: 0, end: 8191 }] });
   t.teardown(() => node.stop());
-  await node.client.write(stringSets('kept', 300).filter((m) => slotOfMutation(m) <= 8191));
+  await node.client.write({
+    mutations: stringSets('kept', 300).filter((m) => slotOfMutation(m) <= 8191),
+  });
   const before = await node.client.digest();
   const header = {
     format_version: 1,
@@ -464,7 +466,7 @@ test('the CLI speaks TLS and sends tokens: --tls-ca, --tls-cert/--tls-key, --tok
     await clientTls(pki, { mutual: true, token: TOKENS.write }),
   );
   t.teardown(() => node.stop());
-  await node.client.write(stringSets('cli', 20));
+  await node.client.write({ mutations: stringSets('cli', 20) });
   const at = ['--at', node.node.address];
   const tls = ['--tls-ca', pki.ca, '--tls-cert', pki.clientCert, '--tls-key', pki.clientKey];
   const run = (args: string[], env: Record<string, string> = {}) =>

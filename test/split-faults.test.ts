@@ -168,7 +168,7 @@ async function probeSource(
         { op: 'set', key: b(`{${tag}}probe`), value: b(`p${n}`), expireAtMs: 0 },
       ];
       try {
-        await client.write(batch);
+        await client.write({ mutations: batch });
         await model.write(batch);
       } catch (error) {
         if (movedTo(error)) return 'committed';
@@ -251,7 +251,7 @@ async function assertRangeMatchesModel(
   what: string,
 ): Promise<void> {
   const expected = await modelDigest(model, [MOVING]);
-  const actual = await owner.digest([MOVING]);
+  const actual = await owner.digest({ slots: [MOVING] });
   t.is(Number(actual.keyCount), expected.keyCount, `${what}: key count of slots 0-8191`);
   t.is(actual.digest, expected.digest, `${what}: digest of slots 0-8191 equals the model's`);
 }
@@ -284,7 +284,7 @@ async function killDuringMigration(
   const moving = tagsIn(MOVING, 200);
   const staying = tagsIn(STAYING, 50);
   const initial = initialData(moving, staying);
-  for (const batch of initial) await source.write(batch);
+  for (const batch of initial) await source.write({ mutations: batch });
   const model = await modelOf(initial);
 
   const writer = new TrackingWriter(sourceAddress, moving.slice(0, 40), model, {
@@ -304,29 +304,31 @@ async function killDuringMigration(
   let killing: Promise<void> | undefined;
   let sourceAtKill = '';
   const migration = settle(
-    migrateSlots(conn, {
-      source: sourceAddress,
-      slots: [MOVING],
-      onEvent: (event) => {
-        events.push(event);
-        if (!killing && progressOf(event) >= KILL_AT[phase]) {
-          killedAfter = event;
-          const probe =
-            phase === 'HANDOFF_PAUSED'
-              ? 'paused'
-              : phase === 'HANDOFF_COMMITTED'
-                ? 'committed'
-                : '';
-          killing =
-            probe && event.phase === 'HANDOFF'
-              ? probeSource(sourceAddress, model, moving[0] as string, probe).then((seen) => {
-                  sourceAtKill = `, source ${seen}`;
-                  return kill(procs[victim]);
-                })
-              : kill(procs[victim]);
-        }
+    migrateSlots(
+      conn,
+      { source: sourceAddress, slots: [MOVING] },
+      {
+        onEvent: (event) => {
+          events.push(event);
+          if (!killing && progressOf(event) >= KILL_AT[phase]) {
+            killedAfter = event;
+            const probe =
+              phase === 'HANDOFF_PAUSED'
+                ? 'paused'
+                : phase === 'HANDOFF_COMMITTED'
+                  ? 'committed'
+                  : '';
+            killing =
+              probe && event.phase === 'HANDOFF'
+                ? probeSource(sourceAddress, model, moving[0] as string, probe).then((seen) => {
+                    sourceAtKill = `, source ${seen}`;
+                    return kill(procs[victim]);
+                  })
+                : kill(procs[victim]);
+          }
+        },
       },
-    }),
+    ),
   );
   await waitFor(() => killing !== undefined, 30_000);
   if (!killing) {
@@ -361,17 +363,20 @@ async function killDuringMigration(
   const ownerClient = owner === 'target' ? target : source;
   const other = owner === 'target' ? source : target;
   const emptied = await waitFor(
-    async () => Number((await other.digest([MOVING])).keyCount) === 0,
+    async () => Number((await other.digest({ slots: [MOVING] })).keyCount) === 0,
     15_000,
     100,
   );
   t.true(emptied, `the ${owner === 'target' ? 'source' : 'target'} holds no key of 0-8191`);
   // Nothing of the source's other slots was lost by a kill or a restart.
-  t.is((await source.digest([STAYING])).digest, (await modelDigest(model, [STAYING])).digest);
+  t.is(
+    (await source.digest({ slots: [STAYING] })).digest,
+    (await modelDigest(model, [STAYING])).digest,
+  );
 
   // Every acknowledged write is there: per key for the keys whose state is known...
   const mismatches = await modelMismatches(model, writer.certainKeys(), (keys) =>
-    ownerClient.read(keys),
+    ownerClient.read({ keys }),
   );
   t.deepEqual(mismatches.lines, [], `${mismatches.count} acknowledged keys differ`);
   // ...then, with the unknown ones overwritten, the whole range, and nothing else.
@@ -412,7 +417,11 @@ async function killDuringMigration(
   );
   await assertRangeMatchesModel(t, target, model, 'target after the retry');
   t.true(
-    await waitFor(async () => Number((await source.digest([MOVING])).keyCount) === 0, 15_000, 100),
+    await waitFor(
+      async () => Number((await source.digest({ slots: [MOVING] })).keyCount) === 0,
+      15_000,
+      100,
+    ),
     'the source drops the moved keys',
   );
 }
@@ -488,7 +497,7 @@ async function inProcessSplit(
   const target = await nodeFor(t, { backend: 'memory', slots: [], ...options.target });
   const moving = tagsIn(MOVING, 40);
   const initial = mixedData([...moving, ...tagsIn(STAYING, 10)], 50);
-  for (const batch of initial) await source.client.write(batch);
+  for (const batch of initial) await source.client.write({ mutations: batch });
   const model = await modelOf(initial);
   const writer = new TrackingWriter(source.node.address, moving, model, {
     lanes: 2,
@@ -514,9 +523,13 @@ async function assertNothingMoved(t: ExecutionContext, split: InProcessSplit): P
   );
   t.deepEqual(plain((await target.client.stats()).ownedSlots), [], 'the target owns nothing');
   t.deepEqual(target.node.ownership.imports(), [], 'the target keeps no import record');
-  t.is(Number((await target.client.digest([MOVING])).keyCount), 0, 'the target holds no key');
+  t.is(
+    Number((await target.client.digest({ slots: [MOVING] })).keyCount),
+    0,
+    'the target holds no key',
+  );
   const expected = await modelDigest(model, [ALL]);
-  const actual = await source.client.digest([ALL]);
+  const actual = await source.client.digest({ slots: [ALL] });
   t.is(Number(actual.keyCount), expected.keyCount);
   t.is(actual.digest, expected.digest, 'the source holds every key and every acked write');
 }
@@ -533,7 +546,11 @@ async function assertRerunSucceeds(t: ExecutionContext, split: InProcessSplit): 
   t.deepEqual(writer.errors, []);
   t.deepEqual(plain((await target.client.stats()).ownedSlots), [MOVING]);
   const expected = await modelDigest(model, [MOVING]);
-  t.is((await target.client.digest([MOVING])).digest, expected.digest, 'a rerun moves everything');
+  t.is(
+    (await target.client.digest({ slots: [MOVING] })).digest,
+    expected.digest,
+    'a rerun moves everything',
+  );
 }
 
 const plain = (list: ReadonlyArray<{ start: number; end: number }>): SlotRange[] =>
@@ -556,17 +573,21 @@ test.serial(
     const events: MigrationStatus[] = [];
     let cancelling: Promise<MigrationStatus> | undefined;
     const migration = settle(
-      migrateSlots(split.conn, {
-        source: split.source.node.address,
-        slots: [MOVING],
-        onEvent: (event) => {
-          events.push(event);
-          // The slow build takes about a second: 200 ms in, the snapshot is under way.
-          if (!cancelling && event.phase === 'SNAPSHOT') {
-            cancelling = sleep(200).then(() => cancelMigration(split.conn, event.migrationId));
-          }
+      migrateSlots(
+        split.conn,
+        { source: split.source.node.address, slots: [MOVING] },
+        {
+          onEvent: (event) => {
+            events.push(event);
+            // The slow build takes about a second: 200 ms in, the snapshot is under way.
+            if (!cancelling && event.phase === 'SNAPSHOT') {
+              cancelling = sleep(200).then(() =>
+                cancelMigration(split.conn, { migrationId: event.migrationId }),
+              );
+            }
+          },
         },
-      }),
+      ),
     );
     const outcome = await migration;
     t.truthy(cancelling, 'the snapshot was under way');
@@ -599,16 +620,20 @@ test.serial(
     const events: MigrationStatus[] = [];
     let cancelling: Promise<MigrationStatus> | undefined;
     const outcome = await settle(
-      migrateSlots(split.conn, {
-        source: split.source.node.address,
-        slots: [MOVING],
-        onEvent: (event) => {
-          events.push(event);
-          if (!cancelling && event.phase === 'CATCH_UP') {
-            cancelling = sleep(300).then(() => cancelMigration(split.conn, event.migrationId));
-          }
+      migrateSlots(
+        split.conn,
+        { source: split.source.node.address, slots: [MOVING] },
+        {
+          onEvent: (event) => {
+            events.push(event);
+            if (!cancelling && event.phase === 'CATCH_UP') {
+              cancelling = sleep(300).then(() =>
+                cancelMigration(split.conn, { migrationId: event.migrationId }),
+              );
+            }
+          },
         },
-      }),
+      ),
     );
     t.truthy(cancelling, 'catch-up was under way');
     t.is((await cancelling!).phase, 'CANCELLED');
@@ -646,7 +671,7 @@ async function assertRerunSucceedsWithSlowTarget(
   t.is(done.phase, 'DONE');
   t.deepEqual(writer.errors, []);
   const expected = await modelDigest(split.model, [MOVING]);
-  t.is((await split.target.client.digest([MOVING])).digest, expected.digest);
+  t.is((await split.target.client.digest({ slots: [MOVING] })).digest, expected.digest);
 }
 
 test.serial(
@@ -659,23 +684,25 @@ test.serial(
     let id = '';
     const phases = new Set<string>();
     const outcome = await settle(
-      migrateSlots(split.conn, {
-        source: split.source.node.address,
-        slots: [MOVING],
-        signal: controller.signal,
-        onEvent: (event) => {
-          phases.add(event.phase);
-          if (!id) setTimeout(() => controller.abort(), 200);
-          id = event.migrationId;
+      migrateSlots(
+        split.conn,
+        { source: split.source.node.address, slots: [MOVING] },
+        {
+          signal: controller.signal,
+          onEvent: (event) => {
+            phases.add(event.phase);
+            if (!id) setTimeout(() => controller.abort(), 200);
+            id = event.migrationId;
+          },
         },
-      }),
+      ),
     );
     t.deepEqual([...phases], ['SNAPSHOT'], 'disconnected during SNAPSHOT');
     t.false(outcome.ok);
     if (!outcome.ok)
       t.true(isShardsnapError(outcome.error, ErrorCodes.cancelled), outcome.error.message);
     const final = await waitFor(async () => {
-      const status = await getMigration(split.conn, id);
+      const status = await getMigration(split.conn, { migrationId: id });
       return status.phase === 'CANCELLED' ? status : undefined;
     }, 10_000);
     t.is(final?.phase, 'CANCELLED', 'the node cancelled the migration');
@@ -726,12 +753,11 @@ async function splitWithTinyPause(
   await waitFor(() => split.writer.acked > 20, 5_000);
   const events: MigrationStatus[] = [];
   const outcome = await settle(
-    migrateSlots(split.conn, {
-      source: split.source.node.address,
-      slots: [MOVING],
-      maxPauseMs: 1,
-      onEvent: (event) => events.push(event),
-    }),
+    migrateSlots(
+      split.conn,
+      { source: split.source.node.address, slots: [MOVING], maxPauseMs: 1 },
+      { onEvent: (event) => events.push(event) },
+    ),
   );
   const acked = split.writer.acked;
   t.true(await waitFor(() => split.writer.acked > acked + 20, 5_000), 'writes continue');
@@ -785,19 +811,18 @@ test.serial(
           expireAtMs: 0,
         },
       ];
-      await split.source.client.write(batch);
+      await split.source.client.write({ mutations: batch });
       await split.model.write(batch);
       return prepare(request);
     };
     split.writer.start();
     const events: MigrationStatus[] = [];
     const outcome = await settle(
-      migrateSlots(split.conn, {
-        source: split.source.node.address,
-        slots: [MOVING],
-        maxPauseMs: 200,
-        onEvent: (event) => events.push(event),
-      }),
+      migrateSlots(
+        split.conn,
+        { source: split.source.node.address, slots: [MOVING], maxPauseMs: 200 },
+        { onEvent: (event) => events.push(event) },
+      ),
     );
     await split.writer.stop();
     assertHandoffsAborted(t, outcome, events);
@@ -817,7 +842,7 @@ test.serial(
     const pausedKey = b(`{${tagsIn(paused, 1)[0]}}k`);
     const otherKey = b(`{${tagsIn(paused, 1, false)[0]}}k`);
     const set = (key: Buffer, value: string): Promise<number> =>
-      node.client.write([{ op: 'set', key, value: b(value), expireAtMs: 0 }]);
+      node.client.write({ mutations: [{ op: 'set', key, value: b(value), expireAtMs: 0 }] });
 
     const before = await set(otherKey, 'before');
     const started = Date.now();
@@ -829,10 +854,7 @@ test.serial(
     });
     t.true(seq >= before, 'the prepared seq covers the writes before the pause');
     const refused = await set(pausedKey, 'during').catch((error: unknown) => error);
-    t.true(
-      isShardsnapError(refused, ErrorCodes.unavailable),
-      `UNAVAILABLE, got ${String(refused)}`,
-    );
+    t.true(isShardsnapError(refused, ErrorCodes.tryAgain), `TRYAGAIN, got ${String(refused)}`);
     t.true(isTryAgain(refused), 'the answer is TRYAGAIN');
     t.true((await set(otherKey, 'other')) > 0, 'other slots take writes');
 
@@ -875,7 +897,7 @@ test.serial('AbortHandoff ends a prepared pause at once and the slots stay', asy
     maxPauseMs: 30_000,
   });
   const write = (): Promise<number> =>
-    node.client.write([{ op: 'set', key: pausedKey, value: b('v'), expireAtMs: 0 }]);
+    node.client.write({ mutations: [{ op: 'set', key: pausedKey, value: b('v'), expireAtMs: 0 }] });
   t.true(isTryAgain(await write().catch((error: unknown) => error)));
   t.deepEqual(await abortHandoff(conn, 'aborted'), { aborted: true, committed: false });
   t.true((await write()) > 0, 'writes resume at once');
@@ -896,7 +918,9 @@ test.serial(
     const moved: SlotRange = { start: 0, end: 99 };
     const tag = tagsIn(moved, 1)[0] as string;
     const movedKey = b(`{${tag}}k`);
-    await node.client.write([{ op: 'set', key: movedKey, value: b('v'), expireAtMs: 0 }]);
+    await node.client.write({
+      mutations: [{ op: 'set', key: movedKey, value: b('v'), expireAtMs: 0 }],
+    });
     await prepareHandoff(conn, {
       migrationId: 'committed',
       slots: [moved],
@@ -908,14 +932,17 @@ test.serial(
     t.deepEqual(again, first, 'a repeated commit answers the same');
     t.deepEqual(await abortHandoff(conn, 'committed'), { aborted: false, committed: true });
     const refused = await node.client
-      .write([{ op: 'set', key: movedKey, value: b('w'), expireAtMs: 0 }])
+      .write({ mutations: [{ op: 'set', key: movedKey, value: b('w'), expireAtMs: 0 }] })
       .catch((error: unknown) => error);
-    t.true(isShardsnapError(refused, ErrorCodes.failedPrecondition), String(refused));
+    t.true(isShardsnapError(refused, ErrorCodes.moved), String(refused));
     t.is((refused as Error).message, `Write: MOVED ${slotOf(movedKey)} 127.0.0.1:1`);
     t.deepEqual(movedTo(refused), { slot: slotOf(movedKey), address: '127.0.0.1:1' });
     t.deepEqual(plain((await node.client.stats()).ownedSlots), [{ start: 100, end: 16383 }]);
     t.true(
-      await waitFor(async () => Number((await node.client.digest([moved])).keyCount) === 0, 5_000),
+      await waitFor(
+        async () => Number((await node.client.digest({ slots: [moved] })).keyCount) === 0,
+        5_000,
+      ),
       'the keys given away are removed',
     );
   },
@@ -929,13 +956,15 @@ test.serial(
     const split = await inProcessSplit(t);
     split.writer.start();
     const phases: string[] = [];
-    const done = await migrateSlots(split.conn, {
-      source: split.source.node.address,
-      slots: [MOVING],
-      onEvent: (event) => {
-        if (phases.at(-1) !== event.phase) phases.push(event.phase);
+    const done = await migrateSlots(
+      split.conn,
+      { source: split.source.node.address, slots: [MOVING] },
+      {
+        onEvent: (event) => {
+          if (phases.at(-1) !== event.phase) phases.push(event.phase);
+        },
       },
-    });
+    );
     await split.writer.stop();
     t.is(done.phase, 'DONE');
     t.deepEqual(phases, ['SNAPSHOT', 'CATCH_UP', 'HANDOFF', 'DONE']);
@@ -959,7 +988,7 @@ test.serial(
       conn.close();
     });
     const initial = mixedData([...tagsIn(MOVING, 50), ...tagsIn(STAYING, 10)], 20);
-    for (const batch of initial) await source.write(batch);
+    for (const batch of initial) await source.write({ mutations: batch });
     const model = await modelOf(initial);
     const done = await migrateSlots(conn, { source: sourceAddress, slots: [MOVING] });
     t.is(done.phase, 'DONE');
@@ -986,7 +1015,7 @@ test.serial(
     t.deepEqual(plain((await source.stats()).ownedSlots), [STAYING]);
     const key = b(`{${tagsIn(MOVING, 1)[0]}}x`);
     const moved = await source
-      .write([{ op: 'set', key, value: b('x'), expireAtMs: 0 }])
+      .write({ mutations: [{ op: 'set', key, value: b('x'), expireAtMs: 0 }] })
       .catch((error: unknown) => error);
     t.deepEqual(
       movedTo(moved),
@@ -1004,7 +1033,7 @@ test.serial(
     const target = await nodeFor(t, { slots: [], migrationTuning: { inDoubtRetryMs: 300 } });
     const moving: SlotRange = { start: 0, end: 8191 };
     const data = mixedData(tagsIn(moving, 5), 20);
-    for (const batch of data) await source.client.write(batch);
+    for (const batch of data) await source.client.write({ mutations: batch });
     // The source commits, but every answer to CommitHandoff is lost on the way back.
     const handoffs = source.node.handoffs;
     const commit = handoffs.commit.bind(handoffs);
@@ -1016,18 +1045,20 @@ test.serial(
     t.teardown(() => conn.close());
     let migrationId = '';
     const error = await t.throwsAsync(
-      migrateSlots(conn, {
-        source: source.node.address,
-        slots: [moving],
-        onEvent: (e) => {
-          migrationId = e.migrationId;
+      migrateSlots(
+        conn,
+        { source: source.node.address, slots: [moving] },
+        {
+          onEvent: (e) => {
+            migrationId = e.migrationId;
+          },
         },
-      }),
+      ),
     );
     t.regex(error?.message ?? '', /no answer from source/);
     // The target settles with the source (AbortHandoff reports committed) and takes the slots.
     const settled = await waitFor(
-      async () => (await getMigration(conn, migrationId)).phase === 'DONE',
+      async () => (await getMigration(conn, { migrationId })).phase === 'DONE',
       10_000,
     );
     t.true(settled, 'GetMigration reports DONE once the in-doubt commit is confirmed');
@@ -1035,12 +1066,12 @@ test.serial(
     t.deepEqual(target.node.ownership.imports(), []);
     const model = await modelOf(data);
     t.is(
-      (await target.client.digest([moving])).digest,
+      (await target.client.digest({ slots: [moving] })).digest,
       (await modelDigest(model, [moving])).digest,
     );
     const tag = tagsIn(moving, 1)[0] as string;
-    await target.client.write([
-      { op: 'set', key: b(`{${tag}}after`), value: b('1'), expireAtMs: 0 },
-    ]);
+    await target.client.write({
+      mutations: [{ op: 'set', key: b(`{${tag}}after`), value: b('1'), expireAtMs: 0 }],
+    });
   },
 );

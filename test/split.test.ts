@@ -20,7 +20,7 @@ async function splitUnderWrites(t: ExecutionContext, from: Backend, to: Backend)
   const moving = tagsIn(MOVING, 40);
   const staying = tagsIn(STAYING, 10);
   const initial = mixedData([...moving, ...staying], 100);
-  for (const batch of initial) await source.client.write(batch);
+  for (const batch of initial) await source.client.write({ mutations: batch });
   const model = await modelOf(initial);
 
   const writer = new SplitWriter(source.node.address, moving, model, { lanes: 3 }).start();
@@ -28,11 +28,11 @@ async function splitUnderWrites(t: ExecutionContext, from: Backend, to: Backend)
   const events: MigrationStatus[] = [];
   const conn = new Connection(target.node.address);
   t.teardown(() => conn.close());
-  const done = await migrateSlots(conn, {
-    source: source.node.address,
-    slots: [MOVING],
-    onEvent: (event) => events.push(event),
-  });
+  const done = await migrateSlots(
+    conn,
+    { source: source.node.address, slots: [MOVING] },
+    { onEvent: (event) => events.push(event) },
+  );
   // Some writes after the handoff, which now go to the target by MOVED.
   const ackedAtDone = writer.acked;
   await waitFor(() => writer.acked > ackedAtDone + 20, 5_000);
@@ -53,14 +53,14 @@ async function splitUnderWrites(t: ExecutionContext, from: Backend, to: Backend)
 
   // Every acknowledged write is on the target: its digest of the range equals the model's.
   const expected = await modelDigest(model, [MOVING]);
-  const actual = await target.client.digest([MOVING]);
+  const actual = await target.client.digest({ slots: [MOVING] });
   t.is(Number(actual.keyCount), expected.keyCount);
   t.is(actual.digest, expected.digest);
   // The source keeps the other slots untouched and drops the moved keys in the background.
   const stayingExpected = await modelDigest(model, [STAYING]);
-  t.is((await source.client.digest([STAYING])).digest, stayingExpected.digest);
+  t.is((await source.client.digest({ slots: [STAYING] })).digest, stayingExpected.digest);
   const emptied = await waitFor(
-    async () => Number((await source.client.digest([MOVING])).keyCount) === 0,
+    async () => Number((await source.client.digest({ slots: [MOVING] })).keyCount) === 0,
     10_000,
   );
   t.true(emptied, 'the source no longer holds the moved keys');
@@ -108,7 +108,7 @@ test('a change log too small for the snapshot falls back to a fresh snapshot and
   const target = await nodeFor(t, { slots: [], migrationTuning: { feedBufferBytes: 4096 } });
   const moving = tagsIn(MOVING, 20);
   const initial = mixedData(moving, 50);
-  for (const batch of initial) await source.client.write(batch);
+  for (const batch of initial) await source.client.write({ mutations: batch });
   const model = await modelOf(initial);
   // Large values: the changes made during the snapshot outgrow every buffer on the way.
   const writer = new SplitWriter(source.node.address, moving, model, {
@@ -119,15 +119,17 @@ test('a change log too small for the snapshot falls back to a fresh snapshot and
   const conn = new Connection(target.node.address);
   t.teardown(() => conn.close());
   const details: string[] = [];
-  const done = await migrateSlots(conn, {
-    source: source.node.address,
-    slots: [MOVING],
-    onEvent: (event) => {
-      if (event.detail) details.push(event.detail);
-      // Once the log has overflowed, the writer stops so that the next snapshot fits.
-      if (event.snapshotAttempts > 1) void writer.stop();
+  const done = await migrateSlots(
+    conn,
+    { source: source.node.address, slots: [MOVING] },
+    {
+      onEvent: (event) => {
+        if (event.detail) details.push(event.detail);
+        // Once the log has overflowed, the writer stops so that the next snapshot fits.
+        if (event.snapshotAttempts > 1) void writer.stop();
+      },
     },
-  });
+  );
   await writer.stop();
   t.is(done.phase, 'DONE');
   t.true(done.snapshotAttempts >= 2, `${done.snapshotAttempts} snapshot attempts`);
@@ -137,7 +139,7 @@ test('a change log too small for the snapshot falls back to a fresh snapshot and
   );
   t.deepEqual(writer.failures, []);
   const expected = await modelDigest(model, [MOVING]);
-  t.is((await target.client.digest([MOVING])).digest, expected.digest);
+  t.is((await target.client.digest({ slots: [MOVING] })).digest, expected.digest);
 });
 
 test('MigrateSlots and the handoff calls answer bad input with precise statuses', async (t) => {
@@ -215,19 +217,19 @@ test('MigrateSlots and the handoff calls answer bad input with precise statuses'
   );
   // Nothing was paused by the failed calls.
   t.is(source.node.handoffs.activeCount, 0);
-  await source.client.write([
-    { op: 'set', key: Buffer.from('{t0}x'), value: Buffer.from('1'), expireAtMs: 0 },
-  ]);
+  await source.client.write({
+    mutations: [{ op: 'set', key: Buffer.from('{t0}x'), value: Buffer.from('1'), expireAtMs: 0 }],
+  });
 });
 
 test('a finished migration stays visible to GetMigration; a second one for the same slots is refused', async (t) => {
   const source = await nodeFor(t);
   const target = await nodeFor(t, { slots: [] });
-  await source.client.write(mixedData(tagsIn(MOVING, 3), 10).flat());
+  await source.client.write({ mutations: mixedData(tagsIn(MOVING, 3), 10).flat() });
   const conn = new Connection(target.node.address);
   t.teardown(() => conn.close());
   const done = await migrateSlots(conn, { source: source.node.address, slots: [MOVING] });
-  const status = await getMigration(conn, done.migrationId);
+  const status = await getMigration(conn, { migrationId: done.migrationId });
   t.is(status.phase, 'DONE');
   t.is(status.keys, done.keys);
   await t.throwsAsync(migrateSlots(conn, { source: source.node.address, slots: [MOVING] }), {
@@ -265,8 +267,8 @@ test('shardsnap split moves slots and prints keys, bytes, time, MiB/s and the wr
     '4096-8191',
   ]);
   t.is(json.code, 0);
-  t.is(json.json.phase, 'DONE');
-  t.is(typeof json.json.write_pause_ms, 'number');
+  t.is(json.json.phase, 'done');
+  t.true(Number.isInteger(json.json.writePauseMs));
   t.true((json.json.keys as number) > 0);
   const stats = await cliJson<{ ownedSlots: SlotRange[] }>(['stats', '--at', target.address]);
   t.deepEqual(stats.json.ownedSlots, [MOVING]);

@@ -1,8 +1,10 @@
 import {
   ErrorCodes,
+  ErrorReasons,
   ShardsnapError,
   abortableSleep,
   cancelled,
+  checksumMismatch,
   dataLoss,
   isShardsnapError,
   throwIfAborted,
@@ -27,8 +29,12 @@ class ChunkMismatch extends ShardsnapError {
   constructor(
     message: string,
     readonly offset: number,
+    snapshotId: string,
   ) {
-    super(ErrorCodes.dataLoss, message);
+    super(ErrorCodes.dataLoss, message, {
+      reason: ErrorReasons.checksumMismatch,
+      metadata: { snapshot_id: snapshotId, offset },
+    });
   }
 }
 
@@ -100,6 +106,7 @@ export async function* downloadArtifact(
               throw new ChunkMismatch(
                 `chunk ${index} CRC32C mismatch: got ${crc}, manifest says ${expected} [${where(offset)}]`,
                 offset,
+                manifest.snapshot.id,
               );
             }
             hash.update(data);
@@ -137,8 +144,9 @@ export async function* downloadArtifact(
     }
     const sha256 = await hash.digest();
     if (sha256 !== manifest.sha256) {
-      throw dataLoss(
+      throw checksumMismatch(
         `archive artifact SHA-256 ${sha256} differs from its manifest's ${manifest.sha256} [${where(size)}]`,
+        { snapshotId: manifest.snapshot.id, offset: 0 },
       );
     }
   } finally {

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import type * as S3 from '@aws-sdk/client-s3';
 import type * as S3Storage from '@aws-sdk/lib-storage';
-import { ErrorCodes, throwIfAborted } from '../core';
+import { ErrorCodes, cancelled, throwIfAborted } from '../core';
 import { s3Error } from './s3-errors';
 import type { ResolvedS3Settings } from './s3-settings';
 import type { ArchiveTarget, ArchiveTargets, PutOptions, StoredObject } from './target';
@@ -151,7 +151,7 @@ class S3Target implements ArchiveTarget {
     // withSignal): unlike Upload.abort(), whose done() settles at once, done() then settles
     // only after the upload has wound down and sent its AbortMultipartUpload.
     const onAbort = (): void => {
-      source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('cancelled'));
+      source.destroy(signal?.reason instanceof Error ? signal.reason : cancelled());
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     const partSize = Math.max(

@@ -1,4 +1,4 @@
-import type { Throttle } from '../core';
+import { type Throttle, cancelled } from '../core';
 import type { SnapshotCatalog, SnapshotEntry } from '../snapshot';
 import { type ArchiveRecord, archiveSnapshot } from './archive-snapshot';
 import { listArchives, pruneArchives } from './catalog';
@@ -74,7 +74,7 @@ export class ArchiveScheduler {
 
   /** Aborts a running upload and waits for it to wind down, at most `graceMs`. */
   async stop(graceMs = 5_000): Promise<void> {
-    this.stopping.abort(new Error('node is stopping'));
+    this.stopping.abort(cancelled('node is stopping'));
     clearTimeout(this.timer);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import {
   ErrorCodes,
+  ErrorReasons,
   SLOT_COUNT,
   type SlotRange,
   ShardsnapError,
@@ -47,7 +48,7 @@ export type BuildStatus = 'ready' | 'failed' | 'cancelled';
 /** RESOURCE_EXHAUSTED because of `--spool-max-bytes` (rather than too many builds). */
 export class SpoolFullError extends ShardsnapError {
   constructor(message: string) {
-    super(ErrorCodes.resourceExhausted, message);
+    super(ErrorCodes.resourceExhausted, message, { reason: ErrorReasons.spoolFull });
   }
 }
 

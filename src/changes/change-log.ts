@@ -8,6 +8,7 @@ import {
   encodeMutations,
   formatSlotRanges,
   invalidArgument,
+  shuttingDown,
 } from '../core';
 import type { StoreChange } from '../store';
 import { changeBytes } from './change-size';
@@ -166,8 +167,7 @@ export class ChangeLog {
    * change and at their next pull for the others; later appends are ignored.
    */
   close(reason?: ShardsnapError): void {
-    this.closedWith ??=
-      reason ?? new ShardsnapError(ErrorCodes.unavailable, 'the node is stopping its change log');
+    this.closedWith ??= reason ?? shuttingDown('the node is stopping its change log');
     for (const wake of [...this.waiters]) wake();
   }
 

@@ -5,17 +5,39 @@ import { registerDemo } from './commands/demo';
 import { registerServe } from './commands/serve';
 import { registerSnapshots } from './commands/snapshots';
 import { registerSplit } from './commands/split';
-import { addClientOptions } from './common';
-import { EXIT_CODES } from './output';
+import { ADDR_ENV, CONNECT_TIMEOUT_ENV, TOKEN_ENV, addClientOptions } from './common';
+import { EXIT_CODES, reportError, reportUsageError } from './output';
+import { usageMessage, usageReason } from './usage';
+import { packageVersion } from './version';
 
-export function buildProgram(): Command {
+export interface ProgramOptions {
+  /**
+   * `--json` is on the command line: commander then prints nothing itself (no error text,
+   * no help after an error) and main prints the one JSON object.
+   */
+  json?: boolean;
+  /** Where help and the version go with --json (main wraps them in its JSON object). */
+  writeOut?: (text: string) => void;
+}
+
+export function buildProgram(options: ProgramOptions = {}): Command {
+  // Set before the commands are added: subcommands copy these settings when created.
   const program = new Command('shardsnap')
     .description(
       'shard node that streams full and slot-range snapshots over gRPC in verified, resumable chunks',
     )
+    .version(packageVersion(), '-V, --version', 'print the version')
     .option('--json', 'print one JSON object instead of human output')
-    .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .configureOutput({
+      outputError: (text, write) => {
+        if (!options.json) write(usageMessage(text));
+      },
+      // With --json, the help commander prints on its own errors is no use to a program.
+      ...(options.json ? { writeErr: () => undefined, writeOut: options.writeOut } : {}),
+    });
+  if (!options.json) program.showHelpAfterError();
+  program.addHelpText('after', ENVIRONMENT);
   registerServe(program);
   registerData(program);
   registerSnapshots(program);
@@ -25,6 +47,18 @@ export function buildProgram(): Command {
   addClientOptionsEverywhere(program);
   return program;
 }
+
+const ENVIRONMENT = `
+Environment:
+  ${ADDR_ENV}             the node a command calls when its --at, --to, fetch --from
+                             or split --target is not given
+  ${TOKEN_ENV}            bearer token of the calls when --token is not given
+  ${CONNECT_TIMEOUT_ENV}  --connect-timeout when not given (e.g. 10s)
+
+Exit codes: 0 ok, 1 internal, 2 usage or invalid argument, 3 not found, 4 data loss,
+5 failed precondition (MOVED), 6 resource exhausted, 7 unavailable (TRYAGAIN, a node
+that cannot be reached, deadline exceeded), 8 cancelled, 9 permission denied or
+unauthenticated.`;
 
 /** Commands that talk to no node over gRPC, or run nodes themselves. */
 const NO_CLIENT = new Set(['serve', 'demo', 'verify', 'unpack']);
@@ -40,16 +74,41 @@ function addClientOptionsEverywhere(command: Command): void {
 
 export async function main(argv: string[]): Promise<void> {
   dropIpServerNameWarning();
-  const program = buildProgram();
+  const json = jsonRequested(argv);
+  let printed = '';
   try {
+    const program = buildProgram({ json, writeOut: (text) => (printed += text) });
     await program.parseAsync(argv);
   } catch (error) {
-    if (error instanceof CommanderError) {
-      process.exitCode = error.exitCode === 0 ? 0 : EXIT_CODES.usage;
-      return;
-    }
-    throw error;
+    process.exitCode = failed(error, json, printed);
   }
+}
+
+/** The exit code of a parse that threw; prints what the user needs to see. */
+function failed(error: unknown, json: boolean, printed: string): number {
+  if (!(error instanceof CommanderError)) return reportError(error, json);
+  // --help and --version end the parse this way too, successfully.
+  if (error.exitCode === 0) {
+    if (json) {
+      const result =
+        error.code === 'commander.version' ? { version: packageVersion() } : { help: printed };
+      process.stdout.write(`${JSON.stringify({ ok: true, ...result })}\n`);
+    }
+    return 0;
+  }
+  if (!json) return EXIT_CODES.usage;
+  if (error.code === 'commander.help') {
+    return reportUsageError('a command is required (see shardsnap --help)', 'MISSING_COMMAND');
+  }
+  const message = usageMessage(error.message).replace(/^error: /, '');
+  return reportUsageError(message.trim(), usageReason(error.code));
+}
+
+/** `--json` among the arguments (before a `--`), known before commander parses them. */
+function jsonRequested(argv: readonly string[]): boolean {
+  const args = argv.slice(2);
+  const end = args.indexOf('--');
+  return (end === -1 ? args : args.slice(0, end)).includes('--json');
 }
 
 /**

@@ -1,4 +1,5 @@
-import { ErrorCodes, ShardsnapError, type ErrorCode } from '../core';
+import { ErrorCodes, ShardsnapError, defaultReason, type ErrorCode } from '../core';
+import { cliJson } from './json';
 
 /** Exit codes of the CLI, by error code (documented in the README). */
 export const EXIT_CODES: Record<ErrorCode | 'usage', number> = {
@@ -25,34 +26,52 @@ export interface OutputOptions {
   json?: boolean;
 }
 
-/** Prints a result: one JSON object with --json, otherwise the human lines. */
+/** Prints a result: one JSON object with --json (see cliJson), otherwise the human lines. */
 export function emit(options: OutputOptions, result: object, human: () => string | string[]): void {
   if (options.json) {
-    process.stdout.write(`${JSON.stringify(result, jsonReplacer)}\n`);
+    writeJson(cliJson(result));
     return;
   }
   const lines = human();
   process.stdout.write(`${Array.isArray(lines) ? lines.join('\n') : lines}\n`);
 }
 
-function jsonReplacer(_key: string, value: unknown): unknown {
-  if (typeof value === 'bigint') return value.toString();
-  if (value && typeof value === 'object' && 'type' in value && value.type === 'Buffer') {
-    return Buffer.from((value as unknown as { data: number[] }).data).toString('base64');
-  }
-  return value;
+function writeJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
 }
 
+/**
+ * Prints a failure once (one JSON object on stdout with --json, one line on stderr
+ * otherwise) and returns the exit code. `metadata` goes out as the node sent it: its keys
+ * are those of the error's ErrorInfo.
+ */
 export function reportError(error: unknown, json: boolean): number {
   const code = error instanceof ShardsnapError ? error.code : ErrorCodes.internal;
-  const exitCode = EXIT_CODES[code];
   const message = error instanceof Error ? error.message : String(error);
   if (json) {
-    process.stdout.write(`${JSON.stringify({ ok: false, error: { code, message } })}\n`);
+    const reason = error instanceof ShardsnapError ? error.reason : defaultReason(code);
+    const metadata = error instanceof ShardsnapError ? error.metadata : {};
+    const retryAfterMs = error instanceof ShardsnapError ? error.retryAfterMs : undefined;
+    writeJson({
+      ok: false,
+      error: {
+        code,
+        reason,
+        message,
+        ...(Object.keys(metadata).length > 0 ? { metadata } : {}),
+        ...(retryAfterMs !== undefined ? { retryAfterMs: Math.round(retryAfterMs) } : {}),
+      },
+    });
   } else {
     process.stderr.write(`error: ${message}\n`);
   }
-  return exitCode;
+  return EXIT_CODES[code];
+}
+
+/** A command line the CLI could not parse, with --json (without, commander prints it). */
+export function reportUsageError(message: string, reason: string): number {
+  writeJson({ ok: false, error: { code: 'usage', reason, message } });
+  return EXIT_CODES.usage;
 }
 
 export function formatBytes(bytes: number): string {

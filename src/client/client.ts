@@ -1,180 +1,310 @@
-import type { Mutation, SlotRange } from '../core';
-import type { ArchiveInfo__Output } from '../generated/shardsnap/v1/ArchiveInfo';
+import { ErrorCodes, ErrorReasons, ShardsnapError, abortableSleep } from '../core';
 import type { ArchiveProgress__Output } from '../generated/shardsnap/v1/ArchiveProgress';
-import type { DigestResponse__Output } from '../generated/shardsnap/v1/DigestResponse';
 import type { PullProgress__Output } from '../generated/shardsnap/v1/PullProgress';
-import type { ShardStats__Output } from '../generated/shardsnap/v1/ShardStats';
-import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
-import type { Value__Output } from '../generated/shardsnap/v1/Value';
+import type { MigrationStatus } from '../migration/status';
+import { type FetchToFileResult, fetchToFile } from '../transfer/fetch-to-file';
+import { createSnapshot } from '../transfer/remote-snapshot';
+import { type CallOptions, runCall } from '../wire/call-options';
+import { Connection } from '../wire/connection';
 import { mutationsToWire } from '../wire/convert';
-import { fromServiceError } from '../wire/status';
-import { Connection, call } from '../wire/connection';
 import type { ClientSecurity } from '../wire/security';
-import {
-  type FetchToFileOptions,
-  type FetchToFileResult,
-  fetchToFile,
-} from '../transfer/fetch-to-file';
-import { type InstallFileOptions, installFile } from './install-file';
-import { type CreateSnapshotOptions, createSnapshot } from '../transfer/remote-snapshot';
+import { grpcStream, serverStream } from '../wire/server-stream';
+import { unary } from '../wire/unary';
+import { fetchChunks } from './fetch';
+import { installFile } from './install-file';
+import { cancelMigration, getMigration, migrationEvents } from './migrate';
+import type {
+  ArchiveRequest,
+  CreateSnapshotRequest,
+  DeleteArchiveRequest,
+  DeleteSnapshotRequest,
+  DigestRequest,
+  EmptyRequest,
+  FetchRequest,
+  FetchToFileRequest,
+  GetSnapshotRequest,
+  InstallFileRequest,
+  ListArchivesRequest,
+  MigrateSlotsRequest,
+  MigrationRequest,
+  PullRequest,
+  ReadRequest,
+  RestoreRequest,
+  WaitReadyRequest,
+  WriteRequest,
+} from './requests';
+import type {
+  ArchiveInfo,
+  ArchiveProgress,
+  DigestResult,
+  FetchedChunk,
+  InstallResult,
+  PullProgress,
+  ReadValue,
+  ShardStats,
+  SnapshotInfo,
+} from './responses';
 
-/** A typed, promise-based client of one shard node. */
+export interface ClientOptions {
+  security?: ClientSecurity;
+  /**
+   * How long a call waits for the connection to the node before it fails with
+   * UNAVAILABLE naming the address; without it a call to an unreachable node fails at once.
+   */
+  connectTimeoutMs?: number;
+}
+
+/**
+ * A typed client of one shard node. Every method takes a request object (fields as in
+ * shardsnap.proto) and CallOptions (`signal`, `deadlineMs`); unary calls return promises,
+ * streams are async iterables that cancel the call when the iteration stops early.
+ */
 export class ShardsnapClient {
   readonly connection: Connection;
 
   constructor(
     readonly address: string,
-    options: { security?: ClientSecurity } = {},
+    options: ClientOptions = {},
   ) {
-    this.connection = new Connection(address, { security: options.security ?? {} });
+    this.connection = new Connection(address, {
+      security: options.security ?? {},
+      connectTimeoutMs: options.connectTimeoutMs,
+    });
   }
 
-  async write(mutations: readonly Mutation[], signal?: AbortSignal): Promise<number> {
-    const response = await call<{ seq: number }>(
+  /** Waits until the node is connected (see Connection.ready). */
+  ready(options: CallOptions = {}): Promise<void> {
+    return this.connection.ready(options);
+  }
+
+  /** Applies the mutations as one batch; resolves with its sequence number. */
+  async write(request: WriteRequest, options: CallOptions = {}): Promise<number> {
+    const response = await unary<{ seq: number }>(
+      this.connection,
       'Write',
-      (cb) => this.connection.shard.Write({ mutations: mutationsToWire(mutations) }, cb),
-      signal,
+      (callOptions, cb) =>
+        this.connection.shard.Write(
+          { mutations: mutationsToWire(request.mutations) },
+          callOptions,
+          cb,
+        ),
+      options,
     );
     return Number(response.seq);
   }
 
-  async read(keys: readonly Buffer[]): Promise<Value__Output[]> {
-    const response = await call<{ values: Value__Output[] }>('Read', (cb) =>
-      this.connection.shard.Read({ keys: [...keys] }, cb),
+  async read(request: ReadRequest, options: CallOptions = {}): Promise<ReadValue[]> {
+    const response = await unary<{ values: ReadValue[] }>(
+      this.connection,
+      'Read',
+      (callOptions, cb) => this.connection.shard.Read({ keys: [...request.keys] }, callOptions, cb),
+      options,
     );
     return response.values;
   }
 
-  stats(): Promise<ShardStats__Output> {
-    return call('Stats', (cb) => this.connection.shard.Stats({}, cb));
+  stats(_request: EmptyRequest = {}, options: CallOptions = {}): Promise<ShardStats> {
+    return unary(
+      this.connection,
+      'Stats',
+      (callOptions, cb) => this.connection.shard.Stats({}, callOptions, cb),
+      options,
+    );
   }
 
-  digest(slots: readonly SlotRange[] = []): Promise<DigestResponse__Output> {
-    return call('Digest', (cb) => this.connection.shard.Digest({ slots: [...slots] }, cb));
+  digest(request: DigestRequest = {}, options: CallOptions = {}): Promise<DigestResult> {
+    return unary(
+      this.connection,
+      'Digest',
+      (callOptions, cb) =>
+        this.connection.shard.Digest({ slots: [...(request.slots ?? [])] }, callOptions, cb),
+      options,
+    );
   }
 
-  createSnapshot(options: CreateSnapshotOptions = {}): Promise<SnapshotInfo__Output> {
-    return createSnapshot(this.connection, options);
+  createSnapshot(
+    request: CreateSnapshotRequest = {},
+    options: CallOptions = {},
+  ): Promise<SnapshotInfo> {
+    return createSnapshot(this.connection, request, options);
   }
 
-  getSnapshot(id: string): Promise<SnapshotInfo__Output> {
-    return call('GetSnapshot', (cb) => this.connection.snapshots.GetSnapshot({ id }, cb));
+  getSnapshot(request: GetSnapshotRequest, options: CallOptions = {}): Promise<SnapshotInfo> {
+    return unary(
+      this.connection,
+      'GetSnapshot',
+      (callOptions, cb) =>
+        this.connection.snapshots.GetSnapshot({ snapshotId: request.snapshotId }, callOptions, cb),
+      options,
+    );
   }
 
-  async listSnapshots(): Promise<SnapshotInfo__Output[]> {
-    const response = await call<{ snapshots: SnapshotInfo__Output[] }>('ListSnapshots', (cb) =>
-      this.connection.snapshots.ListSnapshots({}, cb),
+  async listSnapshots(
+    _request: EmptyRequest = {},
+    options: CallOptions = {},
+  ): Promise<SnapshotInfo[]> {
+    const response = await unary<{ snapshots: SnapshotInfo[] }>(
+      this.connection,
+      'ListSnapshots',
+      (callOptions, cb) => this.connection.snapshots.ListSnapshots({}, callOptions, cb),
+      options,
     );
     return response.snapshots;
   }
 
-  /** `force`: delete although streams read it (they finish; see DeleteSnapshotRequest). */
-  async deleteSnapshot(id: string, options: { force?: boolean } = {}): Promise<void> {
-    await call('DeleteSnapshot', (cb) =>
-      this.connection.snapshots.DeleteSnapshot({ id, force: options.force ?? false }, cb),
+  async deleteSnapshot(request: DeleteSnapshotRequest, options: CallOptions = {}): Promise<void> {
+    await unary(
+      this.connection,
+      'DeleteSnapshot',
+      (callOptions, cb) =>
+        this.connection.snapshots.DeleteSnapshot(
+          { snapshotId: request.snapshotId, force: request.force ?? false },
+          callOptions,
+          cb,
+        ),
+      options,
     );
   }
 
-  /** Polls until the snapshot is READY (or FAILED, which throws). */
-  async waitReady(id: string, signal?: AbortSignal, pollMs = 50): Promise<SnapshotInfo__Output> {
-    for (;;) {
-      const info = await this.getSnapshot(id);
-      if (info.state === 'READY') return info;
-      if (info.state === 'FAILED') throw new Error(`snapshot ${id} failed: ${info.error}`);
-      signal?.throwIfAborted();
-      await new Promise((resolve) => setTimeout(resolve, pollMs));
-    }
+  /** Polls until the snapshot is READY; a FAILED build rejects with SNAPSHOT_FAILED. */
+  waitReady(request: WaitReadyRequest, options: CallOptions = {}): Promise<SnapshotInfo> {
+    const { snapshotId } = request;
+    return runCall('waitReady', options, async (scope) => {
+      for (;;) {
+        const info = await this.getSnapshot({ snapshotId }, scope.inner());
+        if (info.state === 'READY') return info;
+        if (info.state === 'FAILED') {
+          throw new ShardsnapError(
+            ErrorCodes.failedPrecondition,
+            `snapshot ${snapshotId} failed: ${info.error}`,
+            { reason: ErrorReasons.snapshotFailed, metadata: { snapshot_id: snapshotId } },
+          );
+        }
+        await abortableSleep(request.pollMs ?? 50, scope.signal, 'waitReady');
+      }
+    });
+  }
+
+  /**
+   * A snapshot's artifact as verified chunks (`{ offset, data }`, each CRC32C-checked, in
+   * order). Without `snapshotId` a snapshot of `slots` is created for the fetch (deleted
+   * once it completed). With `offset` (and `prefix`, the bytes before it) the fetch resumes.
+   * After the last chunk the SHA-256 of the whole artifact is checked: the iteration then
+   * throws CHECKSUM_MISMATCH instead of ending when it differs.
+   */
+  fetch(request: FetchRequest = {}, options: CallOptions = {}): AsyncGenerator<FetchedChunk> {
+    return fetchChunks(this.connection, request, options);
   }
 
   /** Fetches a snapshot into a file, resuming from `<out>.part` when present. */
-  fetchToFile(options: FetchToFileOptions): Promise<FetchToFileResult> {
-    return fetchToFile(this.connection, options);
+  fetchToFile(request: FetchToFileRequest, options: CallOptions = {}): Promise<FetchToFileResult> {
+    return runCall('fetchToFile', options, async (scope) => {
+      await this.connection.whenReady(scope.signal);
+      return fetchToFile(this.connection, { ...request, signal: scope.signal });
+    });
   }
 
-  installFile(path: string, options?: InstallFileOptions) {
-    return installFile(this.connection, path, options);
+  /** Pushes an artifact file into the node (InstallSnapshot). */
+  installFile(request: InstallFileRequest, options: CallOptions = {}): Promise<InstallResult> {
+    return installFile(this.connection, request, options);
   }
 
   /** Asks this node to pull a snapshot from `source` and install it; yields progress. */
-  async *pull(
-    request: { source: string; slots?: SlotRange[]; snapshotId?: string; force?: boolean },
-    signal?: AbortSignal,
-  ): AsyncGenerator<PullProgress__Output> {
-    const stream = this.connection.snapshots.PullSnapshot({
-      source: request.source,
-      slots: request.slots ?? [],
-      snapshotId: request.snapshotId ?? '',
-      force: request.force ?? false,
-    });
-    const onAbort = (): void => stream.cancel();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      for await (const progress of stream as AsyncIterable<PullProgress__Output>) yield progress;
-    } catch (error) {
-      throw fromServiceError(error, 'PullSnapshot');
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-      stream.cancel();
-    }
+  pull(request: PullRequest, options: CallOptions = {}): AsyncGenerator<PullProgress> {
+    return serverStream<PullProgress__Output>(
+      this.connection,
+      'PullSnapshot',
+      (callOptions) =>
+        grpcStream(
+          this.connection.snapshots.PullSnapshot(
+            {
+              source: request.source,
+              slots: [...(request.slots ?? [])],
+              snapshotId: request.snapshotId ?? '',
+              force: request.force ?? false,
+            },
+            callOptions,
+          ),
+        ),
+      options,
+    );
+  }
+
+  /** Asks this node to restore an archive (`s3://bucket/<dir>/manifest.json`); yields progress. */
+  restore(request: RestoreRequest, options: CallOptions = {}): AsyncGenerator<PullProgress> {
+    return this.pull({ source: request.uri, force: request.force ?? false }, options);
   }
 
   /**
    * Asks this node to upload a READY snapshot to its object store; yields progress, the
    * last message (`done`) with the archive's info and URI.
    */
-  async *archive(
-    request: { snapshotId: string; bucket: string; prefix?: string },
-    signal?: AbortSignal,
-  ): AsyncGenerator<ArchiveProgress__Output> {
-    const stream = this.connection.snapshots.ArchiveSnapshot({
-      snapshotId: request.snapshotId,
-      bucket: request.bucket,
-      prefix: request.prefix ?? '',
-    });
-    const onAbort = (): void => stream.cancel();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      for await (const progress of stream as AsyncIterable<ArchiveProgress__Output>) yield progress;
-    } catch (error) {
-      throw fromServiceError(error, 'ArchiveSnapshot');
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-      stream.cancel();
-    }
+  archive(request: ArchiveRequest, options: CallOptions = {}): AsyncGenerator<ArchiveProgress> {
+    return serverStream<ArchiveProgress__Output>(
+      this.connection,
+      'ArchiveSnapshot',
+      (callOptions) =>
+        grpcStream(
+          this.connection.snapshots.ArchiveSnapshot(
+            {
+              snapshotId: request.snapshotId,
+              bucket: request.bucket,
+              prefix: request.prefix ?? '',
+            },
+            callOptions,
+          ),
+        ),
+      options,
+    );
   }
 
   /** The complete archives in a bucket (under a prefix), as this node's object store sees them. */
   async listArchives(
-    request: { bucket: string; prefix?: string },
-    signal?: AbortSignal,
-  ): Promise<ArchiveInfo__Output[]> {
-    const response = await call<{ archives: ArchiveInfo__Output[] }>(
+    request: ListArchivesRequest,
+    options: CallOptions = {},
+  ): Promise<ArchiveInfo[]> {
+    const response = await unary<{ archives: ArchiveInfo[] }>(
+      this.connection,
       'ListArchives',
-      (cb) =>
+      (callOptions, cb) =>
         this.connection.snapshots.ListArchives(
           { bucket: request.bucket, prefix: request.prefix ?? '' },
+          callOptions,
           cb,
         ),
-      signal,
+      options,
     );
     return response.archives;
   }
 
-  async deleteArchive(uri: string, signal?: AbortSignal): Promise<void> {
-    await call(
+  async deleteArchive(request: DeleteArchiveRequest, options: CallOptions = {}): Promise<void> {
+    await unary(
+      this.connection,
       'DeleteArchive',
-      (cb) => this.connection.snapshots.DeleteArchive({ uri }, cb),
-      signal,
+      (callOptions, cb) =>
+        this.connection.snapshots.DeleteArchive({ uri: request.uri }, callOptions, cb),
+      options,
     );
   }
 
-  /** Asks this node to restore an archive (`s3://bucket/<dir>/manifest.json`); yields progress. */
-  restore(
-    uri: string,
-    signal?: AbortSignal,
-    options: { force?: boolean } = {},
-  ): AsyncGenerator<PullProgress__Output> {
-    return this.pull({ source: uri, force: options.force ?? false }, signal);
+  /**
+   * Runs a migration of `slots` from `source` to this node; yields its status as it
+   * goes, the last one DONE. A FAILED or CANCELLED migration is yielded, then thrown as the
+   * node's error. Stopping the iteration (or the signal) cancels the migration.
+   */
+  migrateSlots(
+    request: MigrateSlotsRequest,
+    options: CallOptions = {},
+  ): AsyncGenerator<MigrationStatus> {
+    return migrationEvents(this.connection, request, options);
+  }
+
+  getMigration(request: MigrationRequest, options: CallOptions = {}): Promise<MigrationStatus> {
+    return getMigration(this.connection, request, options);
+  }
+
+  cancelMigration(request: MigrationRequest, options: CallOptions = {}): Promise<MigrationStatus> {
+    return cancelMigration(this.connection, request, options);
   }
 
   close(): void {

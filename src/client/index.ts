@@ -1,6 +1,13 @@
 export * from './client';
+export * from './requests';
+export * from './responses';
+export * from './fetch';
 export * from './install-file';
 export * from './synthetic';
 export * from './load';
 export * from './migrate';
 export * from './routing-client';
+export type { CallOptions } from '../wire/call-options';
+export type { ClientSecurity } from '../wire/security';
+export type { MigrationStatus } from '../migration/status';
+export type { FetchToFileResult } from '../transfer/fetch-to-file';

@@ -1,17 +1,14 @@
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import {
-  DEFAULT_CHUNK_SIZE,
-  encodeChunk,
-  tryDecodeHeader,
-  type ChunkCompression,
-} from '../snapshot';
+import { DEFAULT_CHUNK_SIZE, encodeChunk } from '../snapshot/chunk-codec';
+import { tryDecodeHeader } from '../snapshot/format';
 import type { InstallResult__Output } from '../generated/shardsnap/v1/InstallResult';
 import type { SnapshotChunk } from '../generated/shardsnap/v1/SnapshotChunk';
 import { compressionToWire } from '../wire/convert';
-import { fromServiceError } from '../wire/status';
+import { type CallOptions, type CallScope, runCall } from '../wire/call-options';
 import type { Connection } from '../wire/connection';
-import { dataLoss } from '../core';
+import { dataLoss } from '../core/errors';
+import type { InstallFileRequest } from './requests';
 
 function finalSha(
   hash: ReturnType<typeof createHash>,
@@ -25,27 +22,28 @@ function finalSha(
   return sha256;
 }
 
-export interface InstallFileOptions {
-  /** The artifact's known SHA-256 (e.g. from its `.json` sidecar), checked before the last chunk. */
-  expectedSha256?: string;
-  chunkSize?: number;
-  compression?: ChunkCompression;
-  signal?: AbortSignal;
-  onProgress?: (sent: number, total: number) => void;
-  /** Seed a node that owns no slots (it then owns the artifact's); see InstallSnapshot. */
-  force?: boolean;
-}
-
 /**
  * Pushes an artifact file into a node with InstallSnapshot: chunks with CRC32C, the
  * snapshot's info on the first, the SHA-256 of the whole file on the last. Waits for the
  * transport to drain between chunks.
  */
-export async function installFile(
+export function installFile(
   conn: Connection,
-  path: string,
-  options: InstallFileOptions = {},
+  request: InstallFileRequest,
+  options: CallOptions = {},
 ): Promise<InstallResult__Output> {
+  return runCall('InstallSnapshot', options, async (scope) => {
+    await conn.whenReady(scope.signal);
+    return send(conn, request, scope);
+  });
+}
+
+async function send(
+  conn: Connection,
+  options: InstallFileRequest,
+  scope: CallScope,
+): Promise<InstallResult__Output> {
+  const { path } = options;
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const file = await open(path, 'r');
   const total = (await file.stat()).size;
@@ -55,12 +53,18 @@ export async function installFile(
     done = resolve;
     fail = reject;
   });
-  const stream = conn.snapshots.InstallSnapshot((error, response) => {
-    if (error) fail(fromServiceError(error, 'InstallSnapshot'));
-    else done(response as InstallResult__Output);
-  });
-  const onAbort = (): void => stream.cancel();
-  options.signal?.addEventListener('abort', onAbort, { once: true });
+  const stream = conn.snapshots.InstallSnapshot(
+    scope.deadline ? { deadline: scope.deadline } : {},
+    (error, response) => {
+      if (error) fail(error);
+      else done(response as InstallResult__Output);
+    },
+  );
+  scope.onCancel(() => stream.cancel());
+  // Handled at once: a file refused before the first chunk cancels the call, and its
+  // CANCELLED answer must not surface as an unhandled rejection.
+  let stopped = false;
+  void result.catch(() => (stopped = true));
   try {
     const hash = createHash('sha256');
     const head = Buffer.alloc(Math.min(total, 1 << 20));
@@ -68,8 +72,6 @@ export async function installFile(
     const parsed = tryDecodeHeader(head);
     if (!parsed) throw dataLoss(`${path}: artifact header is incomplete`);
     let offset = 0;
-    let stopped = false;
-    void result.catch(() => (stopped = true));
     do {
       let length = Math.min(chunkSize, total - offset);
       // The last chunk carries the whole 32-byte inner digest, checked below.
@@ -133,7 +135,6 @@ export async function installFile(
     stream.cancel();
     throw error;
   } finally {
-    options.signal?.removeEventListener('abort', onAbort);
     await file.close();
   }
 }

@@ -1,4 +1,4 @@
-import { mutationPayloadBytes } from '../core';
+import { asError, mutationPayloadBytes } from '../core';
 import type { ShardsnapClient } from './client';
 import { type SyntheticOptions, syntheticBatches } from './synthetic';
 
@@ -27,7 +27,7 @@ export async function loadSynthetic(
     if (failure) break;
     const batchKeys = new Set(batch.map((m) => m.key.toString('latin1'))).size;
     for (const m of batch) bytes += mutationPayloadBytes(m);
-    const write = client.write(batch).then(
+    const write = client.write({ mutations: batch }).then(
       (seq) => {
         lastSeq = Math.max(lastSeq, seq);
         keys += batchKeys;
@@ -43,7 +43,6 @@ export async function loadSynthetic(
     if (inFlight.size >= concurrency) await Promise.race(inFlight);
   }
   await Promise.all(inFlight);
-  if (failure)
-    throw failure instanceof Error ? failure : new Error(`load failed: ${JSON.stringify(failure)}`);
+  if (failure) throw asError(failure);
   return { keys, batches, bytes, lastSeq, elapsedMs: performance.now() - started };
 }

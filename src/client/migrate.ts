@@ -1,9 +1,11 @@
-import type * as grpc from '@grpc/grpc-js';
-import { type SlotRange, ShardsnapError, ErrorCodes, cancelled } from '../core';
+import { internal } from '../core/errors';
 import type { MigrationEvent__Output } from '../generated/shardsnap/v1/MigrationEvent';
 import type { MigrationStatus } from '../migration/status';
-import { fromServiceError } from '../wire/status';
-import { type Connection, call } from '../wire/connection';
+import type { CallOptions } from '../wire/call-options';
+import type { Connection } from '../wire/connection';
+import { grpcStream, serverStream } from '../wire/server-stream';
+import { unary } from '../wire/unary';
+import type { MigrateSlotsRequest, MigrationRequest } from './requests';
 
 export function statusFromWire(event: MigrationEvent__Output): MigrationStatus {
   return {
@@ -26,68 +28,88 @@ export function statusFromWire(event: MigrationEvent__Output): MigrationStatus {
   };
 }
 
-export interface MigrateOptions {
-  /** host:port of the node that owns the slots now. */
-  source: string;
-  slots: SlotRange[];
-  /** Longest write pause the handoff may cause (default 1000 ms on the node). */
-  maxPauseMs?: number;
-  signal?: AbortSignal;
+export interface MigrateOptions extends CallOptions {
+  /** Each status as the migration goes (see migrationEvents for the iterable form). */
   onEvent?: (status: MigrationStatus) => void;
 }
 
 /**
- * Runs a migration on the node of `conn` (the target) and resolves with its DONE status.
- * A FAILED or CANCELLED migration rejects with the node's error, after `onEvent` saw it.
- * Aborting `signal` cancels the migration on the node.
+ * The MigrateSlots call on the node of `conn` (the target): its statuses as they come, the
+ * last one DONE. A FAILED or CANCELLED migration is yielded, then thrown as the node's
+ * error. Stopping the iteration (or the signal) cancels the migration on the node.
  */
-export function migrateSlots(conn: Connection, options: MigrateOptions): Promise<MigrationStatus> {
-  return new Promise<MigrationStatus>((resolve, reject) => {
-    let last: MigrationStatus | undefined;
-    const stream = conn.migration.MigrateSlots({
-      source: options.source,
-      slots: options.slots,
-      maxPauseMs: options.maxPauseMs ?? 0,
-    });
-    const onAbort = (): void => stream.cancel();
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    const finish = (error?: Error): void => {
-      options.signal?.removeEventListener('abort', onAbort);
-      if (error !== undefined) reject(error);
-      else if (last?.phase === 'DONE') resolve(last);
-      else reject(new ShardsnapError(ErrorCodes.internal, 'MigrateSlots: stream ended early'));
-    };
-    stream.on('data', (event: MigrationEvent__Output) => {
-      last = statusFromWire(event);
-      options.onEvent?.(last);
-    });
-    stream.on('error', (error: grpc.ServiceError) => {
-      finish(
-        options.signal?.aborted
-          ? cancelled('migration cancelled')
-          : fromServiceError(error, 'MigrateSlots'),
-      );
-    });
-    stream.on('end', () => finish());
-  });
+export function migrationEvents(
+  conn: Connection,
+  request: MigrateSlotsRequest,
+  options: CallOptions = {},
+): AsyncGenerator<MigrationStatus> {
+  const events = serverStream<MigrationEvent__Output>(
+    conn,
+    'MigrateSlots',
+    (callOptions) =>
+      grpcStream(
+        conn.migration.MigrateSlots(
+          {
+            source: request.source,
+            slots: [...request.slots],
+            maxPauseMs: request.maxPauseMs ?? 0,
+          },
+          callOptions,
+        ),
+      ),
+    options,
+  );
+  return (async function* () {
+    for await (const event of events) yield statusFromWire(event);
+  })();
+}
+
+/**
+ * Runs a migration on `target` (a client of the target node, or its connection) and
+ * resolves with its DONE status; a FAILED or CANCELLED migration rejects with the node's
+ * error, after `onEvent` saw it. Aborting the signal cancels the migration on the node.
+ */
+export async function migrateSlots(
+  target: Connection | { readonly connection: Connection },
+  request: MigrateSlotsRequest,
+  options: MigrateOptions = {},
+): Promise<MigrationStatus> {
+  const conn = 'connection' in target ? target.connection : target;
+  let last: MigrationStatus | undefined;
+  for await (const status of migrationEvents(conn, request, options)) {
+    last = status;
+    options.onEvent?.(status);
+  }
+  if (last?.phase !== 'DONE') throw internal('MigrateSlots: the stream ended before DONE');
+  return last;
 }
 
 export async function getMigration(
   conn: Connection,
-  migrationId: string,
+  request: MigrationRequest,
+  options: CallOptions = {},
 ): Promise<MigrationStatus> {
-  const event = await call<MigrationEvent__Output>('GetMigration', (cb) =>
-    conn.migration.GetMigration({ migrationId }, cb),
+  const event = await unary<MigrationEvent__Output>(
+    conn,
+    'GetMigration',
+    (callOptions, cb) =>
+      conn.migration.GetMigration({ migrationId: request.migrationId }, callOptions, cb),
+    options,
   );
   return statusFromWire(event);
 }
 
 export async function cancelMigration(
   conn: Connection,
-  migrationId: string,
+  request: MigrationRequest,
+  options: CallOptions = {},
 ): Promise<MigrationStatus> {
-  const event = await call<MigrationEvent__Output>('CancelMigration', (cb) =>
-    conn.migration.CancelMigration({ migrationId }, cb),
+  const event = await unary<MigrationEvent__Output>(
+    conn,
+    'CancelMigration',
+    (callOptions, cb) =>
+      conn.migration.CancelMigration({ migrationId: request.migrationId }, callOptions, cb),
+    options,
   );
   return statusFromWire(event);
 }

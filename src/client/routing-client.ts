@@ -1,7 +1,16 @@
-import { ErrorCodes, type Mutation, ShardsnapError, isShardsnapError, slotOf } from '../core';
+import {
+  ErrorCodes,
+  ErrorReasons,
+  ShardsnapError,
+  abortableSleep,
+  hasReason,
+  slotOf,
+} from '../core';
 import type { Value__Output } from '../generated/shardsnap/v1/Value';
+import { type CallOptions, type CallScope, runCall } from '../wire/call-options';
 import type { ClientSecurity } from '../wire/security';
 import { ShardsnapClient } from './client';
+import type { ReadRequest, WriteRequest } from './requests';
 
 export interface RoutingOptions {
   /** Redirects followed for one call before it fails. */
@@ -18,21 +27,18 @@ export interface RoutingCounters {
   retries: number;
 }
 
-const MOVED = /\bMOVED (\d+) (\S+)/;
-
-/** A slot's new owner, from a FAILED_PRECONDITION "MOVED <slot> <host:port>" answer. */
+/** A slot's new owner, from a MOVED answer's ErrorInfo metadata (slot, address). */
 export function movedTo(error: unknown): { slot: number; address: string } | undefined {
-  if (!isShardsnapError(error, ErrorCodes.failedPrecondition)) return undefined;
-  const match = MOVED.exec(error.message);
-  return match ? { slot: Number(match[1]), address: match[2] as string } : undefined;
+  if (!hasReason(error, ErrorReasons.moved)) return undefined;
+  const slot = Number(error.metadata.slot);
+  const address = error.metadata.address;
+  return Number.isInteger(slot) && address ? { slot, address } : undefined;
 }
 
-/** An UNAVAILABLE "TRYAGAIN" answer: the slot is being handed over. */
+/** A TRYAGAIN answer: the slot is being handed over (RetryInfo says when to retry). */
 export function isTryAgain(error: unknown): boolean {
-  return isShardsnapError(error, ErrorCodes.unavailable) && /\bTRYAGAIN\b/.test(error.message);
+  return hasReason(error, ErrorReasons.tryAgain);
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * A client of a set of shard nodes that routes each call by the slot of its first key,
@@ -64,29 +70,46 @@ export class RoutingClient {
     return this.owners.get(slotOf(key)) ?? this.seed;
   }
 
-  async write(mutations: readonly Mutation[]): Promise<{ seq: number; address: string }> {
-    const first = mutations[0];
+  /** `deadlineMs` and `signal` bound the whole call, redirects and retries included. */
+  async write(
+    request: WriteRequest,
+    options: CallOptions = {},
+  ): Promise<{ seq: number; address: string }> {
+    const first = request.mutations[0];
     if (!first) throw new ShardsnapError(ErrorCodes.invalidArgument, 'nothing to write');
-    return this.route(first.key, async (client) => ({
-      seq: await client.write(mutations),
+    return this.route('Write', first.key, options, async (client, attempt) => ({
+      seq: await client.write(request, attempt),
       address: client.address,
     }));
   }
 
-  async read(keys: readonly Buffer[]): Promise<Value__Output[]> {
-    const first = keys[0];
+  async read(request: ReadRequest, options: CallOptions = {}): Promise<Value__Output[]> {
+    const first = request.keys[0];
     if (!first) return [];
-    return this.route(first, (client) => client.read(keys));
+    return this.route('Read', first, options, (client, attempt) => client.read(request, attempt));
   }
 
-  private async route<T>(key: Buffer, run: (client: ShardsnapClient) => Promise<T>): Promise<T> {
+  private route<T>(
+    method: string,
+    key: Buffer,
+    options: CallOptions,
+    run: (client: ShardsnapClient, attempt: CallOptions) => Promise<T>,
+  ): Promise<T> {
+    return runCall(method, options, (scope) => this.attempts(key, scope, run));
+  }
+
+  private async attempts<T>(
+    key: Buffer,
+    scope: CallScope,
+    run: (client: ShardsnapClient, attempt: CallOptions) => Promise<T>,
+  ): Promise<T> {
     const slot = slotOf(key);
     const giveUpAt = Date.now() + this.retryForMs;
     let redirects = 0;
     for (;;) {
       const address = this.owners.get(slot) ?? this.seed;
       try {
-        return await run(this.client(address));
+        return await run(this.client(address), scope.inner());
       } catch (error) {
         const moved = movedTo(error);
         if (moved && redirects < this.maxRedirects) {
@@ -97,7 +120,7 @@ export class RoutingClient {
         }
         if (isTryAgain(error) && Date.now() < giveUpAt) {
           this.counters.retries++;
-          await sleep(this.retryDelayMs);
+          await abortableSleep(this.retryDelayMs, scope.signal, 'retry');
           continue;
         }
         throw error;

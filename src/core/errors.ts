@@ -59,7 +59,10 @@ export const ErrorReasons = {
   storeClosed: 'STORE_CLOSED',
   /** metadata: migration_id. A handoff with this id is already prepared on the source. */
   handoffAlreadyPrepared: 'HANDOFF_ALREADY_PREPARED',
-  /** metadata: slot. The node does not own the slots an install or pull targets. */
+  /**
+   * The node does not own the slots a call targets and knows no owner to redirect to.
+   * metadata: slot (a key's), or slots (an install's ranges, as `0-100,200`).
+   */
   slotsNotOwned: 'SLOTS_NOT_OWNED',
   /** Too many concurrent transfers; RetryInfo says when to come back. */
   tooManyTransfers: 'TOO_MANY_TRANSFERS',
@@ -147,6 +150,71 @@ export const snapshotNotFound = (id: string): ShardsnapError =>
     reason: ErrorReasons.snapshotNotFound,
     metadata: { snapshot_id: id },
   });
+
+/** A build that failed; `code` says whose fault it was (a full spool is the node's). */
+export const snapshotFailed = (
+  id: string,
+  message: string,
+  code: ErrorCode = ErrorCodes.failedPrecondition,
+): ShardsnapError =>
+  new ShardsnapError(code, message, {
+    reason: ErrorReasons.snapshotFailed,
+    metadata: { snapshot_id: id },
+  });
+
+/** A chunk or a whole artifact that does not match its checksum (`offset`: where it starts). */
+export const checksumMismatch = (
+  message: string,
+  where: { snapshotId?: string; offset: number },
+  cause?: unknown,
+): ShardsnapError =>
+  new ShardsnapError(ErrorCodes.dataLoss, message, {
+    cause,
+    reason: ErrorReasons.checksumMismatch,
+    metadata: { snapshot_id: where.snapshotId ?? '', offset: where.offset },
+  });
+
+/** A snapshot that cannot be deleted or replaced while something reads it. */
+export const snapshotInUse = (id: string, message: string): ShardsnapError =>
+  new ShardsnapError(ErrorCodes.failedPrecondition, message, {
+    reason: ErrorReasons.snapshotInUse,
+    metadata: { snapshot_id: id },
+  });
+
+/** The node is draining for shutdown: another node, or this one after a restart, may answer. */
+export const shuttingDown = (message = 'the node is shutting down'): ShardsnapError =>
+  new ShardsnapError(ErrorCodes.unavailable, message, { reason: ErrorReasons.shuttingDown });
+
+/** A disk is full; `path` is where the write failed, when known. */
+export const noSpace = (message: string, path?: string, cause?: unknown): ShardsnapError =>
+  new ShardsnapError(ErrorCodes.resourceExhausted, message, {
+    cause,
+    reason: ErrorReasons.noSpace,
+    metadata: path === undefined ? {} : { path },
+  });
+
+/**
+ * The most of a key that error metadata carries: it travels in a trailer, and gRPC
+ * clients refuse trailers past a few KiB. `key_bytes` then gives the whole key's length.
+ */
+const MAX_METADATA_KEY_BYTES = 1024;
+
+/** An operation on a key that holds another type (as Redis's WRONGTYPE). */
+export const wrongType = (key: Uint8Array, op: string, message?: string): ShardsnapError => {
+  const bytes = Buffer.from(key.buffer, key.byteOffset, key.byteLength);
+  const shown = bytes.subarray(0, MAX_METADATA_KEY_BYTES).toString('latin1');
+  return new ShardsnapError(
+    ErrorCodes.wrongType,
+    message ?? 'WRONGTYPE Operation against a key holding the wrong kind of value',
+    {
+      reason: ErrorReasons.wrongType,
+      metadata:
+        bytes.length > MAX_METADATA_KEY_BYTES
+          ? { key: shown, key_bytes: bytes.length, op }
+          : { key: shown, op },
+    },
+  );
+};
 
 /** The store was closed under the call. */
 export const storeClosed = (where = 'store'): ShardsnapError =>

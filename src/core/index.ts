@@ -10,3 +10,4 @@ export * from './slab';
 export * from './abortable-sleep';
 export * from './token-bucket';
 export * from './abortable-iteration';
+export * from './retry';

@@ -1,4 +1,4 @@
-import { type Mutation, mutationPayloadBytes } from '../core';
+import { type Mutation, asError, mutationPayloadBytes, unavailable } from '../core';
 
 export interface FeedBatch {
   seq: number;
@@ -70,7 +70,8 @@ export class ChangeFeed {
         }
         if (this.ended) break;
       }
-      if (!this.ended) this.failure ??= new Error('the change stream ended');
+      // The source ended the stream by itself: it is stopping.
+      if (!this.ended) this.failure ??= unavailable('the change stream ended');
     } catch (error) {
       if (!this.ended) this.failure = error;
     } finally {
@@ -127,8 +128,4 @@ export class ChangeFeed {
     await this.pump;
     this.onClosed();
   }
-}
-
-function asError(failure: unknown): Error {
-  return failure instanceof Error ? failure : new Error(String(failure));
 }

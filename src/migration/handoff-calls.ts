@@ -1,44 +1,35 @@
-import type * as grpc from '@grpc/grpc-js';
 import type { SlotRange } from '../core';
-import { type Connection, call } from '../wire/connection';
+import type { Connection } from '../wire/connection';
+import { type HandoffCommit, SourcePeer } from './source-peer';
+import { ABORT_HANDOFF_TIMEOUT_MS } from './tuning';
 
-const deadline = (ms: number): grpc.CallOptions => ({ deadline: new Date(Date.now() + ms) });
+// The handoff calls on a connection the caller owns, with the deadlines a target uses.
 
-/** Node to node (source side of a split):  pauses writes to `slots` on the source; resolves with the covering seq. */
+/** Pauses writes to `slots` on the source, for at most `maxPauseMs` (also the deadline). */
 export function prepareHandoff(
   conn: Connection,
   request: { migrationId: string; slots: SlotRange[]; target: string; maxPauseMs: number },
   signal?: AbortSignal,
 ): Promise<{ seq: number; incarnation: string }> {
-  return call(
-    'PrepareHandoff',
-    (cb) => conn.migration.PrepareHandoff(request, deadline(request.maxPauseMs), cb),
-    signal,
-  );
+  return new SourcePeer(conn).prepareHandoff(request, { signal, deadlineMs: request.maxPauseMs });
 }
 
-/** Node to node: makes the handoff of a prepared migration final on the source. */
+/** Makes the handoff of a prepared migration final on the source. */
 export function commitHandoff(
   conn: Connection,
   migrationId: string,
   timeoutMs: number,
-): Promise<{ writePauseMs: number; waitedMs: number; persistMs: number }> {
-  return call('CommitHandoff', (cb) =>
-    conn.migration.CommitHandoff({ migrationId }, deadline(timeoutMs), cb),
-  );
+): Promise<HandoffCommit> {
+  return new SourcePeer(conn).commitHandoff(migrationId, { deadlineMs: timeoutMs });
 }
 
-/** Node to node: resumes writes on the source; tells whether the handoff had committed. */
+/** Resumes writes on the source; tells whether the handoff had committed. */
 export function abortHandoff(
   conn: Connection,
   migrationId: string,
   handedTo?: { slots: SlotRange[]; target: string },
 ): Promise<{ aborted: boolean; committed: boolean }> {
-  return call('AbortHandoff', (cb) =>
-    conn.migration.AbortHandoff(
-      { migrationId, slots: handedTo?.slots ?? [], target: handedTo?.target ?? '' },
-      deadline(5_000),
-      cb,
-    ),
-  );
+  return new SourcePeer(conn).abortHandoff(migrationId, handedTo, {
+    deadlineMs: ABORT_HANDOFF_TIMEOUT_MS,
+  });
 }

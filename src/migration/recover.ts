@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
-import { formatSlotRanges } from '../core';
-import { Connection } from '../wire/connection';
+import { formatSlotRanges, retry } from '../core';
 import type { ClientSecurity } from '../wire/security';
-import { abortHandoff } from './handoff-calls';
 import type { ImportRecord, Ownership } from '../ownership';
 import { type Store, dropSlots } from '../store';
+import { SourcePeer } from './source-peer';
+import { ABORT_HANDOFF_TIMEOUT_MS } from './tuning';
 
 export interface ImportSettlingDeps {
   store: Store;
@@ -33,46 +33,41 @@ export async function resolveImport(
     slots: formatSlotRanges(record.slots),
     source: record.source,
   });
-  const conn = new Connection(record.source, { security: deps.security });
-  let delay = 200;
+  const peer = SourcePeer.connect(record.source, deps.security);
+  const { signal } = deps;
   try {
-    while (!deps.signal.aborted) {
-      try {
-        const answer = await abortHandoff(conn, record.id, {
-          slots: record.slots,
-          target: deps.address,
-        });
+    return await retry(
+      async () => {
+        const answer = await peer.abortHandoff(
+          record.id,
+          { slots: record.slots, target: deps.address },
+          { signal, deadlineMs: ABORT_HANDOFF_TIMEOUT_MS },
+        );
         if (answer.committed) {
           await deps.ownership.completeImport(record.id);
           log.info('in-doubt import resolved: the source committed, the slots are here');
-          return 'committed';
+          return 'committed' as const;
         }
         await dropSlots(deps.store, record.slots);
         await deps.ownership.abandonImport(record.id);
         log.info('in-doubt import resolved: the source kept the slots; imported keys dropped');
-        return 'dropped';
-      } catch (error) {
-        if (deps.signal.aborted) return undefined;
-        log.warn({ err: error }, 'cannot reach the source to settle an import; retrying');
-        await sleep(delay, deps.signal);
-        delay = Math.min(delay * 2, 5_000);
-      }
-    }
-    return undefined;
+        return 'dropped' as const;
+      },
+      {
+        signal,
+        delayMs: 200,
+        maxDelayMs: 5_000,
+        retryable: () => true,
+        onRetry: (error) =>
+          log.warn({ err: error }, 'cannot reach the source to settle an import; retrying'),
+      },
+    );
+  } catch (error) {
+    // Stopping: the import stays recorded, the next start settles it.
+    if (signal.aborted) return undefined;
+    throw error;
   } finally {
     release();
-    conn.close();
+    peer.close();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

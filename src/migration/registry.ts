@@ -11,7 +11,8 @@ import {
 } from '../core';
 import type { Ownership } from '../ownership';
 import type { Store } from '../store';
-import { MigrationJob, type MigrationTuning } from './migration-job';
+import { MigrationJob } from './migration-job';
+import type { MigrationTuning } from './tuning';
 import { resolveImport } from './recover';
 import type { ClientSecurity } from '../wire/security';
 import { overlaps } from './source-handoff';

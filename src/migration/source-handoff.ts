@@ -3,6 +3,8 @@ import {
   type SlotRange,
   ShardsnapError,
   ErrorCodes,
+  ErrorReasons,
+  failedPrecondition,
   formatSlotRanges,
   invalidArgument,
 } from '../core';
@@ -75,7 +77,12 @@ export class SourceHandoffs {
       throw invalidArgument(`max pause must be 1..${MAX_PAUSE_LIMIT_MS} ms, got ${maxPauseMs}`);
     }
     if (this.closed) throw new ShardsnapError(ErrorCodes.unavailable, 'node is stopping');
-    if (this.active.has(id)) throw failed(`handoff ${id} is already prepared`);
+    if (this.active.has(id)) {
+      throw failedPrecondition(`handoff ${id} is already prepared`, {
+        reason: ErrorReasons.handoffAlreadyPrepared,
+        metadata: { migration_id: id },
+      });
+    }
     const { ownership } = this.deps;
     if (!ownership.ownsAll(slots)) {
       throw failed(

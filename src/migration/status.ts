@@ -30,3 +30,28 @@ export interface MigrationStatus {
   detail: string;
   error: string;
 }
+
+/** The status of a migration that has not started yet. */
+export function initialStatus(
+  request: { id: string; source: string; slots: SlotRange[] },
+  target: string,
+): MigrationStatus {
+  return {
+    migrationId: request.id,
+    phase: 'SNAPSHOT',
+    slots: request.slots,
+    source: request.source,
+    target,
+    bytes: 0,
+    totalBytes: 0,
+    keys: 0,
+    lag: 0,
+    changesApplied: 0,
+    writePauseMs: 0,
+    elapsedMs: 0,
+    snapshotAttempts: 0,
+    handoffAttempts: 0,
+    detail: '',
+    error: '',
+  };
+}

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { asError } from '../core';
 
 /**
  * Replaces `file` with `data` so that a crash at any point leaves either the old content
@@ -34,6 +35,6 @@ export function writeFileDurably(file: string, data: string): Promise<void> {
     }
     return Promise.resolve();
   } catch (error) {
-    return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    return Promise.reject(asError(error));
   }
 }

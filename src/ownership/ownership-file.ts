@@ -1,6 +1,6 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { MAX_SLOT, type SlotRange, validateSlotRange } from '../core';
+import { MAX_SLOT, type SlotRange, dataLoss, validateSlotRange } from '../core';
 import { writeFileDurably } from './durable-write';
 import { failedPrecondition } from './errors';
 import { normalizeRanges, rangesOf, setRanges } from './slot-bitmap';
@@ -86,7 +86,7 @@ function ownerRuns(owners: ReadonlyArray<string | undefined>): OwnershipDoc['own
 function fromDoc(doc: unknown): OwnershipState {
   const root = object(doc, 'the document');
   if (root.version !== VERSION) {
-    throw new Error(`unsupported version ${JSON.stringify(root.version)} (expected ${VERSION})`);
+    throw dataLoss(`unsupported version ${JSON.stringify(root.version)} (expected ${VERSION})`);
   }
   const state = initialState(ranges(root.owned, 'owned'));
   for (const [i, entry] of array(root.owners, 'owners').entries()) {
@@ -100,11 +100,11 @@ function fromDoc(doc: unknown): OwnershipState {
   for (const [i, entry] of array(root.imports, 'imports').entries()) {
     const record = object(entry, `imports[${i}]`);
     const id = text(record.id, `imports[${i}].id`);
-    if (ids.has(id)) throw new Error(`import ${id} is recorded twice`);
+    if (ids.has(id)) throw dataLoss(`import ${id} is recorded twice`);
     ids.add(id);
     const phase = record.phase;
     if (phase !== 'importing' && phase !== 'committing') {
-      throw new Error(`imports[${i}].phase is ${JSON.stringify(phase)}`);
+      throw dataLoss(`imports[${i}].phase is ${JSON.stringify(phase)}`);
     }
     state.imports.push({
       id,
@@ -128,19 +128,19 @@ function fromDoc(doc: unknown): OwnershipState {
 
 function object(value: unknown, where: string): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new Error(`${where} is not an object`);
+    throw dataLoss(`${where} is not an object`);
   }
   return value as Record<string, unknown>;
 }
 
 function array(value: unknown, where: string): unknown[] {
-  if (!Array.isArray(value)) throw new Error(`${where} is not a list`);
+  if (!Array.isArray(value)) throw dataLoss(`${where} is not a list`);
   return value;
 }
 
 function text(value: unknown, where: string): string {
   if (typeof value !== 'string' || value === '')
-    throw new Error(`${where} is not a non-empty string`);
+    throw dataLoss(`${where} is not a non-empty string`);
   return value;
 }
 
@@ -150,7 +150,7 @@ function ranges(value: unknown, where: string): SlotRange[] {
     try {
       return validateSlotRange({ start: r.start as number, end: r.end as number });
     } catch (error) {
-      throw new Error(`${where}[${i}]: ${(error as Error).message}`);
+      throw dataLoss(`${where}[${i}]: ${(error as Error).message}`, error);
     }
   });
   return normalizeRanges(list);

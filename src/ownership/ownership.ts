@@ -113,7 +113,7 @@ export class Ownership {
       const slot = slotOf(key);
       // A paused slot is mid-handoff: its owner is about to change, so even an owned
       // slot must not take the call.
-      if (this.pauses.isPaused(slot)) throw tryAgain();
+      if (this.pauses.isPaused(slot)) throw tryAgain(slot);
       if (owned[slot] !== 1) {
         const owner = owners[slot];
         throw owner === undefined ? notServed(slot) : moved(slot, owner);

@@ -2,6 +2,7 @@ import {
   ALL_SLOTS,
   normalizeSlotRanges,
   ErrorCodes,
+  ErrorReasons,
   type SlotRange,
   ShardsnapError,
   formatSlotRanges,
@@ -45,11 +46,13 @@ export function installAdmission(
       }
       throw new ShardsnapError(
         ErrorCodes.failedPrecondition,
+        // Not the slots' owner: no redirect can be given, an install goes where it is sent.
         `${what}: this node does not own slots ${formatSlotRanges(slots)} of the artifact ` +
           `(it owns ${owned.length > 0 ? formatSlotRanges(owned) : 'none'}); ` +
           (owned.length === 0
             ? 'to seed an empty node, ask with force'
             : 'move slots with a split, not an install'),
+        { reason: ErrorReasons.slotsNotOwned, metadata: { slots: formatSlotRanges(slots) } },
       );
     },
     afterCommit: async () => {

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { ErrorReasons, hasReason } from '../core';
 import type { Store, StoreStats } from '../store';
 
 export type TransferDirection = 'send' | 'recv';
@@ -121,7 +122,7 @@ export class NodeMetrics {
   private readonly registry = new Registry();
   private closed = false;
   /** One `stats()` call serves every gauge of a scrape. */
-  private pendingStats: Promise<StoreStats> | undefined;
+  private pendingStats: Promise<StoreStats | undefined> | undefined;
   /** One `properties()` call serves every RocksDB gauge of a scrape. */
   private scrapedProperties: Record<string, number> | undefined;
 
@@ -221,10 +222,10 @@ export class NodeMetrics {
     for (const reason of REJECT_REASONS) this.rejections.inc({ reason }, 0);
 
     this.scrapeGauge('shardsnap_keys', 'Keys in the store.', async () => {
-      return (await this.storeStats()).keyCount;
+      return (await this.storeStats())?.keyCount;
     });
     this.scrapeGauge('shardsnap_data_bytes', 'Bytes of keys and values in the store.', async () => {
-      return (await this.storeStats()).dataBytes;
+      return (await this.storeStats())?.dataBytes;
     });
     this.scrapeGauge(
       'shardsnap_spool_bytes',
@@ -361,9 +362,14 @@ export class NodeMetrics {
     });
   }
 
-  private storeStats(): Promise<StoreStats> {
+  /** Undefined once the store is closed (a node stopping): a scrape then skips the gauges. */
+  private storeStats(): Promise<StoreStats | undefined> {
     this.pendingStats ??= Promise.resolve()
       .then(() => this.store.stats())
+      .catch((error: unknown) => {
+        if (hasReason(error, ErrorReasons.storeClosed)) return undefined;
+        throw error;
+      })
       .finally(() => {
         this.pendingStats = undefined;
       });

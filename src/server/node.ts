@@ -11,7 +11,7 @@ import {
   resolveS3Settings,
 } from '../archive';
 import { ChangeLog } from '../changes';
-import { ErrorCodes, MAX_SLOT, ShardsnapError, invalidArgument } from '../core';
+import { MAX_SLOT, invalidArgument, shuttingDown } from '../core';
 import type { ClientSecurity } from '../wire/security';
 import { MigrationRegistry, type MigrationTuning, SourceHandoffs } from '../migration';
 import { Ownership, recoverOwnership } from '../ownership';
@@ -235,10 +235,7 @@ export class ShardNode implements NodeContext {
         admit: (method, metadata) => {
           const caller = security.access.admit(method, metadata);
           if (started.stopped && BUILDS.has(method)) {
-            throw new ShardsnapError(
-              ErrorCodes.unavailable,
-              `${method}: the node is shutting down`,
-            );
+            throw shuttingDown(`${method}: the node is shutting down`);
           }
           return caller;
         },

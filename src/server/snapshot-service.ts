@@ -6,6 +6,7 @@ import {
   abortable,
   invalidArgument,
   isFullRange,
+  snapshotInUse,
   throwIfAborted,
 } from '../core';
 import { pullIntoStore } from '../transfer';
@@ -132,7 +133,7 @@ export function snapshotService(
     ),
 
     GetSnapshot: unary('GetSnapshot', hooks, (request) =>
-      Promise.resolve(snapshotInfoToWire(node.catalog.get(requireId(request.id)).meta)),
+      Promise.resolve(snapshotInfoToWire(node.catalog.get(requireId(request.snapshotId)).meta)),
     ),
 
     ListSnapshots: unary('ListSnapshots', hooks, () =>
@@ -140,7 +141,7 @@ export function snapshotService(
     ),
 
     DeleteSnapshot: unary('DeleteSnapshot', hooks, async (request, _signal, caller) => {
-      const entry = node.catalog.get(requireId(request.id));
+      const entry = node.catalog.get(requireId(request.snapshotId));
       if (caller && caller.role !== 'admin' && entry.createdBy !== caller.name) {
         throw new ShardsnapError(
           ErrorCodes.permissionDenied,
@@ -148,8 +149,8 @@ export function snapshotService(
         );
       }
       if (entry.leases > 0 && !request.force) {
-        throw new ShardsnapError(
-          ErrorCodes.failedPrecondition,
+        throw snapshotInUse(
+          entry.meta.id,
           `snapshot ${entry.meta.id} is being streamed (${entry.leases} streams); delete it once they end, or with force (they finish first)`,
         );
       }
@@ -289,6 +290,7 @@ export function snapshotService(
                 rawLength: message.rawLength,
               },
               `install of snapshot=${message.snapshotId || 'unnamed'}`,
+              message.snapshotId,
             );
             await installer.push(Number(message.offset), raw);
             if (message.last) {

@@ -1,4 +1,11 @@
-import { ErrorCodes, ShardsnapError, type Throttle, cancelled } from '../core';
+import {
+  ErrorCodes,
+  ErrorReasons,
+  ShardsnapError,
+  type Throttle,
+  cancelled,
+  shuttingDown,
+} from '../core';
 
 export type Direction = 'send' | 'recv';
 
@@ -102,7 +109,7 @@ export class Transfers {
   /** Admits a transfer or throws (RESOURCE_EXHAUSTED when busy, UNAVAILABLE when stopping). */
   begin(direction: Direction, what: string): Transfer {
     if (this.stopping) {
-      throw new ShardsnapError(ErrorCodes.unavailable, `${what}: the node is shutting down`);
+      throw shuttingDown(`${what}: the node is shutting down`);
     }
     const set = this.active.get(direction) as Set<Transfer>;
     const limit = this.options.maxConcurrent[direction];
@@ -112,7 +119,7 @@ export class Transfers {
         ErrorCodes.resourceExhausted,
         `${what}: ${set.size} ${direction === 'send' ? 'outgoing' : 'incoming'} transfers ` +
           `already run on this node (limit ${limit}); retry in ${BUSY_RETRY_MS / 1000} s`,
-        { retryAfterMs: BUSY_RETRY_MS },
+        { retryAfterMs: BUSY_RETRY_MS, reason: ErrorReasons.tooManyTransfers },
       );
     }
     const transfer = new Transfer(

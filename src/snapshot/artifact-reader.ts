@@ -1,11 +1,12 @@
 import { open } from 'node:fs/promises';
 import {
   ErrorCodes,
+  ErrorReasons,
   ShardsnapError,
   invalidArgument,
   isNoSpace,
   isShardsnapError,
-  notFound,
+  snapshotFailed,
   throwIfAborted,
 } from '../core';
 import type { BufferPool } from './buffer-pool';
@@ -50,15 +51,19 @@ export async function* readArtifact(
     // A READY snapshot deleted while streamed keeps its files until the last stream ends:
     // streams already reading it finish. A build deleted midway stops, so must they.
     if (entry.deleted && entry.meta.state !== 'READY') {
-      throw notFound(`snapshot ${entry.meta.id} was deleted`);
+      throw new ShardsnapError(ErrorCodes.notFound, `snapshot ${entry.meta.id} was deleted`, {
+        reason: ErrorReasons.snapshotNotFound,
+        metadata: { snapshot_id: entry.meta.id },
+      });
     }
     if (entry.meta.state === 'FAILED') {
       // A build stopped by a limit (the spool) is the node's resource, not the request's fault.
       const exhausted =
         isShardsnapError(entry.failure, ErrorCodes.resourceExhausted) || isNoSpace(entry.failure);
-      throw new ShardsnapError(
-        exhausted ? ErrorCodes.resourceExhausted : ErrorCodes.failedPrecondition,
+      throw snapshotFailed(
+        entry.meta.id,
         `snapshot ${entry.meta.id} failed to build: ${entry.meta.error}`,
+        exhausted ? ErrorCodes.resourceExhausted : ErrorCodes.failedPrecondition,
       );
     }
     if (entry.meta.state === 'READY' && position > entry.meta.sizeBytes) {

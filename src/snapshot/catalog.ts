@@ -1,7 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ErrorCodes, ShardsnapError, invalidArgument, notFound } from '../core';
+import {
+  ErrorCodes,
+  ErrorReasons,
+  ShardsnapError,
+  invalidArgument,
+  shuttingDown,
+  snapshotNotFound,
+} from '../core';
 import { SnapshotEntry } from './snapshot-entry';
 import { type SnapshotMeta, isValidSnapshotId } from './snapshot-meta';
 
@@ -37,7 +44,7 @@ export interface Lease {
 /** RESOURCE_EXHAUSTED because the catalog holds `maxSnapshots` already. */
 export class CatalogFullError extends ShardsnapError {
   constructor(message: string) {
-    super(ErrorCodes.resourceExhausted, message);
+    super(ErrorCodes.resourceExhausted, message, { reason: ErrorReasons.catalogFull });
   }
 }
 
@@ -100,7 +107,7 @@ export class SnapshotCatalog {
   get(id: string): SnapshotEntry {
     if (!isValidSnapshotId(id)) throw invalidArgument(`malformed snapshot id "${id}"`);
     const entry = this.entries.get(id);
-    if (!entry) throw notFound(`snapshot ${id} not found`);
+    if (!entry) throw snapshotNotFound(id);
     return entry;
   }
 
@@ -229,7 +236,7 @@ export class SnapshotCatalog {
     if (this.gcTimer) clearInterval(this.gcTimer);
     const builds: Array<Promise<void>> = [];
     for (const entry of this.entries.values()) {
-      entry.build.abort(new ShardsnapError(ErrorCodes.unavailable, 'node is shutting down'));
+      entry.build.abort(shuttingDown('node is shutting down'));
       builds.push(entry.buildDone);
     }
     await Promise.allSettled(builds);

@@ -1,7 +1,7 @@
 import { crc32c } from '@node-rs/crc32';
 import { compress } from 'zstd-napi';
 import { DCtx } from 'zstd-napi/binding';
-import { dataLoss, invalidArgument } from '../core';
+import { checksumMismatch, dataLoss, invalidArgument } from '../core';
 
 export type ChunkCompression = 'none' | 'zstd';
 
@@ -82,8 +82,11 @@ function decompressBounded(data: Buffer, rawLength: number): Buffer {
   return written === rawLength ? out : out.subarray(0, written);
 }
 
-/** Returns the raw bytes of a chunk after checking length and CRC32C (DATA_LOSS otherwise). */
-export function decodeChunk(chunk: EncodedChunk, where: string): Buffer {
+/**
+ * Returns the raw bytes of a chunk after checking length and CRC32C (DATA_LOSS otherwise;
+ * reason CHECKSUM_MISMATCH with `snapshotId` and the offset when the CRC32C differs).
+ */
+export function decodeChunk(chunk: EncodedChunk, where: string, snapshotId?: string): Buffer {
   if (!Number.isSafeInteger(chunk.rawLength) || chunk.rawLength < 0) {
     throw invalidArgument(
       `raw_length ${chunk.rawLength} is not a length [${where}, offset=${chunk.offset}]`,
@@ -111,8 +114,9 @@ export function decodeChunk(chunk: EncodedChunk, where: string): Buffer {
   }
   const crc = checksum(raw);
   if (crc !== chunk.crc32c) {
-    throw dataLoss(
+    throw checksumMismatch(
       `chunk CRC32C mismatch: got ${crc}, expected ${chunk.crc32c} [${where}, offset=${chunk.offset}]`,
+      { snapshotId, offset: chunk.offset },
     );
   }
   return raw;

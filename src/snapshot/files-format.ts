@@ -1,6 +1,6 @@
 import { crc32c } from '@node-rs/crc32';
 import { createHash, type Hash } from 'node:crypto';
-import { dataLoss } from '../core';
+import { checksumMismatch, dataLoss } from '../core';
 import { type ArtifactHeader, END_MARKER, tryDecodeHeader } from './format';
 
 /**
@@ -120,7 +120,10 @@ export class FilesDecoder {
     }
     this.files.forEach((file, i) => {
       if (trailer.readUInt32LE(8 + 4 * i) !== this.crcs[i]) {
-        throw dataLoss(`CRC32C mismatch in file ${file.name} of the files artifact`);
+        throw checksumMismatch(`CRC32C mismatch in file ${file.name} of the files artifact`, {
+          snapshotId: header.snapshot_id,
+          offset: 0,
+        });
       }
     });
     this.hash.update(trailer.subarray(0, expected - 32));

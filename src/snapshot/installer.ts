@@ -1,4 +1,10 @@
-import { ErrorCodes, ShardsnapError, dataLoss, normalizeSlotRanges } from '../core';
+import {
+  ErrorCodes,
+  ShardsnapError,
+  checksumMismatch,
+  dataLoss,
+  normalizeSlotRanges,
+} from '../core';
 import { type StagedImage, type StagedInstall, type Store, canInstallImages } from '../store';
 import { FilesDecoder } from './files-format';
 import { type ArtifactHeader, tryDecodeHeader } from './format';
@@ -168,7 +174,13 @@ export class ArtifactInstaller {
   async finish(expectedSha256: string): Promise<InstallOutcome> {
     const sha256 = await this.hash.digest();
     if (sha256 !== expectedSha256.toLowerCase()) {
-      throw dataLoss(`artifact SHA-256 mismatch: got ${sha256}, expected ${expectedSha256}`);
+      throw checksumMismatch(
+        `artifact SHA-256 mismatch: got ${sha256}, expected ${expectedSha256}`,
+        {
+          snapshotId: this.header?.snapshot_id,
+          offset: 0,
+        },
+      );
     }
     if (!this.sink || !this.header) throw dataLoss('artifact ended before its header');
     const { seq, keysInstalled } = await this.sink.finish();

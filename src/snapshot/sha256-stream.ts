@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { failedPrecondition, internal } from '../core';
 
 /**
  * SHA-256 over a stream of pieces, computed on a background thread (on machines with
@@ -103,7 +104,7 @@ class HashThread {
       this.waiting.clear();
     };
     worker.on('error', fail);
-    worker.on('exit', (code) => fail(new Error(`hashing thread exited with code ${code}`)));
+    worker.on('exit', (code) => fail(internal(`hashing thread exited with code ${code}`)));
     this.worker = worker;
     return worker;
   }
@@ -122,7 +123,7 @@ class AdaptiveSha256 implements Sha256Stream {
   private done = false;
 
   update(piece: Buffer): void {
-    if (this.done) throw new Error('hash stream already finished');
+    if (this.done) throw failedPrecondition('hash stream already finished');
     if (this.id === 0) {
       this.held.push(Buffer.from(piece));
       this.heldBytes += piece.length;
@@ -151,7 +152,7 @@ class AdaptiveSha256 implements Sha256Stream {
   }
 
   digest(): Promise<string> {
-    if (this.done) throw new Error('hash stream already finished');
+    if (this.done) throw failedPrecondition('hash stream already finished');
     this.done = true;
     if (this.id !== 0) return thread.finish(this.id);
     const hex = this.localHash().digest('hex');

@@ -74,7 +74,17 @@ export interface WriteOptions {
   atMs?: number | readonly number[];
 }
 
-/** A Redis-like store. Backends are chosen by name from the store registry. */
+/**
+ * A Redis-like store. Backends are chosen by name from the store registry.
+ *
+ * Once closed, a store answers alike whatever its backend, so that callers (a node
+ * stopping under a call) can tell "closed" from a failure: every method returning a
+ * promise except `close()` rejects with a ShardsnapError of code `unavailable` and reason
+ * STORE_CLOSED; so do views and staged installs opened before the close (`batches()`,
+ * `add()`, `commit()`), while their own `close()`/`abort()` stay harmless no-ops.
+ * `close()` is idempotent: every call resolves once the store is closed. `properties()`
+ * returns `{}` and `onChange` listeners are no longer called.
+ */
 export interface Store {
   readonly backend: string;
   /** Applies the mutations as one atomic batch and returns the batch's sequence number. */

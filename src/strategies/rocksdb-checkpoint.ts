@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { crc32c } from '@node-rs/crc32';
 import { open, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { throwIfAborted } from '../core';
+import { failedPrecondition, internal, throwIfAborted } from '../core';
 import { type ArtifactFile, END_MARKER, type FilesHeader, encodeHeader } from '../snapshot';
 import type { Store } from '../store';
 import type { BuildRequest, PreparedBuild, SnapshotStrategy } from './strategy';
@@ -37,7 +37,7 @@ export const rocksdbCheckpoint: SnapshotStrategy = {
     return undefined;
   },
   async prepare(store: Store): Promise<PreparedBuild> {
-    if (!isCheckpointSource(store)) throw new Error('not a checkpoint source');
+    if (!isCheckpointSource(store)) throw failedPrecondition('not a checkpoint source');
     const dir = join(
       store.dataDir,
       'checkpoints',
@@ -98,7 +98,7 @@ async function copyFile(
     while (position < size) {
       throwIfAborted(signal);
       const { bytesRead } = await file.read(buffer, 0, Math.min(PIECE, size - position), position);
-      if (bytesRead === 0) throw new Error(`checkpoint file ${path} shrank while being read`);
+      if (bytesRead === 0) throw internal(`checkpoint file ${path} shrank while being read`);
       const piece = buffer.subarray(0, bytesRead);
       crc = crc32c(piece, crc);
       await sink(piece);

@@ -1,7 +1,7 @@
 import type { SnapshotChunk__Output } from '../generated/shardsnap/v1/SnapshotChunk';
 import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
 import type { ChunkCompression } from '../snapshot';
-import { PieceReader, joinPieces } from '../wire';
+import { PieceReader, joinPieces } from '../wire/piece-reader';
 
 /** A SnapshotChunk whose data is still the list of buffers it arrived in (unchecked). */
 export interface ChunkMessage {

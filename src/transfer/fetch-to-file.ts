@@ -1,13 +1,46 @@
 import { createReadStream } from 'node:fs';
-import { type FileHandle, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { ErrorCodes, type SlotRange, dataLoss, invalidArgument, isShardsnapError } from '../core';
+import { rename, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  ErrorCodes,
+  type SlotRange,
+  checksumMismatch,
+  dataLoss,
+  invalidArgument,
+  isShardsnapError,
+  normalizeSlotRanges,
+} from '../core';
 import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
-import { type ChunkCompression, DEFAULT_CHUNK_SIZE } from '../snapshot';
+import { type ChunkCompression, DEFAULT_CHUNK_SIZE } from '../snapshot/chunk-codec';
 import type { Connection } from '../wire/connection';
-import { NodeFetch } from './node-source';
-import { type RangeProgress, fetchRanges, planRanges } from './parallel-fetch';
-import { createSnapshot, deleteRemoteSnapshot, getSnapshot } from './remote-snapshot';
+import { type FetchStatus, FetchReporter } from './fetch-status';
 import { HashingWriter } from './hashing-writer';
+import { NodeFetch } from './node-source';
+import { fetchRanges, planRanges } from './parallel-fetch';
+import {
+  type PartState,
+  PartFile,
+  partOfAnotherFetch,
+  partPath,
+  partProgress,
+  partSnapshotGone,
+  readPartState,
+  removePart,
+  sameSlots,
+  writePartState,
+} from './part-state';
+import { createSnapshot, deleteRemoteSnapshot, getSnapshot } from './remote-snapshot';
+
+export { type FetchPhase, type FetchStatus } from './fetch-status';
+export * from './fetch-to-stream';
+export {
+  PART_MISMATCH,
+  type PartState,
+  isStalePartError,
+  partPath,
+  partProgress,
+  partStatePath,
+  readPartState,
+} from './part-state';
 
 export interface FetchToFileOptions {
   out: string;
@@ -24,7 +57,14 @@ export interface FetchToFileOptions {
   parallel?: number;
   signal?: AbortSignal;
   maxRetries?: number;
+  /** Discards `<out>.part` of an earlier run (and the snapshot that run created) first. */
+  restart?: boolean;
+  /** Keeps the snapshot the fetch created on the node (by default deleted once complete). */
+  keepSnapshot?: boolean;
+  /** `total` is 0 until the snapshot is READY. */
   onProgress?: (received: number, total: number, info: SnapshotInfo__Output) => void;
+  /** The phase and bytes of the fetch, for a progress display (see FetchStatus). */
+  onStatus?: (status: FetchStatus) => void;
 }
 
 export interface FetchToFileResult {
@@ -37,15 +77,8 @@ export interface FetchToFileResult {
   resumes: number;
   /** Streams the artifact was fetched with. */
   streams: number;
-}
-
-interface PartState {
-  snapshotId: string;
-  address: string;
-  /** Present when fetched as ranges: how far each range got (its bytes on file). */
-  ranges?: RangeProgress[];
-  /** The fetch created the snapshot for itself: it is deleted once the file is complete. */
-  created?: boolean;
+  /** The fetch (this run or the one it resumed) created the snapshot on the node. */
+  created: boolean;
 }
 
 /**
@@ -60,8 +93,6 @@ export function defaultParallelism(sizeBytes: number): number {
 
 export const MAX_PARALLEL = 16;
 
-const partPath = (out: string): string => `${out}.part`;
-const partStatePath = (out: string): string => `${out}.part.json`;
 /** The sidecar with the snapshot's info (seq, slots, sha256), written next to the artifact. */
 export const infoPath = (out: string): string => `${out}.json`;
 
@@ -71,6 +102,13 @@ export const infoPath = (out: string): string => `${out}.json`;
  * crash of either side; running again with the same `out` resumes where it stopped. The
  * file is fsynced and renamed into place only once the SHA-256 of the whole artifact
  * matches.
+ *
+ * A part file that cannot resume (its snapshot is not on the node, or it is of another
+ * snapshot or other slots than asked for) is refused before anything is written, with an
+ * error whose metadata names it (`isStalePartError`); `restart` discards it. The part file
+ * is created with the first verified bytes, and a fetch that ends keeping no bytes leaves
+ * no part state, and deletes the snapshot it created: a failed or interrupted run costs
+ * the node at most the one snapshot a later run resumes.
  */
 export async function fetchToFile(
   conn: Connection,
@@ -83,89 +121,147 @@ export async function fetchToFile(
   ) {
     throw invalidArgument(`parallel ${parallel} is outside 1..${MAX_PARALLEL}`);
   }
-  const part = partPath(options.out);
-  let previous = await readPartState(options.out);
-  if (previous?.created && !options.snapshotId && !(await stillFetchable(conn, previous))) {
-    // The snapshot this fetch made for itself is gone (the node restarted mid-build, or it
-    // expired): its part is of no use, and the fetch starts over with a new snapshot.
-    await rm(part, { force: true });
-    await rm(partStatePath(options.out), { force: true });
+  const { out } = options;
+  let previous = await readPartState(out);
+  if (options.restart) {
+    if (previous?.created) await deleteRemoteSnapshot(conn, previous.snapshotId);
+    await removePart(out);
     previous = undefined;
   }
+  const resumed = previous && (await resumable(conn, options, previous));
   let state: PartState;
-  let info: SnapshotInfo__Output | undefined;
-  if (previous && (!options.snapshotId || options.snapshotId === previous.snapshotId)) {
-    state = previous;
+  let info: SnapshotInfo__Output;
+  if (resumed) {
+    ({ state, info } = resumed);
   } else {
-    const snapshotId =
-      options.snapshotId ??
-      (
-        await createSnapshot(conn, {
-          slots: options.slots ?? [],
-          strategy: options.strategy,
-          compression: options.compression,
-        })
-      ).id;
-    if (options.snapshotId && parallel !== 1) {
-      info = await getSnapshot(conn, snapshotId);
-    }
-    state = { snapshotId, address: conn.address, ...(options.snapshotId ? {} : { created: true }) };
+    // An unknown id fails here, before anything is written.
+    info = options.snapshotId
+      ? await getSnapshot(conn, options.snapshotId, { signal: options.signal })
+      : await createSnapshot(
+          conn,
+          {
+            slots: options.slots ?? [],
+            strategy: options.strategy,
+            compression: options.compression,
+          },
+          { signal: options.signal },
+        );
+    state = {
+      snapshotId: info.id,
+      address: conn.address,
+      ...(options.snapshotId
+        ? {}
+        : {
+            created: true,
+            ...(options.slots ? { slots: normalizeSlotRanges(options.slots) } : {}),
+          }),
+    };
     const streams =
-      info?.state === 'READY' ? (parallel ?? defaultParallelism(Number(info.sizeBytes))) : 1;
-    if (info && streams > 1)
+      info.state === 'READY' ? (parallel ?? defaultParallelism(Number(info.sizeBytes))) : 1;
+    if (streams > 1)
       state.ranges = planRanges(
         Number(info.sizeBytes),
         streams,
         options.chunkSize ?? DEFAULT_CHUNK_SIZE,
       );
-    await rm(part, { force: true });
-    await writeFile(partStatePath(options.out), JSON.stringify(state));
+    await rm(partPath(out), { force: true });
+    // Recorded at once: a run killed from here on resumes this snapshot, not a new one.
+    await writePartState(out, state);
   }
-  // Ranged fetches read their part file back to hash it.
-  const file = await open(part, state === previous ? 'r+' : 'w+').catch(() => open(part, 'w+'));
+  const reporter = new FetchReporter(conn, state.snapshotId, options);
+  reporter.observe(info);
+  const file = new PartFile(partPath(out));
   let corrupt = false;
   try {
     const result = state.ranges
-      ? await fetchRanged(conn, options, state, file, info)
-      : await fetchSequential(conn, options, state.snapshotId, file);
+      ? await fetchRanged(conn, options, state, file, info, reporter)
+      : await fetchSequential(conn, options, state.snapshotId, file, reporter);
     if (result.sha256 !== result.expected) {
       corrupt = true;
-      throw dataLoss(
+      throw checksumMismatch(
         `fetched artifact SHA-256 ${result.sha256} differs from the node's ${result.expected} [snapshot=${state.snapshotId}]`,
+        { snapshotId: state.snapshotId, offset: 0 },
       );
     }
-    await file.truncate(result.bytes);
-    await file.sync();
+    const handle = await file.open();
+    await handle.truncate(result.bytes);
+    await handle.sync();
     await file.close();
-    await rename(part, options.out);
+    await rename(partPath(out), out);
     const finalInfo = {
       ...result.info,
       sha256: result.sha256,
       sizeBytes: result.bytes,
       state: 'READY' as const,
     };
-    await writeFile(infoPath(options.out), JSON.stringify(finalInfo, null, 2));
-    await rm(partStatePath(options.out), { force: true });
+    await writeFile(infoPath(out), JSON.stringify(finalInfo, null, 2));
+    await removePart(out);
     // Kept while the fetch may resume; of no use once the file is complete.
-    if (state.created) await deleteRemoteSnapshot(conn, state.snapshotId);
+    if (state.created && !options.keepSnapshot) await deleteRemoteSnapshot(conn, state.snapshotId);
     return {
       info: finalInfo,
-      path: options.out,
+      path: out,
       bytes: result.bytes,
       sha256: result.sha256,
       resumedFrom: result.resumedFrom,
       resumes: result.resumes,
       streams: state.ranges?.length ?? 1,
+      created: state.created === true,
     };
   } catch (error) {
-    await file.close().catch(() => undefined);
-    if (corrupt) {
-      // The part file cannot be trusted: the next run starts over.
-      await rm(part, { force: true });
-      await rm(partStatePath(options.out), { force: true });
+    await file.close();
+    // A corrupt part file cannot be trusted, and one without bytes resumes nothing: the
+    // next run starts over, and the snapshot made for this one is of no further use.
+    if (corrupt || (await partProgress(out, state)) === 0) {
+      await removePart(out);
+      if (state.created) await deleteRemoteSnapshot(conn, state.snapshotId);
     }
     throw error;
+  } finally {
+    await reporter.close();
   }
+}
+
+/**
+ * The part state and snapshot info to resume with; undefined when the run should start
+ * over (the snapshot an earlier run made for itself on this node is gone, or the part
+ * holds nothing); throws when the part file cannot serve this request.
+ */
+async function resumable(
+  conn: Connection,
+  options: FetchToFileOptions,
+  previous: PartState,
+): Promise<{ state: PartState; info: SnapshotInfo__Output } | undefined> {
+  const { out } = options;
+  const bytes = await partProgress(out, previous);
+  if (options.snapshotId && options.snapshotId !== previous.snapshotId) {
+    if (bytes === 0) return undefined;
+    throw partOfAnotherFetch(out, previous, bytes, `snapshot ${options.snapshotId}`);
+  }
+  if (
+    !options.snapshotId &&
+    options.slots &&
+    !(previous.created && sameSlots(previous.slots, options.slots))
+  ) {
+    if (bytes === 0) return undefined;
+    throw partOfAnotherFetch(out, previous, bytes, 'a new snapshot of the slots asked for');
+  }
+  let info: SnapshotInfo__Output | undefined;
+  try {
+    info = await getSnapshot(conn, previous.snapshotId);
+  } catch (error) {
+    if (!isShardsnapError(error, ErrorCodes.notFound)) throw error;
+  }
+  if (info && info.state !== 'FAILED') return { state: previous, info };
+  // The snapshot an earlier run made for itself is gone (the node restarted mid-build, or
+  // it expired): its part is of no use, and a new snapshot serves the same request.
+  const ownGone = previous.created && !options.snapshotId && previous.address === conn.address;
+  if (ownGone || bytes === 0) {
+    if (previous.created && info) await deleteRemoteSnapshot(conn, previous.snapshotId);
+    await removePart(out);
+    return undefined;
+  }
+  throw partSnapshotGone(out, previous, conn.address, bytes, info ? 'failed' : 'not_found');
 }
 
 interface Fetched {
@@ -186,14 +282,22 @@ async function fetchSequential(
   conn: Connection,
   options: FetchToFileOptions,
   snapshotId: string,
-  file: FileHandle,
+  file: PartFile,
+  reporter: FetchReporter,
 ): Promise<Fetched> {
   const part = partPath(options.out);
-  const resumedFrom = (await stat(part)).size;
-  const writer = new HashingWriter(file.fd, resumedFrom);
+  const resumedFrom = await stat(part).then(
+    (s) => s.size,
+    () => 0,
+  );
+  reporter.resumedFrom = resumedFrom;
+  let writer: HashingWriter | undefined;
+  const start = async (): Promise<HashingWriter> =>
+    (writer ??= new HashingWriter((await file.open()).fd, resumedFrom));
   try {
     if (resumedFrom > 0) {
-      await writer.seed(createReadStream(part, { start: 0, end: resumedFrom - 1 }));
+      reporter.set('resuming', resumedFrom);
+      await (await start()).seed(createReadStream(part, { start: 0, end: resumedFrom - 1 }));
     }
     const source = new NodeFetch(conn, {
       snapshotId,
@@ -201,19 +305,23 @@ async function fetchSequential(
       chunkSize: options.chunkSize,
       compression: options.compression,
       maxRetries: options.maxRetries,
+      onInfo: (info) => reporter.observe(info),
     });
+    reporter.set('fetching', resumedFrom);
     for await (const chunk of source.chunks(options.signal)) {
       // Read before the writer may transfer the chunk's buffer to its thread.
       const bytes = chunk.offset + chunk.data.length;
-      await writer.add(chunk.offset, chunk.data, chunk.take);
+      await (writer ?? (await start())).add(chunk.offset, chunk.data, chunk.take);
       chunk.release?.();
-      if (source.info) options.onProgress?.(bytes, Number(source.info.sizeBytes), source.info);
+      reporter.set('fetching', bytes);
     }
     if (!source.info) throw dataLoss(`the stream of snapshot ${snapshotId} carried no info`);
-    const sha256 = await writer.finish();
+    reporter.set('verifying');
+    const done = writer ?? (await start());
+    const sha256 = await done.finish();
     return {
       info: source.info,
-      bytes: writer.written,
+      bytes: done.written,
       sha256,
       expected: source.expectedSha256(),
       resumedFrom,
@@ -222,7 +330,7 @@ async function fetchSequential(
   } catch (error) {
     // What was received is verified and stays on file (written in order): the next run
     // resumes after it. The writes in flight finish before the file is closed.
-    await writer.abandon();
+    await writer?.abandon();
     throw error;
   }
 }
@@ -231,30 +339,31 @@ async function fetchSequential(
 async function fetchRanged(
   conn: Connection,
   options: FetchToFileOptions,
-  state: PartState & { ranges?: RangeProgress[] },
-  file: FileHandle,
-  known: SnapshotInfo__Output | undefined,
+  state: PartState,
+  file: PartFile,
+  info: SnapshotInfo__Output,
+  reporter: FetchReporter,
 ): Promise<Fetched> {
-  const info = known ?? (await getSnapshot(conn, state.snapshotId));
   const ranges = state.ranges ?? [];
   const total = Number(info.sizeBytes);
   const resumedFrom = ranges.reduce((sum, r) => sum + (r.next - r.start), 0);
+  reporter.resumedFrom = resumedFrom;
+  reporter.set('fetching', resumedFrom);
   let saving: Promise<void> = Promise.resolve();
   const result = await fetchRanges(conn, {
     snapshotId: state.snapshotId,
     ranges,
-    file,
+    file: () => file.open(),
     chunkSize: options.chunkSize,
     compression: options.compression,
     maxRetries: options.maxRetries,
     signal: options.signal,
-    onProgress: (received) => options.onProgress?.(received, total, info),
+    // The SHA-256 is computed behind the ranges: once all bytes are in, it catches up.
+    onProgress: (received) => reporter.set(received >= total ? 'verifying' : 'fetching', received),
     // The ranges' progress is saved now and then, and always after the bytes it counts
     // are on file: a crash can only make the next run fetch a little again.
     onCheckpoint: () => {
-      saving = saving.then(() =>
-        writeFile(partStatePath(options.out), JSON.stringify(state)).catch(() => undefined),
-      );
+      saving = saving.then(() => writePartState(options.out, state).catch(() => undefined));
     },
   }).finally(() => saving);
   return {
@@ -265,22 +374,4 @@ async function fetchRanged(
     resumedFrom,
     resumes: result.resumes,
   };
-}
-
-/** Whether the snapshot of a part file can still be fetched (not gone, not FAILED). */
-async function stillFetchable(conn: Connection, state: PartState): Promise<boolean> {
-  try {
-    return (await getSnapshot(conn, state.snapshotId)).state !== 'FAILED';
-  } catch (error) {
-    if (isShardsnapError(error, ErrorCodes.notFound)) return false;
-    throw error;
-  }
-}
-
-async function readPartState(out: string): Promise<PartState | undefined> {
-  try {
-    return JSON.parse(await readFile(partStatePath(out), 'utf8')) as PartState;
-  } catch {
-    return undefined;
-  }
 }

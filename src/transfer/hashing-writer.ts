@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import { ErrorCodes, ShardsnapError } from '../core';
+import { ShardsnapError, internal, isNoSpace, noSpace } from '../core';
 import type { VerifiedChunk } from '../snapshot';
 
 /**
@@ -28,7 +28,7 @@ parentPort.on('message', (m) => {
         hash.update(view);
       } catch (error) {
         failed = true;
-        parentPort.postMessage({ error: String(error && error.message || error) });
+        parentPort.postMessage({ error: String(error && error.message || error), code: error && error.code });
       }
     }
     parentPort.postMessage({ recycle: m.data, end: m.position + m.length }, [m.data]);
@@ -59,7 +59,7 @@ export class HashingWriter {
   private readonly free: ArrayBuffer[] = [];
   private readonly returns: Array<((buffer: ArrayBuffer) => void) | undefined> = [];
   private inFlight = 0;
-  private failure: Error | undefined;
+  private failure: ShardsnapError | undefined;
   private waiters: Array<() => void> = [];
   private digestWaiter: ((hex: string) => void) | undefined;
   /** End of what the thread has written so far. */
@@ -74,8 +74,18 @@ export class HashingWriter {
     this.worker.once('exit', () => liveThreads--);
     this.worker.on(
       'message',
-      (m: { recycle?: ArrayBuffer; end?: number; error?: string; hex?: string }) => {
-        if (m.error) this.failure = new Error(`writing the part file: ${m.error}`);
+      (m: {
+        recycle?: ArrayBuffer;
+        end?: number;
+        error?: string;
+        code?: unknown;
+        hex?: string;
+      }) => {
+        if (m.error) {
+          const message = `writing the part file: ${m.error}`;
+          // A full disk is the client's to free up, not a fault: it keeps its reason.
+          this.failure = isNoSpace({ code: m.code }) ? noSpace(message) : internal(message);
+        }
         if (m.recycle) {
           this.inFlight -= m.recycle.byteLength;
           if (m.end !== undefined && m.end > this.written && !this.failure) this.written = m.end;
@@ -89,7 +99,7 @@ export class HashingWriter {
       },
     );
     this.worker.on('error', (error) => {
-      this.failure = error;
+      this.failure = internal(`the part file writer failed: ${error.message}`, error);
       this.wake();
     });
   }
@@ -172,9 +182,8 @@ export class HashingWriter {
 
   private throwIfFailed(): void {
     if (this.failure) {
-      throw new ShardsnapError(ErrorCodes.internal, this.failure.message, {
-        cause: this.failure,
-      });
+      const { code, message, reason, metadata } = this.failure;
+      throw new ShardsnapError(code, message, { cause: this.failure, reason, metadata });
     }
   }
 }

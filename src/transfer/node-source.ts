@@ -9,8 +9,9 @@ import {
 import type { FetchSnapshotRequest } from '../generated/shardsnap/v1/FetchSnapshotRequest';
 import type { SnapshotChunk__Output } from '../generated/shardsnap/v1/SnapshotChunk';
 import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
-import { type ChunkCompression, type VerifiedChunk, decodeChunk } from '../snapshot';
-import { H2Connection, loadProto } from '../wire';
+import { type ChunkCompression, type VerifiedChunk, decodeChunk } from '../snapshot/chunk-codec';
+import { H2Connection } from '../wire/h2-connection';
+import { loadProto } from '../wire/proto';
 import type { Connection } from '../wire/connection';
 import { compressionToWire } from '../wire/convert';
 import { fromServiceError } from '../wire/status';
@@ -33,10 +34,14 @@ export interface NodeFetchOptions {
   onRetry?: (error: ShardsnapError, offset: number, attempt: number) => void;
 }
 
-/** Errors after which fetching again from the last verified offset can succeed. */
+/**
+ * Errors after which fetching again from the last verified offset can succeed (a node
+ * that did not answer in time may answer the next stream).
+ */
 function isRetryable(error: ShardsnapError): boolean {
   return (
     error.code === ErrorCodes.unavailable ||
+    error.code === ErrorCodes.deadlineExceeded ||
     error.code === ErrorCodes.dataLoss ||
     error.code === ErrorCodes.internal ||
     error.code === ErrorCodes.cancelled
@@ -191,6 +196,7 @@ export class NodeFetch implements ChunkSource {
             rawLength: chunk.rawLength,
           },
           `snapshot=${this.snapshotId}`,
+          this.snapshotId,
         );
       } catch (error) {
         joined.release();

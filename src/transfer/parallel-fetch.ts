@@ -1,6 +1,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { ErrorCodes, ShardsnapError, throwIfAborted } from '../core';
-import { type ChunkCompression, DEFAULT_CHUNK_SIZE, sha256Stream } from '../snapshot';
+import { type ChunkCompression, DEFAULT_CHUNK_SIZE } from '../snapshot/chunk-codec';
+import { sha256Stream } from '../snapshot/sha256-stream';
 import type { Connection } from '../wire/connection';
 import { NodeFetch } from './node-source';
 import { WriteThrough } from './write-through';
@@ -34,7 +35,11 @@ export interface FetchRangesOptions {
   snapshotId: string;
   /** Updated in place as bytes reach the file. */
   ranges: RangeProgress[];
-  file: FileHandle;
+  /**
+   * The file the ranges are written to, or how to open it: then it is opened when the
+   * first verified bytes arrive, and a fetch that fails before creates no file.
+   */
+  file: FileHandle | (() => Promise<FileHandle>);
   chunkSize?: number;
   compression?: ChunkCompression;
   maxRetries?: number;
@@ -55,7 +60,11 @@ export async function fetchRanges(
   conn: Connection,
   options: FetchRangesOptions,
 ): Promise<{ sha256: string; resumes: number }> {
-  const { ranges, file } = options;
+  const { ranges } = options;
+  const given = options.file;
+  let opening: Promise<FileHandle> | undefined;
+  const file = (): Promise<FileHandle> =>
+    (opening ??= typeof given === 'function' ? given() : Promise.resolve(given));
   const total = ranges.at(-1)?.end ?? 0;
   const every = options.checkpointBytes ?? 32 << 20;
   const abort = new AbortController();
@@ -83,10 +92,10 @@ export async function fetchRanges(
       maxRetries: options.maxRetries,
       onRetry: () => resumes++,
     });
-    const writer = new WriteThrough(file, range.next);
-    const advance = (): void => {
-      sinceCheckpoint += writer.written - range.next;
-      range.next = writer.written;
+    let writer: WriteThrough | undefined;
+    const advance = (done: WriteThrough): void => {
+      sinceCheckpoint += done.written - range.next;
+      range.next = done.written;
       if (sinceCheckpoint >= every) {
         sinceCheckpoint = 0;
         options.onCheckpoint?.();
@@ -96,13 +105,16 @@ export async function fetchRanges(
     };
     try {
       for await (const chunk of source.chunks(abort.signal)) {
+        writer ??= new WriteThrough(await file(), range.next);
         writer.add(chunk.offset, chunk.data, chunk.release);
-        if (writer.written > range.next) advance();
+        if (writer.written > range.next) advance(writer);
       }
     } finally {
       // Verified bytes go to the file even when the range stops early.
-      writer.flush();
-      if (writer.written > range.next) advance();
+      if (writer) {
+        writer.flush();
+        if (writer.written > range.next) advance(writer);
+      }
     }
   };
 
@@ -128,7 +140,7 @@ export async function fetchRanges(
           continue;
         }
         const length = Math.min(buffer.length, prefix - hashed);
-        const { bytesRead } = await file.read(buffer, 0, length, hashed);
+        const { bytesRead } = await (await file()).read(buffer, 0, length, hashed);
         if (bytesRead === 0)
           throw new ShardsnapError(ErrorCodes.internal, `part file ends at ${hashed}`);
         hash.update(buffer.subarray(0, bytesRead));

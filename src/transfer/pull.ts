@@ -37,7 +37,9 @@ export async function pullIntoStore(
   try {
     const snapshotId =
       options.snapshotId ||
-      (created = (await createSnapshot(conn, { slots: options.slots ?? [] })).id);
+      (created = (
+        await createSnapshot(conn, { slots: options.slots ?? [] }, { signal: options.signal })
+      ).id);
     const source = new NodeFetch(conn, {
       snapshotId,
       maxRetries: options.maxRetries,

@@ -1,42 +1,65 @@
 import type { SlotRange } from '../core';
 import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
-import type { ChunkCompression } from '../snapshot';
+import type { ChunkCompression } from '../snapshot/chunk-codec';
+import type { CallOptions } from '../wire/call-options';
+import type { Connection } from '../wire/connection';
 import { compressionToWire } from '../wire/convert';
-import { type Connection, call } from '../wire/connection';
+import { unary } from '../wire/unary';
 
 export interface CreateSnapshotOptions {
-  slots?: SlotRange[];
+  slots?: readonly SlotRange[];
   strategy?: string;
   compression?: ChunkCompression;
 }
 
+/** Asks the node for a snapshot of `slots` (all when empty); resolves once it is registered. */
 export function createSnapshot(
   conn: Connection,
-  options: CreateSnapshotOptions,
+  request: CreateSnapshotOptions,
+  options: CallOptions = {},
 ): Promise<SnapshotInfo__Output> {
-  return call<SnapshotInfo__Output>('CreateSnapshot', (cb) =>
-    conn.snapshots.CreateSnapshot(
-      {
-        slots: options.slots ?? [],
-        strategy: options.strategy ?? '',
-        compression: compressionToWire(options.compression ?? 'none'),
-      },
-      cb,
-    ),
+  return unary<SnapshotInfo__Output>(
+    conn,
+    'CreateSnapshot',
+    (callOptions, cb) =>
+      conn.snapshots.CreateSnapshot(
+        {
+          slots: [...(request.slots ?? [])],
+          strategy: request.strategy ?? '',
+          compression: compressionToWire(request.compression ?? 'none'),
+        },
+        callOptions,
+        cb,
+      ),
+    options,
   );
 }
 
-export function getSnapshot(conn: Connection, id: string): Promise<SnapshotInfo__Output> {
-  return call<SnapshotInfo__Output>('GetSnapshot', (cb) => conn.snapshots.GetSnapshot({ id }, cb));
+export function getSnapshot(
+  conn: Connection,
+  id: string,
+  options: CallOptions = {},
+): Promise<SnapshotInfo__Output> {
+  return unary<SnapshotInfo__Output>(
+    conn,
+    'GetSnapshot',
+    (callOptions, cb) => conn.snapshots.GetSnapshot({ snapshotId: id }, callOptions, cb),
+    options,
+  );
 }
 
 /**
  * Deletes a snapshot a transfer created for itself, once the transfer is over. Best
- * effort with a short deadline: a snapshot left behind expires with the node's TTL.
+ * effort with a short deadline and no signal (it runs when the transfer was cancelled
+ * too): a snapshot left behind expires with the node's TTL.
  */
 export async function deleteRemoteSnapshot(conn: Connection, id: string): Promise<void> {
   // With force: the stream that just read it may not have let go of it yet on the node.
-  await call('DeleteSnapshot', (cb) =>
-    conn.snapshots.DeleteSnapshot({ id, force: true }, { deadline: Date.now() + 5_000 }, cb),
+  await unary(
+    undefined,
+    'DeleteSnapshot',
+    (callOptions, cb) =>
+      conn.snapshots.DeleteSnapshot({ snapshotId: id, force: true }, callOptions, cb),
+    { deadlineMs: 5_000 },
   ).catch(() => undefined);
 }

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { asError } from '../core';
 
 /** Buffered beyond this, the stream is paused (and the peer stops once its window is full). */
 const PAUSE_AT_BYTES = 4 << 20;
@@ -34,7 +35,7 @@ export async function* flowingChunks(stream: Readable): AsyncGenerator<Buffer> {
     notify();
   };
   const onError = (error: unknown): void => {
-    failure = error instanceof Error ? error : new Error(String(error));
+    failure = asError(error);
     notify();
   };
   stream.on('data', onData);

@@ -1,8 +1,9 @@
 import * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { isIP } from 'node:net';
-import { ErrorCodes, ShardsnapError, cancelled } from '../core';
+import { ErrorCodes, ShardsnapError, cancelled, unavailable } from '../core';
 import { AUTHORIZATION_HEADER, type ClientSecurity } from './security';
+import { STATUS_DETAILS_HEADER } from './rpc-status';
 import { RETRY_PUSHBACK_HEADER, fromServiceError } from './status';
 import { flowingChunks } from './flowing-chunks';
 import { GrpcFrameReader, frameMessage } from './grpc-frames';
@@ -16,7 +17,10 @@ const KEEPALIVE_TIMEOUT_MS = 20_000;
 interface Status {
   code: number;
   details: string;
-  /** What a status carries beside its code that the client restores (a retry hint). */
+  /**
+   * What a status carries beside its code that the client restores: the google.rpc.Status
+   * details (reason, metadata, retry delay) and the retry hint, as a gRPC client sees them.
+   */
   metadata: grpc.Metadata;
 }
 
@@ -32,6 +36,11 @@ function statusOf(headers: http2.IncomingHttpHeaders): Status | undefined {
   const metadata = new grpc.Metadata();
   const pushback = headers[RETRY_PUSHBACK_HEADER];
   if (typeof pushback === 'string') metadata.set(RETRY_PUSHBACK_HEADER, pushback);
+  // Binary headers travel base64-encoded (padding optional), as in every gRPC client.
+  const statusDetails = headers[STATUS_DETAILS_HEADER];
+  if (typeof statusDetails === 'string' && statusDetails !== '') {
+    metadata.set(STATUS_DETAILS_HEADER, Buffer.from(statusDetails, 'base64'));
+  }
   return { code: Number(raw), details, metadata };
 }
 
@@ -70,7 +79,7 @@ export class H2Connection {
       // A closed session (after GOAWAY) may still be draining a stream: leave it be.
       if (session.destroyed || session.closed || session.connecting) return;
       const timer = setTimeout(
-        () => session.destroy(new Error(`no keepalive answer from ${this.address}`)),
+        () => session.destroy(unavailable(`no keepalive answer from ${this.address}`)),
         KEEPALIVE_TIMEOUT_MS,
       );
       // Only silence kills the session; a ping cancelled by a closing session does not.

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { internal } from '../core';
 import type { ProtoGrpcType } from '../generated/shardsnap';
 
 const PROTO_RELATIVE = join('proto', 'shardsnap', 'v1', 'shardsnap.proto');
@@ -12,7 +13,7 @@ export function protoPath(): string {
     const candidate = join(__dirname, up, PROTO_RELATIVE);
     if (existsSync(candidate)) return candidate;
   }
-  throw new Error(`cannot find ${PROTO_RELATIVE} next to ${__dirname}`);
+  throw internal(`cannot find ${PROTO_RELATIVE} next to ${__dirname}`);
 }
 
 export const LOADER_OPTIONS: protoLoader.Options = {
@@ -27,7 +28,10 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 let definition: protoLoader.PackageDefinition | undefined;
 let cached: ProtoGrpcType | undefined;
 
-/** The loaded .proto, as proto-loader describes it (for reflection). */
+/**
+ * The loaded .proto as proto-loader describes it, with camelCase names: what the node's
+ * services and clients use. Reflection serves the files as written (src/server/introspection.ts).
+ */
 export function packageDefinition(): protoLoader.PackageDefinition {
   definition ??= protoLoader.loadSync(protoPath(), LOADER_OPTIONS);
   return definition;

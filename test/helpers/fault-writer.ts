@@ -75,7 +75,7 @@ export class TrackingWriter {
       const id = key.toString('latin1');
       this.touched.add(id);
       try {
-        await this.routing.write(batch);
+        await this.routing.write({ mutations: batch });
         await this.model.write(batch);
         this.acked++;
         // A set replaces whatever a failed write may have left; an sadd does not.
@@ -105,7 +105,7 @@ export class TrackingWriter {
       const batch: Mutation[] = [{ op: 'del', key: Buffer.from(id, 'latin1') }];
       for (let attempt = 1; ; attempt++) {
         try {
-          await this.routing.write(batch);
+          await this.routing.write({ mutations: batch });
           break;
         } catch (error) {
           if (attempt >= attempts) throw error;

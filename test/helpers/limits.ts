@@ -25,7 +25,8 @@ export async function loadBytes(
 ): Promise<number> {
   const count = Math.ceil(bytes / valueSize);
   const all = stringSets(prefix, count, valueSize);
-  for (let from = 0; from < count; from += 256) await client.write(all.slice(from, from + 256));
+  for (let from = 0; from < count; from += 256)
+    await client.write({ mutations: all.slice(from, from + 256) });
   return count;
 }
 

@@ -106,7 +106,7 @@ export class SplitWriter {
           ? [{ op: 'sadd', key: b(`{${tag}}set${lane}`), members: [b(`m${n}`)] }]
           : [{ op: 'set', key, value: this.value(lane, n), expireAtMs: 0 }];
       try {
-        const { address } = await this.routing.write(batch);
+        const { address } = await this.routing.write({ mutations: batch });
         this.addresses.add(address);
         await this.model.write(batch);
         this.acked++;

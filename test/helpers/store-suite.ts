@@ -1,8 +1,11 @@
 import type { ExecutionContext, TestFn } from 'ava';
 import {
   type Entry,
+  ErrorCodes,
+  ErrorReasons,
   type Mutation,
   type StoreRecord,
+  hasReason,
   isShardsnapError,
   slotOf,
 } from '../../src/core';
@@ -340,4 +343,44 @@ export function runStoreSuite({ test, name, factory }: StoreSuiteOptions): void 
     await store.write([{ op: 'expire', key: b('s'), expireAtMs: FUTURE + 1 }]);
     t.not((await digestStore(store, [])).digest, afterScore.digest);
   });
+
+  withStore(
+    'a closed store answers STORE_CLOSED, views and installs opened before too',
+    async (t, store) => {
+      await store.write([
+        { op: 'set', key: b('a'), value: b('1'), expireAtMs: 0 },
+        { op: 'set', key: b('b'), value: b('2'), expireAtMs: 0 },
+      ]);
+      const view = await store.openView([]);
+      const install = await store.beginInstall({
+        slots: [{ start: 0, end: 100 }],
+        full: false,
+        seq: 0,
+      });
+      await store.close();
+      await store.close();
+
+      const closed = async (what: string, call: () => Promise<unknown>): Promise<void> => {
+        const error = await t.throwsAsync(call, undefined, what);
+        t.true(isShardsnapError(error, ErrorCodes.unavailable), `${what}: ${String(error)}`);
+        t.true(hasReason(error, ErrorReasons.storeClosed), `${what}: reason`);
+      };
+      await closed('write', () =>
+        store.write([{ op: 'set', key: b('c'), value: b('3'), expireAtMs: 0 }]),
+      );
+      await closed('read', () => store.read([b('a')]));
+      await closed('stats', () => store.stats());
+      await closed('openView', () => store.openView([]));
+      await closed('beginInstall', () => store.beginInstall({ slots: [], full: true, seq: 1 }));
+      await closed('view.batches', async () => {
+        for await (const batch of view.batches({ maxRecords: 10, maxBytes: 1 << 20 })) t.log(batch);
+      });
+      await closed('install.add', () => install.add([]));
+      await closed('install.commit', () => install.commit());
+      // Releasing what was opened before stays harmless.
+      view.close();
+      await t.notThrowsAsync(() => install.abort());
+      t.deepEqual(store.properties?.() ?? {}, {});
+    },
+  );
 }

@@ -11,8 +11,8 @@ import {
   summarizeArchive,
   verifyArchive,
 } from '../../archive';
-import { formatSlotRanges } from '../../core';
-import { action, address, globals, withClient } from '../common';
+import { formatSlotRanges, internal } from '../../core';
+import { action, address, globals, nodeOption, withClient } from '../common';
 import { emit, formatBytes, mibPerSecond, table } from '../output';
 import { progressBar } from '../progress';
 
@@ -68,7 +68,7 @@ export function registerArchive(program: Command): void {
   program
     .command('archive')
     .description("make a node upload a snapshot to its object store; prints the archive's URI")
-    .requiredOption('--at <host:port>', 'node holding the snapshot', address)
+    .addOption(nodeOption('--at <host:port>', 'node holding the snapshot'))
     .requiredOption('--id <id>', 'snapshot to archive (READY, or waited for)')
     .requiredOption('--bucket <bucket>', 'bucket to upload to')
     .option('--prefix <prefix>', 'key prefix in the bucket', '')
@@ -90,7 +90,7 @@ export function registerArchive(program: Command): void {
               bar.update(Number(progress.bytesUploaded), Number(progress.totalBytes));
               if (progress.done && progress.info) return progress.info;
             }
-            throw new Error('archive ended without a result');
+            throw internal('archive ended without a result');
           });
           bar.stop();
           const ms = performance.now() - started;
@@ -107,7 +107,7 @@ export function registerArchive(program: Command): void {
   program
     .command('restore <uri>')
     .description('make a node download an archive (s3://bucket/<dir>/manifest.json) and install it')
-    .requiredOption('--to <host:port>', 'node that restores (all-or-nothing)', address)
+    .addOption(nodeOption('--to <host:port>', 'node that restores (all-or-nothing)'))
     .option('--force', 'seed a node that owns no slots (it then owns the restored ones)')
     .action(
       action(async (uri: string, options: { to: string; force?: boolean }, command: Command) => {
@@ -116,14 +116,15 @@ export function registerArchive(program: Command): void {
         const bar = progressBar('restore', !json);
         const started = performance.now();
         const result = await withClient(options.to, options, async (client) => {
-          for await (const progress of client.restore(uri, undefined, {
+          for await (const progress of client.restore({
+            uri,
             force: options.force === true,
           })) {
             bar.update(Number(progress.bytesReceived), Number(progress.totalBytes));
             if (progress.done && progress.result)
               return { ...progress.result, resumes: progress.resumes };
           }
-          throw new Error('restore ended without a result');
+          throw internal('restore ended without a result');
         });
         bar.stop();
         const ms = performance.now() - started;
@@ -226,7 +227,7 @@ export function registerArchive(program: Command): void {
     action(async (uri: string, options: S3Flags & { at?: string }, command: Command) => {
       const location = parseArchiveUri(uri);
       if (options.at) {
-        await withClient(options.at, options, (client) => client.deleteArchive(uri));
+        await withClient(options.at, options, (client) => client.deleteArchive({ uri }));
       } else {
         await withTargets(options, (targets) =>
           deleteArchive(targets.open(location.bucket), location),

@@ -1,8 +1,8 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { loadSynthetic } from '../../client';
 import type { SlotRange } from '../../core';
-import { formatSlotRanges, invalidArgument } from '../../core';
-import { action, address, globals, positiveInt, slots, withClient } from '../common';
+import { formatSlotRanges } from '../../core';
+import { action, globals, nodeOption, positiveInt, slots, withClient } from '../common';
 import { emit, formatBytes, mibPerSecond } from '../output';
 import { progressBar } from '../progress';
 
@@ -10,10 +10,14 @@ export function registerData(program: Command): void {
   program
     .command('load')
     .description('write synthetic data into a node')
-    .requiredOption('--to <host:port>', 'node to load', address)
+    .addOption(nodeOption('--to <host:port>', 'node to load'))
     .requiredOption('--keys <n>', 'number of keys', positiveInt)
     .requiredOption('--value-size <bytes>', 'bytes per value', positiveInt)
-    .option('--types <kind>', 'string | mixed (every type, some expiries)', 'string')
+    .addOption(
+      new Option('--types <kind>', 'string | mixed (every type, some expiries)')
+        .choices(['string', 'mixed'])
+        .default('string'),
+    )
     .option('--seed <n>', 'random seed', positiveInt, 1)
     .option('--concurrency <n>', 'write batches in flight', positiveInt, 4)
     .action(
@@ -30,9 +34,6 @@ export function registerData(program: Command): void {
           command: Command,
         ) => {
           const json = globals(command).json ?? false;
-          if (options.types !== 'string' && options.types !== 'mixed') {
-            throw invalidArgument(`--types must be string or mixed, not "${options.types}"`);
-          }
           const bar = progressBar('load', !json, 'keys');
           const result = await withClient(options.to, options, (client) =>
             loadSynthetic(client, {
@@ -59,12 +60,12 @@ export function registerData(program: Command): void {
   program
     .command('digest')
     .description('order-independent content digest of a node (or of some slots)')
-    .requiredOption('--at <host:port>', 'node', address)
+    .addOption(nodeOption('--at <host:port>', 'node'))
     .option('--slots <ranges>', 'A-B[,C-D]', slots)
     .action(
       action(async (options: { at: string; slots?: SlotRange[] }, command: Command) => {
         const result = await withClient(options.at, options, (client) =>
-          client.digest(options.slots ?? []),
+          client.digest({ slots: options.slots ?? [] }),
         );
         emit(
           globals(command),
@@ -78,7 +79,7 @@ export function registerData(program: Command): void {
   program
     .command('stats')
     .description('key count, seq, sizes and snapshot activity of a node')
-    .requiredOption('--at <host:port>', 'node', address)
+    .addOption(nodeOption('--at <host:port>', 'node'))
     .action(
       action(async (options: { at: string }, command: Command) => {
         const stats = await withClient(options.at, options, (client) => client.stats());

@@ -46,34 +46,36 @@ export async function splitStep(
   const acked: Array<{ key: Buffer; value: string }> = [];
   let writing = true;
   try {
-    const keysBefore = Number((await sourceClient.digest(range)).keyCount);
+    const keysBefore = Number((await sourceClient.digest({ slots: range })).keyCount);
     const writes = (async () => {
       for (let i = 0; writing; i++) {
         const key = Buffer.from(`demo:split:${i}`);
         if (!inRange(key)) continue;
         const value = `v${i}`;
-        await writer.write([{ op: 'set', key, value: Buffer.from(value), expireAtMs: 0 }]);
+        await writer.write({
+          mutations: [{ op: 'set', key, value: Buffer.from(value), expireAtMs: 0 }],
+        });
         acked.push({ key, value });
       }
     })();
     const bar = progressBar('split', showProgress);
     let status: MigrationStatus;
     try {
-      status = await migrateSlots(conn, {
-        source,
-        slots: range,
-        onEvent: (event) => bar.update(event.bytes, event.totalBytes || event.bytes),
-      });
+      status = await migrateSlots(
+        conn,
+        { source, slots: range },
+        { onEvent: (event) => bar.update(event.bytes, event.totalBytes || event.bytes) },
+      );
     } finally {
       writing = false;
       bar.stop();
       await writes;
     }
-    const values = await targetClient.read(acked.map((a) => a.key));
+    const values = await targetClient.read({ keys: acked.map((a) => a.key) });
     const writesFound = values.filter(
       (v, i) => v.kind === 'string' && v.string?.toString() === acked[i]?.value,
     ).length;
-    const keysAfter = Number((await targetClient.digest(range)).keyCount);
+    const keysAfter = Number((await targetClient.digest({ slots: range })).keyCount);
     const ok = writesFound === acked.length && keysAfter === keysBefore + acked.length;
     return { status, writesDuringSplit: acked.length, writesFound, keysBefore, keysAfter, ok };
   } finally {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { ShardsnapClient, loadSynthetic } from '../../client';
-import { type SlotRange, formatSlotRanges } from '../../core';
+import { type SlotRange, formatSlotRanges, internal } from '../../core';
 import { verifyArtifactFile } from '../../snapshot';
 import { action, globals, positiveInt } from '../common';
 import { emit, formatBytes, mibPerSecond, table } from '../output';
@@ -134,7 +134,7 @@ export function registerDemo(program: Command): void {
             const installBar = progressBar('install', !json);
             const installed = await timed(
               'install file → B',
-              () => b.installFile(out, { onProgress: (s, t) => installBar.update(s, t) }),
+              () => b.installFile({ path: out, onProgress: (s, t) => installBar.update(s, t) }),
               (r) => ({ keys: Number(r.keysInstalled), bytes: Number(r.bytes) }),
             );
             installBar.stop();
@@ -157,13 +157,13 @@ export function registerDemo(program: Command): void {
                   pullBar.update(Number(p.bytesReceived), Number(p.totalBytes));
                   if (p.done && p.result) return p.result;
                 }
-                throw new Error('pull ended without a result');
+                throw internal('pull ended without a result');
               },
               (r) => ({ keys: Number(r.keysInstalled), bytes: Number(r.bytes) }),
             );
             pullBar.stop();
-            const rangeA = await a.digest(range);
-            const rangeB = await b.digest(range);
+            const rangeA = await a.digest({ slots: range });
+            const rangeB = await b.digest({ slots: range });
 
             // RocksDB: C pulls all of A (records → one ingested SST), then C's own full
             // snapshot is a checkpoint, fetched to a file like any artifact.
@@ -175,7 +175,7 @@ export function registerDemo(program: Command): void {
                   rocksBar.update(Number(p.bytesReceived), Number(p.totalBytes));
                   if (p.done && p.result) return p.result;
                 }
-                throw new Error('pull ended without a result');
+                throw internal('pull ended without a result');
               },
               (r) => ({ keys: Number(r.keysInstalled), bytes: Number(r.bytes) }),
             );
@@ -235,7 +235,7 @@ export function registerDemo(program: Command): void {
                 strategy: checkpoint.info.strategy,
                 bytes: checkpoint.bytes,
               },
-              steps,
+              steps: steps.map(({ ms, ...step }) => ({ ...step, elapsedMs: ms })),
             };
             const excerpt = json ? [] : await metricsExcerpt(source.metricsAddress);
             emit(globals(command), summary, () => [

@@ -17,6 +17,7 @@ interface ServeOptions extends S3Flags {
   keepRecent: number;
   restoreFrom?: string;
   logLevel: string;
+  logFile?: string;
   changeLogSize?: number;
   slots?: SlotRange[];
   archiveEvery?: string;
@@ -103,7 +104,7 @@ function archiveSchedule(options: ServeOptions) {
 function byteSize(value: string): number {
   try {
     const bytes = parseSize(value);
-    if (bytes < 1) throw new Error(`"${value}" is not a positive size`);
+    if (bytes < 1) throw new InvalidArgumentError(`"${value}" is not a positive size`);
     return bytes;
   } catch (error) {
     throw new InvalidArgumentError((error as Error).message);
@@ -154,7 +155,11 @@ export function registerServe(program: Command): void {
       0,
     )
     .option('--restore-from <path>', 'start from a RocksDB checkpoint dir or an artifact file')
-    .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
+    .option('--log-level <level>', 'pino log level', 'info')
+    .option(
+      '--log-file <file>',
+      'append the JSON logs to this file instead of stderr (keeps a terminal free for other commands)',
+    )
     .option(
       '--change-log-size <size>',
       'recent changes kept for change streams, e.g. 64MiB, 512KiB or bytes (default 64MiB)',
@@ -221,7 +226,12 @@ export function registerServe(program: Command): void {
       const { ShardNode } = await import('../../server/node');
       const shutdownGraceMs = parseDuration(options.shutdownGrace);
       const { default: pino } = await import('pino');
-      const logger = pino({ level: options.logLevel }, pino.destination(2));
+      const logger = pino(
+        { level: options.logLevel },
+        pino.destination(
+          options.logFile ? { dest: options.logFile, append: true, mkdir: true, sync: true } : 2,
+        ),
+      );
       routeProcessWarnings(logger);
       const node = await ShardNode.start({
         listen: options.listen,
@@ -259,7 +269,7 @@ export function registerServe(program: Command): void {
       });
       emit(
         globals(command),
-        { listening: node.address, backend: node.store.backend },
+        { ok: true, listening: node.address, backend: node.store.backend },
         () => `listening on ${node.address}`,
       );
       const shutdown = (signal: string): void => {

@@ -1,17 +1,19 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { infoPath } from '../../transfer';
-import { type SlotRange, formatSlotRanges, invalidArgument } from '../../core';
+import { type SlotRange, formatSlotRanges, internal, invalidArgument } from '../../core';
 import type { SnapshotInfo__Output } from '../../generated/shardsnap/v1/SnapshotInfo';
 import { unpackArtifactFile, verifyArtifactFile } from '../../snapshot';
-import { action, address, globals, positiveInt, slots, withClient } from '../common';
+import { action, address, globals, nodeOption, positiveInt, slots, withClient } from '../common';
+import { enumWord } from '../enums';
 import { emit, formatBytes, mibPerSecond, table } from '../output';
+import { type FetchFlags, runFetch } from './fetch';
 import { progressBar } from '../progress';
 import { readFile } from 'node:fs/promises';
 
 function describe(info: SnapshotInfo__Output): string[] {
   return [
     info.id,
-    info.state,
+    enumWord('state', info.state),
     info.strategy,
     formatSlotRanges(info.slots),
     String(info.seq),
@@ -29,6 +31,13 @@ async function readSidecarSha(file: string): Promise<string | undefined> {
   return sidecar?.sha256 || undefined;
 }
 
+/** `--compression none|zstd` (a usage error otherwise). */
+function compressionOption(): Option {
+  return new Option('--compression <kind>', 'none | zstd, for chunks in transit')
+    .choices(['none', 'zstd'])
+    .default('none');
+}
+
 function compression(value: string): 'none' | 'zstd' {
   if (value !== 'none' && value !== 'zstd')
     throw invalidArgument(`--compression must be none or zstd, not "${value}"`);
@@ -38,61 +47,26 @@ function compression(value: string): 'none' | 'zstd' {
 export function registerSnapshots(program: Command): void {
   program
     .command('fetch')
-    .description('fetch a snapshot into a file (re-running resumes from FILE.part)')
-    .requiredOption('--from <host:port>', 'node to fetch from', address)
+    .description(
+      'fetch a snapshot into a file (re-running resumes from FILE.part), or to stdout with --out -',
+    )
+    .addOption(nodeOption('--from <host:port>', 'node to fetch from'))
     .option('--slots <ranges>', 'slot ranges for a new snapshot (A-B[,C-D]); default all', slots)
     .option('--id <id>', 'fetch this existing snapshot instead of creating one')
-    .option('--compression <kind>', 'none | zstd, for chunks in transit', 'none')
+    .addOption(compressionOption())
     .option('--chunk-size <bytes>', 'bytes per chunk', positiveInt)
     .option(
       '--parallel <n>',
       'concurrent ranged streams for a READY snapshot (default by size: 1 below 1 GiB, 2 below 8 GiB, else 4)',
       positiveInt,
     )
-    .requiredOption('--out <file>', 'where to write the artifact')
-    .action(
-      action(
-        async (
-          options: {
-            from: string;
-            slots?: SlotRange[];
-            id?: string;
-            compression: string;
-            chunkSize?: number;
-            parallel?: number;
-            out: string;
-          },
-          command: Command,
-        ) => {
-          const json = globals(command).json ?? false;
-          const bar = progressBar('fetch', !json);
-          const started = performance.now();
-          const result = await withClient(options.from, options, (client) =>
-            client.fetchToFile({
-              out: options.out,
-              snapshotId: options.id,
-              slots: options.slots,
-              compression: compression(options.compression),
-              chunkSize: options.chunkSize,
-              parallel: options.parallel,
-              onProgress: (received, total) => bar.update(received, total),
-            }),
-          );
-          bar.stop();
-          const ms = performance.now() - started;
-          const transferred = result.bytes - result.resumedFrom;
-          emit(
-            globals(command),
-            { ok: true, ...result, elapsedMs: ms, mibPerSecond: mibPerSecond(transferred, ms) },
-            () =>
-              `fetched snapshot ${result.info.id} (seq ${result.info.seq}, ${result.info.keyCount} keys) to ${result.path}: ` +
-              `${formatBytes(result.bytes)}${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''} in ` +
-              `${(ms / 1000).toFixed(2)} s, ${mibPerSecond(transferred, ms).toFixed(1)} MiB/s` +
-              `${result.streams > 1 ? ` over ${result.streams} streams` : ''}, sha256 ${result.sha256}`,
-          );
-        },
-      ),
-    );
+    .requiredOption('--out <file>', 'where to write the artifact ("-": stdout, not resumable)')
+    .option('--restart', 'discard FILE.part (and the snapshot it was fetching) and fetch afresh')
+    .option(
+      '--keep',
+      'keep the snapshot the fetch creates on the node (deleted once complete otherwise)',
+    )
+    .action(action((options: FetchFlags, command: Command) => runFetch(options, command)));
 
   program
     .command('verify <file>')
@@ -135,8 +109,8 @@ export function registerSnapshots(program: Command): void {
   program
     .command('install <file>')
     .description('push an artifact file into a node (all-or-nothing)')
-    .requiredOption('--to <host:port>', 'node to install into', address)
-    .option('--compression <kind>', 'none | zstd, for chunks in transit', 'none')
+    .addOption(nodeOption('--to <host:port>', 'node to install into'))
+    .addOption(compressionOption())
     .option('--force', 'seed a node that owns no slots (it then owns the slots of the artifact)')
     .action(
       action(
@@ -150,7 +124,8 @@ export function registerSnapshots(program: Command): void {
           const started = performance.now();
           const expectedSha256 = await readSidecarSha(file);
           const result = await withClient(options.to, options, (client) =>
-            client.installFile(file, {
+            client.installFile({
+              path: file,
               expectedSha256,
               compression: compression(options.compression),
               force: options.force === true,
@@ -173,7 +148,7 @@ export function registerSnapshots(program: Command): void {
   program
     .command('pull')
     .description('make a node fetch a snapshot from another node and install it')
-    .requiredOption('--to <host:port>', 'node that pulls and installs', address)
+    .addOption(nodeOption('--to <host:port>', 'node that pulls and installs'))
     .requiredOption('--from <host:port>', 'node to pull from', address)
     .option('--slots <ranges>', 'slot ranges (A-B[,C-D]); default all', slots)
     .option('--id <id>', 'pull this existing snapshot')
@@ -198,7 +173,7 @@ export function registerSnapshots(program: Command): void {
               if (progress.done && progress.result)
                 return { ...progress.result, resumes: progress.resumes };
             }
-            throw new Error('pull ended without a result');
+            throw internal('pull ended without a result');
           });
           bar.stop();
           const ms = performance.now() - started;
@@ -217,7 +192,7 @@ export function registerSnapshots(program: Command): void {
   const group = program.command('snapshots').description('manage the snapshots of a node');
   group
     .command('create')
-    .requiredOption('--at <host:port>', 'node', address)
+    .addOption(nodeOption('--at <host:port>', 'node'))
     .option('--slots <ranges>', 'slot ranges (A-B[,C-D]); default all', slots)
     .option('--strategy <name>', 'snapshot strategy (default: the backend best)')
     .option('--wait', 'wait until the snapshot is READY')
@@ -232,19 +207,20 @@ export function registerSnapshots(program: Command): void {
               slots: options.slots,
               strategy: options.strategy,
             });
-            return options.wait ? client.waitReady(created.id) : created;
+            return options.wait ? client.waitReady({ snapshotId: created.id }) : created;
           });
           emit(
             globals(command),
             { ok: true, ...info },
-            () => `snapshot ${info.id} ${info.state} at seq ${info.seq} (${info.strategy})`,
+            () =>
+              `snapshot ${info.id} ${enumWord('state', info.state)} at seq ${info.seq} (${info.strategy})`,
           );
         },
       ),
     );
   group
     .command('list')
-    .requiredOption('--at <host:port>', 'node', address)
+    .addOption(nodeOption('--at <host:port>', 'node'))
     .action(
       action(async (options: { at: string }, command: Command) => {
         const snapshots = await withClient(options.at, options, (client) => client.listSnapshots());
@@ -260,13 +236,13 @@ export function registerSnapshots(program: Command): void {
     );
   group
     .command('delete')
-    .requiredOption('--at <host:port>', 'node', address)
+    .addOption(nodeOption('--at <host:port>', 'node'))
     .requiredOption('--id <id>', 'snapshot to delete')
     .option('--force', 'delete although streams read it (they finish first)')
     .action(
       action(async (options: { at: string; id: string; force?: boolean }, command: Command) => {
         await withClient(options.at, options, (client) =>
-          client.deleteSnapshot(options.id, { force: options.force === true }),
+          client.deleteSnapshot({ snapshotId: options.id, force: options.force === true }),
         );
         emit(
           globals(command),

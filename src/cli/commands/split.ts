@@ -9,7 +9,9 @@ import {
   address,
   clientSecurity,
   globals,
+  nodeOption,
   positiveInt,
+  reaching,
   slots,
 } from '../common';
 import { emit, formatBytes, mibPerSecond } from '../output';
@@ -60,7 +62,7 @@ export function registerSplit(program: Command): void {
       'move slots from a source node to a target node under live writes (runs on the target)',
     )
     .requiredOption('--source <host:port>', 'node that owns the slots now', address)
-    .requiredOption('--target <host:port>', 'node that takes the slots', address)
+    .addOption(nodeOption('--target <host:port>', 'node that takes the slots (and runs the split)'))
     .requiredOption('--slots <ranges>', 'slot ranges to move (A-B[,C-D])', slots)
     .option(
       '--max-pause <ms>',
@@ -79,24 +81,19 @@ export function registerSplit(program: Command): void {
           security: await clientSecurity(options as ClientFlags),
         });
         try {
-          const status = await migrateSlots(conn, {
-            source: options.source,
-            slots: options.slots,
-            maxPauseMs: options.maxPause,
-            signal: controller.signal,
-            onEvent: (event) => display.update(event),
-          });
+          const status = await reaching(options.target, conn.shard.getChannel(), options, () =>
+            migrateSlots(
+              conn,
+              { source: options.source, slots: options.slots, maxPauseMs: options.maxPause },
+              { signal: controller.signal, onEvent: (event) => display.update(event) },
+            ),
+          );
           display.stop();
           const seconds = status.elapsedMs / 1000;
           const rate = mibPerSecond(status.bytes, status.elapsedMs);
           emit(
             globals(command),
-            {
-              ok: true,
-              ...status,
-              mibPerSecond: rate,
-              write_pause_ms: status.writePauseMs,
-            },
+            { ok: true, ...status, mibPerSecond: rate },
             () =>
               `moved slots ${formatSlotRanges(status.slots)} from ${status.source} to ${status.target}: ` +
               `${status.keys} keys, ${formatBytes(status.bytes)} in ${seconds.toFixed(2)} s (${rate.toFixed(1)} MiB/s), ` +

@@ -3,9 +3,10 @@ import {
   type Mutation,
   type ValueType,
   ShardsnapError,
-  ErrorCodes,
+  internal,
   toMemberKey,
   valueBytes,
+  wrongType as wrongTypeError,
 } from '../../core';
 
 /** The type a mutation requires of an existing key (undefined = any type, it replaces). */
@@ -20,11 +21,16 @@ const REQUIRED_TYPE: Record<Mutation['op'], ValueType | undefined> = {
   zadd: 'zset',
 };
 
+/** A key as a message shows it: whole when short, its start and length otherwise. */
+function shortKey(key: Buffer): string {
+  return key.length <= 200
+    ? `"${key.toString('latin1')}"`
+    : `"${key.subarray(0, 200).toString('latin1')}…" (${key.length} bytes)`;
+}
+
+/** Both backends answer it alike (they share this module): reason WRONGTYPE, key and op. */
 export function wrongType(key: Buffer, has: ValueType, op: string): ShardsnapError {
-  return new ShardsnapError(
-    ErrorCodes.wrongType,
-    `WRONGTYPE ${op} on key "${key.toString('latin1')}" holding a ${has}`,
-  );
+  return wrongTypeError(key, op, `WRONGTYPE ${op} on key ${shortKey(key)} holding a ${has}`);
 }
 
 /** A key's type and expiry (0 = none), as far as type checks are concerned. */
@@ -144,6 +150,6 @@ function newEntry(m: Mutation): Entry {
     case 'zadd':
       return { value: { type: 'zset', members: new Map() }, expireAtMs: 0 };
     default:
-      throw new Error(`no collection for ${m.op}`);
+      throw internal(`no collection for ${m.op}`);
   }
 }

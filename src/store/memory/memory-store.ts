@@ -5,6 +5,7 @@ import {
   cloneEntry,
   normalizeSlotRanges,
   slotOf,
+  storeClosed,
   toMemberKey,
 } from '../../core';
 import { ChangeListeners } from '../change-listeners';
@@ -174,6 +175,7 @@ export class MemoryStore implements Store {
   }
 
   stats(): Promise<StoreStats> {
+    if (this.closed) return Promise.reject(storeClosed('memory store'));
     return Promise.resolve({
       keyCount: this.keyspace.keyCount,
       seq: this.seq,
@@ -234,13 +236,13 @@ export class MemoryStore implements Store {
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
     this.sweep?.stop();
-    for (const view of [...this.views]) view.close();
+    for (const view of [...this.views]) view.closeWithStore();
     this.closed = true;
     this.keyspace.clear();
     return Promise.resolve();
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new Error('store is closed');
+    if (this.closed) throw storeClosed('memory store');
   }
 }

@@ -1,3 +1,5 @@
+import { internal } from '../../core';
+
 /**
  * One slot's key index: an open-addressing hash table (linear probing, deletion by
  * backward shift, so there are no tombstones) of record ids in one Int32Array. A slot's
@@ -47,7 +49,7 @@ export class SlotTable {
     const mask = this.capacity - 1;
     for (let i = hash & mask; ; i = (i + 1) & mask) {
       const entry = buckets[2 * i] as number;
-      if (entry === 0) throw new Error(`record ${previous} is not in its slot table`);
+      if (entry === 0) throw internal(`record ${previous} is not in its slot table`);
       if (entry === previous + 1) {
         buckets[2 * i] = next + 1;
         return;
@@ -60,7 +62,7 @@ export class SlotTable {
     const mask = this.capacity - 1;
     let hole = hash & mask;
     while ((buckets[2 * hole] as number) !== id + 1) {
-      if (buckets[2 * hole] === 0) throw new Error(`record ${id} is not in its slot table`);
+      if (buckets[2 * hole] === 0) throw internal(`record ${id} is not in its slot table`);
       hole = (hole + 1) & mask;
     }
     // Backward shift: move later members of the probe run into the hole when their home

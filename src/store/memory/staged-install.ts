@@ -1,4 +1,11 @@
-import { type StoreRecord, dataLoss, slotMask, slotOf } from '../../core';
+import {
+  type StoreRecord,
+  dataLoss,
+  failedPrecondition,
+  slotMask,
+  slotOf,
+  storeClosed,
+} from '../../core';
 import type { InstallTarget, StagedInstall } from '../store';
 import { type Keyspace, hashKey } from './keyspace';
 import type { SlotTable } from './slot-table';
@@ -37,7 +44,6 @@ export class MemoryStagedInstall implements StagedInstall {
   // eslint-disable-next-line @typescript-eslint/require-await -- async so that failures reject
   async add(records: StoreRecord[]): Promise<void> {
     this.assertOpen();
-    if (this.keyspace.generation !== this.generation) throw new Error('store is closed');
     const keyspace = this.keyspace;
     for (const { key, entry } of records) {
       const slot = slotOf(key);
@@ -82,6 +88,8 @@ export class MemoryStagedInstall implements StagedInstall {
   }
 
   private assertOpen(): void {
-    if (this.state !== 'open') throw new Error(`install already ${this.state}`);
+    // A closed store cleared the keyspace (a new generation), staged records included.
+    if (this.keyspace.generation !== this.generation) throw storeClosed('memory store');
+    if (this.state !== 'open') throw failedPrecondition(`install already ${this.state}`);
   }
 }

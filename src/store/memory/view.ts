@@ -1,4 +1,11 @@
-import { type SlotRange, type StoreRecord, slotMask, throwIfAborted } from '../../core';
+import {
+  type SlotRange,
+  type StoreRecord,
+  failedPrecondition,
+  slotMask,
+  storeClosed,
+  throwIfAborted,
+} from '../../core';
 import type { BatchLimits, StoreView } from '../store';
 import type { Keyspace } from './keyspace';
 
@@ -15,6 +22,8 @@ export class MemoryView implements StoreView {
   /** Slots below the cursor are listed; preservation is needed from the cursor up. */
   private cursor = 0;
   private closed = false;
+  /** Closed because the store closed: a walk then fails rather than ends early. */
+  private storeGone = false;
   /** Per slot: key → record id as of `seq` (pinned), or -1 if the key did not exist then. */
   private readonly preserved = new Map<number, Map<string, number>>();
   /** Per slot: the (pinned) records the slot had before an install replaced them. */
@@ -63,7 +72,7 @@ export class MemoryView implements StoreView {
 
   // eslint-disable-next-line @typescript-eslint/require-await -- async for the StoreView contract; yields between batches
   async *batches(limits: BatchLimits): AsyncGenerator<StoreRecord[]> {
-    if (this.closed) throw new Error('view is closed');
+    if (this.closed) throw this.closedError();
     const keyspace = this.keyspace;
     let batch: StoreRecord[] = [];
     let batchBytes = 0;
@@ -110,7 +119,10 @@ export class MemoryView implements StoreView {
           if (id >= 0 && push(id)) {
             yield flush();
             // Closed while the consumer held the batch: the pins are gone, stop here.
-            if (this.closed) return;
+            if (this.closed) {
+              this.stopWalk();
+              return;
+            }
             throwIfAborted(limits.signal);
           }
         }
@@ -124,7 +136,10 @@ export class MemoryView implements StoreView {
             if (id < 0 || fromPreserved.has(key) || listedKeys.has(key)) continue;
             if (push(id)) {
               yield flush();
-              if (this.closed) return;
+              if (this.closed) {
+                this.stopWalk();
+                return;
+              }
               throwIfAborted(limits.signal);
             }
           }
@@ -153,6 +168,21 @@ export class MemoryView implements StoreView {
       this.frozen.delete(slot);
       for (const id of frozen) this.keyspace.unpin(id);
     }
+  }
+
+  /** A walk cut short: an error when the store closed under it, a quiet end otherwise. */
+  private stopWalk(): void {
+    if (this.storeGone) throw this.closedError();
+  }
+
+  private closedError(): Error {
+    return this.storeGone ? storeClosed('memory store') : failedPrecondition('view is closed');
+  }
+
+  /** The store closed: what the view holds is gone with it. */
+  closeWithStore(): void {
+    if (!this.closed) this.storeGone = true;
+    this.close();
   }
 
   close(): void {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { dataLoss } from '../../core';
+import { dataLoss, failedPrecondition } from '../../core';
 import type { ImageFile, StagedImage } from '../store';
 
 /**
@@ -16,12 +16,15 @@ export class RocksDbStagedImage implements StagedImage {
     readonly dir: string,
     private readonly files: readonly ImageFile[],
     private readonly swapIn: (dir: string) => Promise<{ seq: number; keysInstalled: number }>,
+    private readonly assertStoreOpen: () => void,
   ) {}
 
   static async create(
     stagingRoot: string,
     files: readonly ImageFile[],
     swapIn: (dir: string) => Promise<{ seq: number; keysInstalled: number }>,
+    /** Throws STORE_CLOSED once the store closed: the install answers as the store does. */
+    assertStoreOpen: () => void = () => undefined,
   ): Promise<RocksDbStagedImage> {
     const dir = path.join(
       stagingRoot,
@@ -32,11 +35,11 @@ export class RocksDbStagedImage implements StagedImage {
     // Empty files get no data pieces: create every file up front.
     for (const file of files)
       if (file.size === 0) await fs.writeFile(path.join(dir, file.name), '');
-    return new RocksDbStagedImage(dir, files, swapIn);
+    return new RocksDbStagedImage(dir, files, swapIn, assertStoreOpen);
   }
 
   async write(file: ImageFile, index: number, data: Buffer): Promise<void> {
-    if (this.state !== 'open') throw new Error(`image install already ${this.state}`);
+    this.assertOpen();
     if (this.current?.index !== index) {
       await this.closeCurrent();
       this.current = {
@@ -73,7 +76,7 @@ export class RocksDbStagedImage implements StagedImage {
   }
 
   async commit(): Promise<{ seq: number; keysInstalled: number }> {
-    if (this.state !== 'open') throw new Error(`image install already ${this.state}`);
+    this.assertOpen();
     await this.closeCurrent();
     for (const file of this.files) {
       const size = (await fs.stat(path.join(this.dir, file.name))).size;
@@ -85,6 +88,11 @@ export class RocksDbStagedImage implements StagedImage {
     this.state = 'committed';
     await fs.rm(path.dirname(this.dir), { recursive: true, force: true });
     return result;
+  }
+
+  private assertOpen(): void {
+    this.assertStoreOpen();
+    if (this.state !== 'open') throw failedPrecondition(`image install already ${this.state}`);
   }
 
   async abort(): Promise<void> {

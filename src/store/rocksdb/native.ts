@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { failedPrecondition } from '../../core';
 
 // Typed surface over the shardsnap_rocksdb addon. This is the only module that
 // loads the addon; everything else goes through the wrappers below, which turn
@@ -304,7 +305,7 @@ function addon(): NativeBinding {
   if (binding !== undefined) return binding;
   const file = ADDON_CANDIDATES.find((candidate) => fs.existsSync(candidate));
   if (file === undefined) {
-    throw new Error(
+    throw failedPrecondition(
       `shardsnap_rocksdb addon not found (looked in ${ADDON_CANDIDATES.join(', ')}); ` +
         'build it with `cd native && npx node-gyp rebuild`',
     );

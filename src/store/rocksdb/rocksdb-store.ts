@@ -174,6 +174,7 @@ export class RocksDbStore implements ImageInstallTarget {
   }
 
   stats(): Promise<StoreStats> {
+    if (this.closed) return Promise.reject(storeClosed('stats'));
     return Promise.resolve({
       keyCount: this.counters.keyCount,
       seq: this.seq,
@@ -277,7 +278,7 @@ export class RocksDbStore implements ImageInstallTarget {
    * count are exact; writes wait only for the links to be made.
    */
   createCheckpoint(dir: string): Promise<{ seq: number; keyCount: number }> {
-    this.assertOpen('checkpoint');
+    if (this.closed) return Promise.reject(storeClosed('checkpoint'));
     return this.queue.run(() =>
       withContext({ op: 'checkpoint', path: dir }, async () => {
         await fs.mkdir(path.dirname(dir), { recursive: true });
@@ -292,8 +293,11 @@ export class RocksDbStore implements ImageInstallTarget {
     files: readonly ImageFile[];
   }): Promise<StagedImage> {
     this.assertOpen('beginImageInstall');
-    return RocksDbStagedImage.create(stagingRoot(this.dataDir), image.files, (dir) =>
-      this.swapDatabase(dir, image.seq),
+    return RocksDbStagedImage.create(
+      stagingRoot(this.dataDir),
+      image.files,
+      (dir) => this.swapDatabase(dir, image.seq),
+      () => this.assertOpen('install.image'),
     );
   }
 
@@ -355,8 +359,8 @@ export class RocksDbStore implements ImageInstallTarget {
 
   private async shutdown(): Promise<void> {
     this.closed = true;
-    for (const view of [...this.views]) view.close();
-    await Promise.all([...this.installs].map((install) => install.abort()));
+    for (const view of [...this.views]) view.closeWithStore();
+    await Promise.all([...this.installs].map((install) => install.closeWithStore()));
     await this.queue.idle();
     try {
       await this.db.close();

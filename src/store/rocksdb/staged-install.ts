@@ -15,7 +15,7 @@ import {
   valueBytes,
 } from '../../core';
 import type { InstallTarget, StagedInstall } from '../store';
-import { withContext } from './errors';
+import { storeClosed, withContext } from './errors';
 import { InstallSorter } from './install-sorter';
 import {
   SEQ_KEY,
@@ -63,6 +63,8 @@ export class RocksDbStagedInstall implements StagedInstall {
   private readonly mask: Uint8Array;
   private readonly queue = new SerialQueue();
   private state: 'open' | 'committed' | 'aborted' | 'failed' = 'open';
+  /** Aborted because the store closed: later calls answer as the store does. */
+  private storeGone = false;
   private count = 0;
   /** Records handed to the current writer. */
   private written = 0;
@@ -282,6 +284,12 @@ export class RocksDbStagedInstall implements StagedInstall {
     );
   }
 
+  /** The store is closing: drops what is staged; `add` and `commit` then say STORE_CLOSED. */
+  closeWithStore(): Promise<void> {
+    this.storeGone = true;
+    return this.abort();
+  }
+
   private async discard(state: 'aborted' | 'failed'): Promise<void> {
     this.state = state;
     this.slotRecords = [];
@@ -300,6 +308,7 @@ export class RocksDbStagedInstall implements StagedInstall {
   }
 
   private assertOpen(): void {
+    if (this.storeGone) throw storeClosed('install');
     if (this.state !== 'open') {
       throw new ShardsnapError(ErrorCodes.failedPrecondition, `install already ${this.state}`);
     }

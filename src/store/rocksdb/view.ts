@@ -8,7 +8,7 @@ import {
   throwIfAborted,
 } from '../../core';
 import type { BatchLimits, StoreView } from '../store';
-import { withContext } from './errors';
+import { storeClosed, withContext } from './errors';
 import { SLOT_PREFIX_BYTES, slotRangeBounds } from './keys';
 import type { Db, DbIterator, Snapshot } from './native';
 
@@ -25,6 +25,8 @@ const closedWhileWalking = (): ShardsnapError =>
 
 export class RocksDbView implements StoreView {
   private closed = false;
+  /** Closed because the store closed: the view answers as the store does (STORE_CLOSED). */
+  private storeGone = false;
   private walked = false;
   private iterator: DbIterator | undefined;
 
@@ -38,7 +40,11 @@ export class RocksDbView implements StoreView {
   ) {}
 
   async *batches(limits: BatchLimits): AsyncGenerator<StoreRecord[]> {
-    if (this.closed) throw new ShardsnapError(ErrorCodes.failedPrecondition, 'view is closed');
+    if (this.closed) {
+      throw this.storeGone
+        ? storeClosed('view')
+        : new ShardsnapError(ErrorCodes.failedPrecondition, 'view is closed');
+    }
     if (this.walked)
       throw new ShardsnapError(ErrorCodes.failedPrecondition, 'a view is walked once');
     this.walked = true;
@@ -50,7 +56,7 @@ export class RocksDbView implements StoreView {
     try {
       for (const range of this.slots) {
         throwIfAborted(limits.signal);
-        if (this.closed) throw closedWhileWalking();
+        if (this.closed) throw this.cutShort();
         const it = this.db.iterator({
           ...slotRangeBounds(range),
           snapshot: this.snapshot,
@@ -63,7 +69,7 @@ export class RocksDbView implements StoreView {
               { op: 'view.next', slots: `${range.start}-${range.end}` },
               () => it.next(maxRecords - batch.length, Math.max(1, maxBytes - batchBytes)),
             );
-            if (this.closed) throw closedWhileWalking();
+            if (this.closed) throw this.cutShort();
             const { keys, values } = step;
             for (let i = 0; i < keys.length; i++) {
               const key = keys[i] as Buffer;
@@ -77,7 +83,7 @@ export class RocksDbView implements StoreView {
             if (batch.length >= maxRecords || batchBytes >= maxBytes) {
               yield batch;
               throwIfAborted(limits.signal);
-              if (this.closed) throw closedWhileWalking();
+              if (this.closed) throw this.cutShort();
               batch = [];
               batchBytes = 0;
             }
@@ -93,6 +99,16 @@ export class RocksDbView implements StoreView {
       // Walked to the end or abandoned: the snapshot is no longer needed.
       this.close();
     }
+  }
+
+  private cutShort(): ShardsnapError {
+    return this.storeGone ? storeClosed('view.next') : closedWhileWalking();
+  }
+
+  /** The store is closing: what the view holds goes with it. */
+  closeWithStore(): void {
+    if (!this.closed) this.storeGone = true;
+    this.close();
   }
 
   close(): void {
