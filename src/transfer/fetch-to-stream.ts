@@ -1,6 +1,13 @@
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import { type SlotRange, ShardsnapError, ErrorCodes, abortError, dataLoss } from '../core';
+import {
+  type SlotRange,
+  ShardsnapError,
+  ErrorCodes,
+  abortError,
+  checksumMismatch,
+  dataLoss,
+} from '../core';
 import type { SnapshotInfo__Output } from '../generated/shardsnap/v1/SnapshotInfo';
 import type { ChunkCompression } from '../snapshot/chunk-codec';
 import { sha256Stream } from '../snapshot/sha256-stream';
@@ -97,8 +104,9 @@ export async function fetchToStream(
     const sha256 = await hash.digest();
     const expected = source.expectedSha256();
     if (sha256 !== expected) {
-      throw dataLoss(
+      throw checksumMismatch(
         `streamed artifact SHA-256 ${sha256} differs from the node's ${expected} [snapshot=${first.id}]`,
+        { snapshotId: first.id, offset: 0 },
       );
     }
     succeeded = true;
