@@ -9,11 +9,13 @@ import importX, { createNodeResolver } from 'eslint-plugin-import-x';
  */
 const LAYERS = [
   ['core', 'generated'],
+  ['wal'],
   ['store', 'changes', 'ownership'],
   ['snapshot'],
   ['wire'],
   ['strategies'],
   ['build'],
+  ['durability'],
   ['archive'],
   ['transfer'],
   ['migration'],

@@ -2,7 +2,8 @@
 import { DEFAULT_WRITER_RATE } from './redis-cluster';
 import { MiB, envInt } from './util';
 
-export type Suite = 'memory' | 'rocksdb' | 'split' | 'keyspace' | 'transfer' | 'limits' | 'decode';
+export type Suite =
+  'memory' | 'rocksdb' | 'split' | 'keyspace' | 'transfer' | 'limits' | 'decode' | 'durability';
 
 export const SUITES: readonly Suite[] = [
   'memory',
@@ -12,6 +13,7 @@ export const SUITES: readonly Suite[] = [
   'transfer',
   'limits',
   'decode',
+  'durability',
 ];
 
 /** Backends of the split section: row 11 memory → memory, row 12 rocksdb → rocksdb. */
@@ -74,6 +76,16 @@ export interface BenchConfig {
   limitsWriteRate: number;
   /** Upper bound of any single step of the limits section, ms. */
   limitsStepTimeoutMs: number;
+  /** BENCH_DURABILITY_KEYS: string keys of the node restarted in row 34 (and of row 35). */
+  durabilityKeys: number;
+  /** BENCH_DURABILITY_VALUE_SIZE: value bytes of the durability section (rows 32-35). */
+  durabilityValueSize: number;
+  /** BENCH_DURABILITY_WRITE_KEYS: SETs of each timed load of rows 32-33. */
+  durabilityWriteKeys: number;
+  /** BENCH_DURABILITY_RUNS: timed loads per configuration of rows 32-33 (median shown). */
+  durabilityRuns: number;
+  /** Upper bound of any single step of the durability section, ms. */
+  durabilityStepTimeoutMs: number;
 }
 
 /** Generous: 1 MiB/s would be pathological on any machine; at least two minutes. */
@@ -184,6 +196,14 @@ export function readConfig(argv: readonly string[] = process.argv.slice(2)): Ben
     limitsKeys: envInt('BENCH_LIMITS_KEYS', 300_000),
     limitsWriteRate: envInt('BENCH_LIMITS_WRITE_RATE', 500),
     limitsStepTimeoutMs: stepTimeout(envInt('BENCH_LIMITS_KEYS', 300_000), valueSize),
+    durabilityKeys: envInt('BENCH_DURABILITY_KEYS', 1_000_000),
+    durabilityValueSize: envInt('BENCH_DURABILITY_VALUE_SIZE', 1000),
+    durabilityWriteKeys: envInt('BENCH_DURABILITY_WRITE_KEYS', 200_000),
+    durabilityRuns: envInt('BENCH_DURABILITY_RUNS', 3),
+    durabilityStepTimeoutMs: stepTimeout(
+      envInt('BENCH_DURABILITY_KEYS', 1_000_000),
+      envInt('BENCH_DURABILITY_VALUE_SIZE', 1000),
+    ),
   };
 }
 
@@ -235,6 +255,14 @@ export const TARGETS = {
   limitsTargetOverIdleP99: 2.5,
   /** 29: adaptive pull MiB/s / the fastest fixed `--max-recv-rate` with the same write p99. */
   limitsAdaptiveSpeedup: 2,
+  /** 32: keys/s of `shardsnap load` into a `--wal-fsync everysec` node / into a `--no-wal` one. */
+  durabilityEverysecRatio: 0.8,
+  /** 33: keys/s into a `--wal-fsync always` node / Redis `appendfsync always`, same writes. */
+  durabilityAlwaysRatio: 1,
+  /** 34: restart until recovered / Redis load of an AOF with RDB preamble, same data. */
+  durabilityRestartRatio: 1,
+  /** 35: bytes and time of a delta of 1% of the keys / of the full snapshot. */
+  durabilityDeltaRatio: 0.05,
 } as const;
 
 /** 1/8 of the 16384 slots. */

@@ -99,6 +99,8 @@ export async function startNodeProcess(options: {
   nodeFlags?: readonly string[];
   /** Every piece of the node's stdout (after the banner too), e.g. for `--trace-gc` lines. */
   onStdout?: (piece: Buffer) => void;
+  /** How long to wait for `listening on` (default 30 s; a node recovering a dataset needs more). */
+  startTimeoutMs?: number;
 }): Promise<NodeProcess> {
   const args = [
     ...shebangFlags(),
@@ -129,7 +131,7 @@ export async function startNodeProcess(options: {
     const match = await waitForStdout(
       child,
       /listening on (\S+:\d+)/,
-      30_000,
+      options.startTimeoutMs ?? 30_000,
       `node ${options.name}`,
       stderr,
     );

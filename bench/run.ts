@@ -28,6 +28,10 @@
  *   fixed receive rates under steady writes, and a fetch over TLS against plaintext.
  * - decode (row 31, bench/decode.ts): the records decoder on one record frame of 25, 50,
  *   100 and 200 MiB fed in 1 MiB pieces: time per MiB must not grow with the frame.
+ * - durability (rows 32-35, bench/durability.ts): write throughput with the write-ahead
+ *   log (everysec vs none; always vs Redis `appendfsync always`), restart of a
+ *   BENCH_DURABILITY_KEYS node from its local snapshot and WAL tail vs Redis loading an
+ *   AOF with an RDB preamble, and a delta of 1% of the keys vs a full snapshot.
  *
  * `node ... dist/bench/run.js --only split` runs only the split section.
  *
@@ -77,6 +81,7 @@ import { KEYSPACE_ROWS, keyspaceSuite, setLabel } from './keyspace';
 import { TRANSFER_ROWS, transferSuite } from './transfer';
 import { LIMITS_ROWS, limitsSuite } from './limits';
 import { DECODE_ROWS, decodeSuite } from './decode';
+import { DURABILITY_ROWS, durabilitySuite } from './durability';
 import { REPO_ROOT, formatBytes, formatCount, formatMs, log, withTimeout } from './util';
 
 const ROW_NAMES: Record<number, [string, string]> = {
@@ -92,6 +97,7 @@ const ROW_NAMES: Record<number, [string, string]> = {
   ...TRANSFER_ROWS,
   ...LIMITS_ROWS,
   ...DECODE_ROWS,
+  ...DURABILITY_ROWS,
 };
 
 function errorRow(n: number, error: unknown): Row {
@@ -328,6 +334,10 @@ async function main(): Promise<number> {
     (config.suites.includes('limits')
       ? `BENCH_LIMITS_KEYS=${config.limitsKeys} BENCH_LIMITS_WRITE_RATE=${config.limitsWriteRate} `
       : '') +
+    (config.suites.includes('durability')
+      ? `BENCH_DURABILITY_KEYS=${config.durabilityKeys} BENCH_DURABILITY_VALUE_SIZE=${config.durabilityValueSize} ` +
+        `BENCH_DURABILITY_WRITE_KEYS=${config.durabilityWriteKeys} BENCH_DURABILITY_RUNS=${config.durabilityRuns} `
+      : '') +
     (config.suites.includes('keyspace')
       ? `BENCH_KEYSPACE_SETS=${config.keyspaceSets.map((s) => `${s.keys}x${s.valueSize}`).join(',')} ` +
         `BENCH_KEYSPACE_RUNS=${config.keyspaceRuns} `
@@ -355,6 +365,10 @@ async function main(): Promise<number> {
   if (config.suites.includes('keyspace'))
     sizes.push(
       `keyspace: ${config.keyspaceSets.map(setLabel).join(', ')} (${config.keyspaceRuns} run(s))`,
+    );
+  if (config.suites.includes('durability'))
+    sizes.push(
+      `durability: ${formatCount(config.durabilityWriteKeys)} writes, ${formatCount(config.durabilityKeys)} keys × ${config.durabilityValueSize} B`,
     );
   log(
     config.suites.some((suite) => suite === 'memory' || suite === 'rocksdb')
@@ -384,6 +398,8 @@ async function main(): Promise<number> {
         await transferSuite(config, dir, (n, body) => attempt(n, rows, errors, body));
       else if (suite === 'limits')
         await limitsSuite(config, dir, (n, body) => attempt(n, rows, errors, body));
+      else if (suite === 'durability')
+        await durabilitySuite(config, dir, (n, body) => attempt(n, rows, errors, body), errors);
       else await decodeSuite((n, body) => attempt(n, rows, errors, body));
     }
   } finally {

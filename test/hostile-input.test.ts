@@ -271,7 +271,8 @@ test('a build that fills its disk fails with RESOURCE_EXHAUSTED and the node goe
     t.pass();
     return;
   }
-  const node = await startNode({ dataDir: dir });
+  // No write-ahead log: the disk is for the build to fill.
+  const node = await startNode({ dataDir: dir, walFsync: 'off' });
   t.teardown(async () => {
     await node.stop();
     execFileSync('umount', [dir]);

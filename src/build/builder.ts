@@ -5,6 +5,7 @@ import {
   SLOT_COUNT,
   type SlotRange,
   ShardsnapError,
+  invalidArgument,
   isShardsnapError,
   normalizeSlotRanges,
 } from '../core';
@@ -13,7 +14,7 @@ import type { PreparedBuild, SnapshotStrategy } from '../strategies/strategy';
 import { ArtifactWriter } from '../snapshot';
 import type { SnapshotCatalog } from '../snapshot';
 import type { ChunkCompression } from '../snapshot';
-import { FORMAT_VERSION } from '../snapshot';
+import { formatVersionFor, labelsProblem } from '../snapshot';
 import type { SnapshotEntry } from '../snapshot';
 
 export interface BuildSpec {
@@ -22,6 +23,10 @@ export interface BuildSpec {
   full: boolean;
   compression: ChunkCompression;
   chunkSize: number;
+  /** Set: an incremental snapshot of the changes after this seq (its `base_seq`). */
+  sinceSeq?: number;
+  /** Carried inside the artifact and its info. */
+  labels?: Record<string, string>;
 }
 
 export interface BuildContext {
@@ -63,6 +68,9 @@ async function checkSpool(ctx: BuildContext, spec: BuildSpec): Promise<void> {
   const max = ctx.spoolMaxBytes;
   if (max === undefined) return;
   const used = ctx.catalog.storedBytes;
+  // An incremental snapshot holds a small part of its slots: it is not estimated up front
+  // (one that outgrows the spool is stopped like any build).
+  if (spec.sinceSeq !== undefined) return;
   const share = spec.full ? 1 : countSlots(spec.slots) / SLOT_COUNT;
   const expected = Math.ceil((await ctx.store.stats()).dataBytes * share);
   if (used + expected > max) {
@@ -79,6 +87,9 @@ async function checkSpool(ctx: BuildContext, spec: BuildSpec): Promise<void> {
  */
 export async function startBuild(ctx: BuildContext, spec: BuildSpec): Promise<SnapshotEntry> {
   const { store, catalog } = ctx;
+  const labels = spec.labels ?? {};
+  const problem = labelsProblem(labels);
+  if (problem) throw invalidArgument(problem);
   await checkSpool(ctx, spec);
   const entry = await catalog.create({
     slots: spec.slots,
@@ -90,15 +101,21 @@ export async function startBuild(ctx: BuildContext, spec: BuildSpec): Promise<Sn
     keyCount: 0,
     sizeBytes: 0,
     sha256: '',
-    formatVersion: FORMAT_VERSION,
+    formatVersion: formatVersionFor({ base_seq: spec.sinceSeq }),
     chunkSize: spec.chunkSize,
     error: '',
     nodeId: ctx.nodeId,
     compression: spec.compression,
+    labels,
+    ...(spec.sinceSeq !== undefined ? { baseSeq: spec.sinceSeq } : {}),
   });
   let prepared: PreparedBuild;
   try {
-    prepared = await spec.strategy.prepare(store, { slots: spec.slots, full: spec.full });
+    prepared = await spec.strategy.prepare(store, {
+      slots: spec.slots,
+      full: spec.full,
+      ...(spec.sinceSeq !== undefined ? { sinceSeq: spec.sinceSeq } : {}),
+    });
   } catch (error) {
     await catalog.delete(entry.meta.id).catch(() => undefined);
     throw error;
@@ -141,7 +158,7 @@ async function runBuild(
     const { keyCount } = await prepared.write(
       writer,
       {
-        format_version: FORMAT_VERSION,
+        format_version: entry.meta.formatVersion,
         kind: entry.meta.kind,
         snapshot_id: entry.meta.id,
         node_id: entry.meta.nodeId,
@@ -151,6 +168,8 @@ async function runBuild(
         slots: entry.meta.slots,
         full: entry.meta.full,
         created_at_ms: entry.meta.createdAtMs,
+        ...(entry.meta.baseSeq !== undefined ? { base_seq: entry.meta.baseSeq } : {}),
+        ...(Object.keys(entry.meta.labels ?? {}).length > 0 ? { labels: entry.meta.labels } : {}),
       },
       entry.build.signal,
     );

@@ -259,6 +259,50 @@ export class ChangeLog {
     }
   }
 
+  /**
+   * The distinct keys of `slots` (empty = all) written after `sinceSeq`, up to the head
+   * (returned as `seq`), in first-written order: what an incremental snapshot must carry.
+   * Synchronous, so the window and the head agree. OUT_OF_RANGE when the log no longer
+   * holds every change after `sinceSeq` (or `sinceSeq` is ahead of the head), and when
+   * an install replaced any of the slots in the window: a delta then cannot say which
+   * keys the replaced slots lost, and the caller takes a full snapshot instead.
+   */
+  changedKeys(slots: readonly SlotRange[], sinceSeq: number): { seq: number; keys: Buffer[] } {
+    const filter = new SlotFilter(slots);
+    if (!Number.isSafeInteger(sinceSeq) || sinceSeq < 0) {
+      throw invalidArgument(`since seq must be a non-negative integer, got ${sinceSeq}`);
+    }
+    this.throwIfClosed();
+    if (sinceSeq < this.floor) {
+      throw outOfRange(
+        `the change log holds seqs after ${this.floor} only; changes since seq ${sinceSeq} ` +
+          'are gone (take a full snapshot)',
+      );
+    }
+    if (sinceSeq > this.head) {
+      throw outOfRange(`seq ${sinceSeq} is ahead of this node (at ${this.head})`);
+    }
+    const seen = new Map<string, Buffer>();
+    for (let at = this.ordinalAfter(sinceSeq) - this.firstOrdinal; at < this.held.length; at++) {
+      const change = (this.held.at(at) as Held).change;
+      if (change.kind === 'replace') {
+        const replaced = filter.overlap(change.slots);
+        if (replaced.length > 0) {
+          throw outOfRange(
+            `slots ${formatSlotRanges(replaced)} were replaced by an install at seq ${change.seq}, ` +
+              `after seq ${sinceSeq}; take a full snapshot`,
+          );
+        }
+        continue;
+      }
+      for (const m of filter.select(decodeMutations(change.batch))) {
+        const name = m.key.toString('latin1');
+        if (!seen.has(name)) seen.set(name, m.key);
+      }
+    }
+    return { seq: this.head, keys: [...seen.values()] };
+  }
+
   /** The ordinal of the first held change with a seq greater than `seq` (held seqs ascend). */
   private ordinalAfter(seq: number): number {
     let low = 0;

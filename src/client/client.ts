@@ -222,6 +222,7 @@ export class ShardsnapClient {
               slots: [...(request.slots ?? [])],
               snapshotId: request.snapshotId ?? '',
               force: request.force ?? false,
+              ...(request.sinceSeq !== undefined ? { sinceSeq: request.sinceSeq } : {}),
             },
             callOptions,
           ),

@@ -28,6 +28,13 @@ export interface CreateSnapshotRequest {
   slots?: readonly SlotRange[];
   strategy?: string;
   compression?: ChunkCompression;
+  /**
+   * An incremental snapshot: only what changed after this seq. OUT_OF_RANGE when the
+   * node no longer holds the changes since then (take a full one instead).
+   */
+  sinceSeq?: number;
+  /** Carried inside the artifact and its info. */
+  labels?: Record<string, string>;
 }
 
 export interface GetSnapshotRequest {
@@ -53,6 +60,8 @@ export interface PullRequest {
   snapshotId?: string;
   /** Seed a node that owns no slots (it then owns the snapshot's). */
   force?: boolean;
+  /** Pull only the changes after this seq; the pulling node must be at exactly this seq. */
+  sinceSeq?: number;
 }
 
 export interface RestoreRequest {
@@ -97,6 +106,10 @@ export interface FetchRequest {
   snapshotId?: string;
   slots?: readonly SlotRange[];
   strategy?: string;
+  /** A snapshot created for the fetch is incremental: the changes after this seq. */
+  sinceSeq?: number;
+  /** Labels of a snapshot created for the fetch. */
+  labels?: Record<string, string>;
   /** Compression on the wire (and of a snapshot created for the fetch). */
   compression?: ChunkCompression;
   chunkSize?: number;

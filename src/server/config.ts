@@ -64,7 +64,23 @@ export interface NodeConfig {
   maxSnapshots: number;
   /** On SIGTERM, how long transfers in flight may run before they are cancelled. */
   shutdownGraceMs: number;
+  /**
+   * Memory backend: when the write-ahead log in DIR/wal reaches the disk (`always`: before
+   * a write is acknowledged), or `off` (`--no-wal`: a pure cache, nothing kept across a restart).
+   */
+  walFsync: WalFsync;
+  /** Memory backend with a WAL: a local snapshot at least this often... */
+  localSnapshotIntervalMs: number;
+  /** ...or once the WAL grew by this many bytes, whichever comes first. */
+  localSnapshotWalBytes: number;
+  /** Local snapshots kept (the WAL is kept from the oldest on). */
+  localSnapshotKeep: number;
+  /** A new WAL segment file starts past this size (whole segments are what snapshots free). */
+  walSegmentBytes: number;
 }
+
+export type WalFsync = 'always' | 'everysec' | 'never' | 'off';
+export const WAL_FSYNC_CHOICES: readonly WalFsync[] = ['always', 'everysec', 'never', 'off'];
 
 /** The lowest rate adaptive mode goes to (see adaptive-rate.ts). */
 const ADAPTIVE_FLOOR = 1 << 20;
@@ -84,6 +100,11 @@ export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
   shutdownGraceMs: 30_000,
   maxSnapshots: 64,
   streamIdleTimeoutMs: 60_000,
+  walFsync: 'everysec',
+  localSnapshotIntervalMs: 5 * 60_000,
+  localSnapshotWalBytes: 256 * 1024 * 1024,
+  localSnapshotKeep: 2,
+  walSegmentBytes: 64 * 1024 * 1024,
 };
 
 export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }): NodeConfig {
@@ -153,7 +174,34 @@ export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }
     throw invalidArgument('--tls-cert and --tls-key must be given together');
   }
   if (config.tls?.clientCa === '') throw invalidArgument('--tls-client-ca needs a file');
+  validateDurability(config);
   return config;
+}
+
+function validateDurability(config: NodeConfig): void {
+  if (!WAL_FSYNC_CHOICES.includes(config.walFsync)) {
+    throw invalidArgument(
+      `--wal-fsync must be one of always, everysec, never (or --no-wal), got "${String(config.walFsync)}"`,
+    );
+  }
+  if (!(config.localSnapshotIntervalMs > 0 && Number.isFinite(config.localSnapshotIntervalMs))) {
+    throw invalidArgument('the local snapshot interval must be a positive duration');
+  }
+  if (!Number.isSafeInteger(config.localSnapshotWalBytes) || config.localSnapshotWalBytes < 1) {
+    throw invalidArgument(
+      `--local-snapshot-wal-bytes must be a positive size, got ${config.localSnapshotWalBytes}`,
+    );
+  }
+  if (!Number.isSafeInteger(config.walSegmentBytes) || config.walSegmentBytes < 4096) {
+    throw invalidArgument(
+      `--wal-segment-size must be at least 4KiB, got ${config.walSegmentBytes}`,
+    );
+  }
+  if (!Number.isSafeInteger(config.localSnapshotKeep) || config.localSnapshotKeep < 1) {
+    throw invalidArgument(
+      `--local-snapshot-keep must be an integer >= 1, got ${config.localSnapshotKeep}`,
+    );
+  }
 }
 
 function validateSchedule(schedule: ArchiveSchedule): void {

@@ -17,7 +17,8 @@ import { MigrationRegistry, type MigrationTuning, SourceHandoffs } from '../migr
 import { Ownership, recoverOwnership } from '../ownership';
 import { buildOn } from './build-context';
 import { SnapshotCatalog, installArtifactFile } from '../snapshot';
-import { type Store, openStore } from '../store';
+import type { Store } from '../store';
+import { openNodeStore } from '../durability';
 import { type StrategyRegistry, defaultStrategies } from '../strategies';
 import { SERVER_OPTIONS, loadProto } from '../wire/proto';
 import { widenReceiveWindows } from './receive-windows';
@@ -130,9 +131,24 @@ export class ShardNode implements NodeContext {
     let node: ShardNode | undefined;
     await mkdir(config.dataDir, { recursive: true });
     const restore = config.restoreFrom ? await restoreKind(config.restoreFrom) : undefined;
-    const store = await openStore(config.backend, {
+    const store = await openNodeStore(config.backend, {
       dataDir: config.dataDir,
       ...(restore === 'dir' ? { restoreDir: config.restoreFrom } : {}),
+      ...(config.walFsync === 'off'
+        ? {}
+        : {
+            durability: {
+              fsync: config.walFsync,
+              localSnapshots: {
+                intervalMs: config.localSnapshotIntervalMs,
+                walBytes: config.localSnapshotWalBytes,
+                keep: config.localSnapshotKeep,
+              },
+              log: logger,
+              nodeId: config.nodeId,
+              segmentBytes: config.walSegmentBytes,
+            },
+          }),
     });
     if (restore === 'file' && config.restoreFrom) {
       try {

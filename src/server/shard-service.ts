@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { ShardHandlers } from '../generated/shardsnap/v1/Shard';
 import type { ShardStats } from '../generated/shardsnap/v1/ShardStats';
 import { digestStore } from '../store';
+import { durabilityOf, recoveryStats } from '../durability';
 import { mutationsFromWire, slotRangesFromWire, valueToWire } from '../wire/convert';
 import { type CallHooks, unary } from './calls';
 import type { NodeContext } from './node-context';
@@ -24,6 +25,7 @@ export function shardService(node: NodeContext, hooks: CallHooks): ShardHandlers
     }),
     Stats: unary('Stats', hooks, async (): Promise<ShardStats> => {
       const stats = await node.store.stats();
+      const durable = durabilityOf(node.store);
       return {
         backend: node.store.backend,
         keyCount: stats.keyCount,
@@ -41,6 +43,7 @@ export function shardService(node: NodeContext, hooks: CallHooks): ShardHandlers
         changeLogEntries: node.changeLog.entries,
         changeLogBytes: node.changeLog.bytes,
         changeLogFloorSeq: node.changeLog.floorSeq,
+        recovery: durable ? recoveryStats(durable) : null,
       };
     }),
     Digest: unary('Digest', hooks, async (request, signal) => {

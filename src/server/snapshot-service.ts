@@ -9,6 +9,7 @@ import {
   snapshotInUse,
   throwIfAborted,
 } from '../core';
+import { MEMORY_DELTA, type SnapshotStrategy, deltaUnsupported, memoryDelta } from '../strategies';
 import { pullIntoStore } from '../transfer';
 import type { CreateSnapshotRequest__Output } from '../generated/shardsnap/v1/CreateSnapshotRequest';
 import type { InstallResult } from '../generated/shardsnap/v1/InstallResult';
@@ -89,6 +90,16 @@ export async function checkPeer(node: NodeContext, address: string, what: string
   }
 }
 
+/** The strategy of an incremental snapshot: the only one there is, on memory nodes only. */
+function deltaStrategy(node: NodeContext, named: string): SnapshotStrategy {
+  const unsupported = deltaUnsupported(node.store);
+  if (unsupported) throw unsupported;
+  if (named && named !== MEMORY_DELTA) {
+    throw invalidArgument(`since_seq is served by strategy ${MEMORY_DELTA} only, not "${named}"`);
+  }
+  return memoryDelta(node.changeLog);
+}
+
 function requireId(id: string): string {
   if (!id) throw invalidArgument('snapshot id is required');
   return id;
@@ -101,11 +112,11 @@ async function create(
 ): Promise<SnapshotEntry> {
   const slots = slotRangesFromWire(request?.slots);
   const full = isFullRange(slots);
-  const strategy = node.strategies.choose(
-    node.store,
-    { slots, full },
-    request?.strategy || undefined,
-  );
+  const sinceSeq = request?.sinceSeq;
+  const strategy =
+    sinceSeq === undefined
+      ? node.strategies.choose(node.store, { slots, full }, request?.strategy || undefined)
+      : deltaStrategy(node, request?.strategy ?? '');
   return buildOn(
     node,
     {
@@ -114,6 +125,8 @@ async function create(
       full,
       compression: compressionFromWire(request?.compression),
       chunkSize: node.config.chunkSize,
+      labels: { ...(request?.labels ?? {}) },
+      ...(sinceSeq !== undefined ? { sinceSeq } : {}),
     },
     caller,
   );
@@ -338,6 +351,9 @@ export function snapshotService(
           security: node.peer,
           slots,
           snapshotId: request.snapshotId || undefined,
+          ...(request.sinceSeq !== undefined && !request.snapshotId
+            ? { sinceSeq: request.sinceSeq }
+            : {}),
           signal: AbortSignal.any([signal, transfer.signal]),
           throttle: transfer,
           admit: admission.admit,

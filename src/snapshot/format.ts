@@ -17,6 +17,17 @@ import {
  * lets a lone file be verified without its manifest.
  */
 export const FORMAT_VERSION = 1;
+/**
+ * Incremental artifacts (`base_seq` in the header, tombstone frames) are version 2, so
+ * that a reader that knows only version 1 refuses them instead of installing a delta as
+ * if it replaced its slots. Full and slot-range artifacts stay version 1.
+ */
+export const DELTA_FORMAT_VERSION = 2;
+/** Type byte of a tombstone frame (version 2): the key is deleted, nothing follows it. */
+export const TOMBSTONE_TYPE = 0;
+export const MAX_LABELS = 64;
+export const MAX_LABEL_KEY_BYTES = 256;
+export const MAX_LABEL_VALUE_BYTES = 4096;
 export const MAGIC = Buffer.from('SSNAPv1\n', 'latin1');
 export const END_MARKER = 0xffffffff;
 export const TRAILER_BYTES = 4 + 8 + 32;
@@ -38,6 +49,38 @@ export interface ArtifactHeader {
   created_at_ms: number;
   /** Keys in the artifact, when known up front (files artifacts; records count them in the trailer). */
   key_count?: number;
+  /** Version 2 only: the artifact holds the changes after this seq (an incremental snapshot). */
+  base_seq?: number;
+  /** Caller's key/value strings carried with the artifact (any version). */
+  labels?: Record<string, string>;
+}
+
+/** The format version an artifact with this header is written in. */
+export function formatVersionFor(header: Pick<ArtifactHeader, 'base_seq'>): number {
+  return header.base_seq === undefined ? FORMAT_VERSION : DELTA_FORMAT_VERSION;
+}
+
+/**
+ * Why `labels` cannot travel with a snapshot, or undefined when they can: bounded so
+ * that the header (at most MAX_HEADER_BYTES) always has room for them.
+ */
+export function labelsProblem(labels: unknown): string | undefined {
+  if (labels === null || typeof labels !== 'object' || Array.isArray(labels)) {
+    return 'labels must be an object of strings';
+  }
+  const entries = Object.entries(labels as Record<string, unknown>);
+  if (entries.length > MAX_LABELS) return `at most ${MAX_LABELS} labels, got ${entries.length}`;
+  for (const [key, value] of entries) {
+    if (key.length === 0) return 'a label key must not be empty';
+    if (Buffer.byteLength(key) > MAX_LABEL_KEY_BYTES) {
+      return `label key "${key.slice(0, 32)}…" is over ${MAX_LABEL_KEY_BYTES} bytes`;
+    }
+    if (typeof value !== 'string') return `label ${key} must be a string`;
+    if (Buffer.byteLength(value) > MAX_LABEL_VALUE_BYTES) {
+      return `label ${key} is over ${MAX_LABEL_VALUE_BYTES} bytes`;
+    }
+  }
+  return undefined;
 }
 
 export function encodeHeader(header: ArtifactHeader): Buffer {
@@ -71,7 +114,7 @@ export function tryDecodeHeader(
   if (header === null || typeof header !== 'object') {
     throw dataLoss('artifact header is not a JSON object');
   }
-  if (header.format_version !== FORMAT_VERSION) {
+  if (header.format_version !== FORMAT_VERSION && header.format_version !== DELTA_FORMAT_VERSION) {
     throw dataLoss(`unsupported artifact format version ${String(header.format_version)}`);
   }
   checkHeader(header);
@@ -109,4 +152,17 @@ function checkHeader(header: ArtifactHeader): void {
     bad(`full is ${header.full} but the slots are ${formatSlotRanges(slots)}`);
   }
   if (header.kind === 'files' && !header.full) bad('a files artifact must be full');
+  if (header.format_version === DELTA_FORMAT_VERSION) {
+    const base = header.base_seq;
+    if (typeof base !== 'number' || !Number.isSafeInteger(base) || base < 0 || base > header.seq) {
+      bad(`base_seq ${String(base)} (a version 2 artifact is incremental: 0 ≤ base_seq ≤ seq)`);
+    }
+    if (header.kind !== 'records') bad('an incremental artifact holds records');
+  } else if (header.base_seq !== undefined) {
+    bad('base_seq in a version 1 artifact');
+  }
+  if (header.labels !== undefined) {
+    const problem = labelsProblem(header.labels);
+    if (problem) bad(problem);
+  }
 }

@@ -5,7 +5,14 @@ import {
   dataLoss,
   normalizeSlotRanges,
 } from '../core';
-import { type StagedImage, type StagedInstall, type Store, canInstallImages } from '../store';
+import {
+  type StagedDelta,
+  type StagedImage,
+  type StagedInstall,
+  type Store,
+  canInstallDeltas,
+  canInstallImages,
+} from '../store';
 import { FilesDecoder } from './files-format';
 import { type ArtifactHeader, tryDecodeHeader } from './format';
 import { RecordsDecoder } from './records-decoder';
@@ -17,6 +24,26 @@ export interface InstallOutcome {
   seq: number;
   sha256: string;
   bytes: number;
+  /** The artifact's labels (empty when it has none). */
+  labels: Record<string, string>;
+  /** Set when the artifact was incremental: the seq it applied on top of. */
+  baseSeq?: number;
+}
+
+/** Stages an incremental artifact: upserts and tombstones, applied together at commit. */
+async function beginDelta(store: Store, header: ArtifactHeader): Promise<StagedDelta> {
+  if (!canInstallDeltas(store)) {
+    throw new ShardsnapError(
+      ErrorCodes.unimplemented,
+      `a ${store.backend} node cannot install an incremental snapshot (yet); install a full one`,
+    );
+  }
+  return store.beginDeltaInstall({
+    slots: normalizeSlotRanges(header.slots),
+    full: header.full,
+    baseSeq: header.base_seq ?? 0,
+    seq: header.seq,
+  });
 }
 
 /** Where the artifact's bytes go once its header tells its kind. */
@@ -31,26 +58,40 @@ interface Sink {
 class RecordsSink implements Sink {
   private decoder: RecordsDecoder | undefined;
   private staged: StagedInstall | undefined;
+  private delta: StagedDelta | undefined;
 
   constructor(
     private readonly store: Store,
     private readonly header: ArtifactHeader,
   ) {}
 
+  private async begin(): Promise<StagedInstall> {
+    if (this.header.base_seq !== undefined) {
+      this.delta = await beginDelta(this.store, this.header);
+      return this.delta;
+    }
+    return this.store.beginInstall({
+      slots: normalizeSlotRanges(this.header.slots),
+      full: this.header.full,
+      seq: this.header.seq,
+    });
+  }
+
   get recordsStaged(): number {
     return this.decoder?.recordCount ?? 0;
   }
 
   async push(bytes: Buffer): Promise<void> {
-    this.staged ??= await this.store.beginInstall({
-      slots: normalizeSlotRanges(this.header.slots),
-      full: this.header.full,
-      seq: this.header.seq,
-    });
+    this.staged ??= await this.begin();
     // A store that copies what it stages can take records that are views of `bytes`.
     this.decoder ??= new RecordsDecoder({ views: this.staged.copiesRecords === true });
     const records = this.decoder.push(bytes);
     if (records.length > 0) await this.staged.add(records);
+    const deleted = this.decoder.takeTombstones();
+    if (deleted.length > 0) {
+      if (!this.delta) throw dataLoss('a tombstone in an artifact that is not incremental');
+      await this.delta.delete(deleted);
+    }
   }
 
   async finish(): Promise<{ seq: number; keysInstalled: number }> {
@@ -190,6 +231,8 @@ export class ArtifactInstaller {
       seq,
       sha256,
       bytes: this.received,
+      labels: { ...(this.header.labels ?? {}) },
+      ...(this.header.base_seq !== undefined ? { baseSeq: this.header.base_seq } : {}),
     };
   }
 

@@ -1,6 +1,13 @@
 import { createHash, type Hash } from 'node:crypto';
 import { type StoreRecord, SlabAllocator, dataLoss, decodeRecord } from '../core';
-import { type ArtifactHeader, END_MARKER, TRAILER_BYTES, tryDecodeHeader } from './format';
+import {
+  type ArtifactHeader,
+  DELTA_FORMAT_VERSION,
+  END_MARKER,
+  TOMBSTONE_TYPE,
+  TRAILER_BYTES,
+  tryDecodeHeader,
+} from './format';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -48,6 +55,8 @@ export class RecordsDecoder {
   private readonly hash: Hash | undefined;
   private readonly slab: SlabAllocator | 'views';
   private records = 0;
+  /** Keys of the tombstone frames read since the last `takeTombstones`. */
+  private deleted: Buffer[] = [];
   private ended = false;
   private consumed = 0;
 
@@ -60,8 +69,19 @@ export class RecordsDecoder {
     return this.headerValue;
   }
 
+  /** Frames read: records and tombstones. */
   get recordCount(): number {
     return this.records;
+  }
+
+  /**
+   * The keys of the tombstone frames read so far (incremental artifacts), copies, each
+   * handed out once. A tombstone and a record never name the same key in one artifact.
+   */
+  takeTombstones(): Buffer[] {
+    const keys = this.deleted;
+    this.deleted = [];
+    return keys;
   }
 
   push(bytes: Buffer): StoreRecord[] {
@@ -154,7 +174,9 @@ export class RecordsDecoder {
       checkFrameLength(length, this.consumed + pos);
       if (buf.length - pos - 4 < length) break;
       try {
-        out.push(decodeRecord(buf, pos + 4, pos + 4 + length, this.slab));
+        if (buf[pos + 4] === TOMBSTONE_TYPE)
+          this.deleted.push(this.tombstone(buf, pos + 4, length));
+        else out.push(decodeRecord(buf, pos + 4, pos + 4 + length, this.slab));
       } catch (error) {
         throw dataLoss(
           `bad record at byte ${this.consumed + pos}: ${(error as Error).message}`,
@@ -167,6 +189,16 @@ export class RecordsDecoder {
     if (!this.ended) this.hash?.update(buf.subarray(0, pos));
     this.consumed += pos;
     return pos;
+  }
+
+  private tombstone(buf: Buffer, at: number, length: number): Buffer {
+    if (this.headerValue?.format_version !== DELTA_FORMAT_VERSION) {
+      throw dataLoss('a tombstone in an artifact that is not incremental');
+    }
+    if (length < 13 || buf.readUInt32LE(at + 9) !== length - 13) {
+      throw dataLoss(`tombstone of ${length} bytes does not hold exactly its key`);
+    }
+    return Buffer.from(buf.subarray(at + 13, at + length));
   }
 
   private readTrailer(buf: Buffer, pos: number): void {

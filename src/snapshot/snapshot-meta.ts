@@ -24,6 +24,10 @@ export interface SnapshotMeta {
   nodeId: string;
   compression: ChunkCompression;
   bytesWritten: number;
+  /** Set on an incremental snapshot: the seq it holds the changes after. */
+  baseSeq?: number;
+  /** Caller's labels, carried in the artifact's header too (absent in older manifests). */
+  labels?: Record<string, string>;
 }
 
 const ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,63}$/;

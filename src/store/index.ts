@@ -1,5 +1,6 @@
 export * from './store';
 export * from './digest';
+export * from './delta';
 export * from './registry';
 export { dropSlots } from './drop-slots';
 export { MemoryStore } from './memory/memory-store';

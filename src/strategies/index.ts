@@ -2,3 +2,4 @@ export * from './strategy';
 export * from './registry';
 export * from './view-scan';
 export * from './rocksdb-checkpoint';
+export * from './memory-delta';

@@ -6,6 +6,8 @@ export interface BuildRequest {
   /** Normalized slot ranges; every slot for a full snapshot. */
   slots: SlotRange[];
   full: boolean;
+  /** Set: an incremental snapshot of the changes after this seq. */
+  sinceSeq?: number;
 }
 
 /** A build whose point in time is fixed (`seq`) but whose artifact is not written yet. */

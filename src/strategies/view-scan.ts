@@ -1,5 +1,5 @@
-import { RecordsWriter } from '../snapshot';
-import type { Store } from '../store';
+import { type ArtifactHeader, type ArtifactWriter, RecordsWriter } from '../snapshot';
+import type { Store, StoreView } from '../store';
 import type { BuildRequest, PreparedBuild, SnapshotStrategy } from './strategy';
 
 const BATCH = { maxRecords: 512, maxBytes: 256 << 10 };
@@ -24,17 +24,7 @@ export function viewScanStrategy(name: string, backend: string): SnapshotStrateg
       return {
         seq: view.seq,
         keyCountHint: view.keyCountHint,
-        async write(out, header, signal) {
-          const records = new RecordsWriter(out);
-          await records.writeHeader(header);
-          for await (const batch of view.batches({ ...BATCH, signal })) {
-            await records.writeRecords(batch);
-            // Let writes and RPCs run between batches even when the disk keeps up.
-            await new Promise<void>((resolve) => setImmediate(resolve));
-          }
-          await records.writeTrailer();
-          return { keyCount: records.keyCount };
-        },
+        write: (out, header, signal) => writeViewArtifact(view, out, header, signal),
         release() {
           view.close();
           return Promise.resolve();
@@ -42,6 +32,24 @@ export function viewScanStrategy(name: string, backend: string): SnapshotStrateg
       };
     },
   };
+}
+
+/** Writes a records artifact of everything `view` holds (walks the view once). */
+export async function writeViewArtifact(
+  view: StoreView,
+  out: ArtifactWriter,
+  header: ArtifactHeader,
+  signal?: AbortSignal,
+): Promise<{ keyCount: number }> {
+  const records = new RecordsWriter(out);
+  await records.writeHeader(header);
+  for await (const batch of view.batches({ ...BATCH, signal })) {
+    await records.writeRecords(batch);
+    // Let writes and RPCs run between batches even when the disk keeps up.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  await records.writeTrailer();
+  return { keyCount: records.keyCount };
 }
 
 export const memoryScan = viewScanStrategy('memory-scan', 'memory');

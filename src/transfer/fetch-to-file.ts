@@ -48,6 +48,8 @@ export interface FetchToFileOptions {
   snapshotId?: string;
   slots?: SlotRange[];
   strategy?: string;
+  /** A snapshot created for the fetch is incremental: the changes after this seq. */
+  sinceSeq?: number;
   compression?: ChunkCompression;
   chunkSize?: number;
   /**
@@ -143,6 +145,7 @@ export async function fetchToFile(
             slots: options.slots ?? [],
             strategy: options.strategy,
             compression: options.compression,
+            ...(options.sinceSeq !== undefined ? { sinceSeq: options.sinceSeq } : {}),
           },
           { signal: options.signal },
         );

@@ -21,6 +21,8 @@ export interface FetchToStreamOptions {
   snapshotId?: string;
   slots?: SlotRange[];
   strategy?: string;
+  /** A snapshot created for the fetch is incremental: the changes after this seq. */
+  sinceSeq?: number;
   compression?: ChunkCompression;
   chunkSize?: number;
   signal?: AbortSignal;
@@ -60,6 +62,7 @@ export async function fetchToStream(
           slots: options.slots ?? [],
           strategy: options.strategy,
           compression: options.compression,
+          ...(options.sinceSeq !== undefined ? { sinceSeq: options.sinceSeq } : {}),
         },
         { signal: options.signal },
       );

@@ -17,6 +17,8 @@ export interface PullOptions extends Pick<InstallOptions, 'throttle' | 'admit'> 
   security?: ClientSecurity;
   slots?: SlotRange[];
   snapshotId?: string;
+  /** A new snapshot is incremental: the changes after this seq (this store must be at it). */
+  sinceSeq?: number;
   signal?: AbortSignal;
   maxRetries?: number;
   retryDelayMs?: number;
@@ -38,7 +40,14 @@ export async function pullIntoStore(
     const snapshotId =
       options.snapshotId ||
       (created = (
-        await createSnapshot(conn, { slots: options.slots ?? [] }, { signal: options.signal })
+        await createSnapshot(
+          conn,
+          {
+            slots: options.slots ?? [],
+            ...(options.sinceSeq !== undefined ? { sinceSeq: options.sinceSeq } : {}),
+          },
+          { signal: options.signal },
+        )
       ).id);
     const source = new NodeFetch(conn, {
       snapshotId,

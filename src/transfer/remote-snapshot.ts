@@ -10,6 +10,9 @@ export interface CreateSnapshotOptions {
   slots?: readonly SlotRange[];
   strategy?: string;
   compression?: ChunkCompression;
+  /** An incremental snapshot of the changes after this seq. */
+  sinceSeq?: number;
+  labels?: Record<string, string>;
 }
 
 /** Asks the node for a snapshot of `slots` (all when empty); resolves once it is registered. */
@@ -27,6 +30,8 @@ export function createSnapshot(
           slots: [...(request.slots ?? [])],
           strategy: request.strategy ?? '',
           compression: compressionToWire(request.compression ?? 'none'),
+          ...(request.sinceSeq !== undefined ? { sinceSeq: request.sinceSeq } : {}),
+          labels: { ...(request.labels ?? {}) },
         },
         callOptions,
         cb,

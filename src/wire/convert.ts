@@ -172,6 +172,8 @@ export function snapshotInfoToWire(meta: SnapshotMeta): SnapshotInfo {
     nodeId: meta.nodeId,
     compression: compressionToWire(meta.compression),
     bytesWritten: meta.bytesWritten,
+    labels: { ...(meta.labels ?? {}) },
+    ...(meta.baseSeq !== undefined ? { baseSeq: meta.baseSeq } : {}),
   };
 }
 

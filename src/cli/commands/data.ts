@@ -93,6 +93,12 @@ export function registerData(program: Command): void {
           `builds      ${stats.activeBuilds}`,
           `streams     ${stats.activeStreams}`,
           `snapshots   ${stats.storedSnapshots} (${formatBytes(Number(stats.storedBytes))})`,
+          ...(stats.recovery
+            ? [
+                `wal         ${formatBytes(Number(stats.recovery.walBytes))}, fsync ${stats.recovery.walFsync}, ${stats.recovery.localSnapshots} local snapshots`,
+                `recovery    ${stats.recovery.snapshotPath ? `snapshot at seq ${stats.recovery.snapshotSeq}` : 'no snapshot'} + ${stats.recovery.recordsReplayed} records replayed in ${stats.recovery.durationMs} ms${Number(stats.recovery.truncatedBytes) > 0 ? ` (torn tail of ${stats.recovery.truncatedBytes} bytes cut)` : ''}`,
+              ]
+            : []),
         ]);
       }),
     );

@@ -27,6 +27,7 @@ export interface FetchFlags {
   from: string;
   slots?: SlotRange[];
   id?: string;
+  since?: number;
   compression: string;
   chunkSize?: number;
   parallel?: number;
@@ -92,6 +93,7 @@ async function toFile(
         out: options.out,
         snapshotId: options.id,
         slots: options.slots,
+        ...(options.since !== undefined ? { sinceSeq: options.since } : {}),
         compression: options.compression as 'none' | 'zstd',
         chunkSize: options.chunkSize,
         parallel: options.parallel,
@@ -136,6 +138,7 @@ async function toStream(
     fetchToStream(client.connection, process.stdout, {
       snapshotId: options.id,
       slots: options.slots,
+      ...(options.since !== undefined ? { sinceSeq: options.since } : {}),
       compression: options.compression as 'none' | 'zstd',
       chunkSize: options.chunkSize,
       keepSnapshot: options.keep === true,

@@ -42,6 +42,29 @@ interface ServeOptions extends S3Flags {
   shutdownGrace: string;
   maxSnapshots: number;
   streamIdleTimeout: string;
+  walFsync: 'always' | 'everysec' | 'never';
+  /** False with `--no-wal`. */
+  wal: boolean;
+  localSnapshotInterval: string;
+  localSnapshotWalBytes: number;
+  localSnapshotKeep: number;
+  walSegmentSize: number;
+}
+
+/** `--wal-fsync always|everysec|never`. */
+function walFsync(value: string): 'always' | 'everysec' | 'never' {
+  if (value === 'always' || value === 'everysec' || value === 'never') return value;
+  throw new InvalidArgumentError(`"${value}" is not one of always, everysec, never`);
+}
+
+/** `--local-snapshot-interval 5m`. */
+function duration(value: string): string {
+  try {
+    if (!(parseDuration(value) > 0)) throw new InvalidArgumentError(`"${value}" is not positive`);
+    return value;
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
 }
 
 /** `--tls-cert`, `--tls-key`, `--tls-client-ca`: all or nothing, the CA only with a cert. */
@@ -215,6 +238,35 @@ export function registerServe(program: Command): void {
       '60s',
     )
     .option(
+      '--wal-fsync <policy>',
+      'memory backend: write-ahead log in DIR/wal, synced always (a write is acknowledged once durable), everysec or never',
+      walFsync,
+      'everysec',
+    )
+    .option(
+      '--no-wal',
+      'memory backend: no write-ahead log, a pure cache (nothing survives a restart)',
+    )
+    .option(
+      '--local-snapshot-interval <duration>',
+      'memory backend with a WAL: snapshot the node into DIR/snapshots this often',
+      duration,
+      '5m',
+    )
+    .option(
+      '--local-snapshot-wal-bytes <size>',
+      '...or once the WAL grew by this much, whichever comes first (default 256MiB)',
+      byteSize,
+      256 * 1024 * 1024,
+    )
+    .option('--local-snapshot-keep <n>', 'local snapshots kept', positiveCount, 2)
+    .option(
+      '--wal-segment-size <size>',
+      'start a new WAL segment file past this size (default 64MiB)',
+      byteSize,
+      64 * 1024 * 1024,
+    )
+    .option(
       '--archive-keep <n>',
       "keep this node's newest N archives, deleting older ones (0 = keep all)",
       positiveInt,
@@ -266,6 +318,11 @@ export function registerServe(program: Command): void {
         shutdownGraceMs,
         maxSnapshots: options.maxSnapshots,
         streamIdleTimeoutMs: parseDuration(options.streamIdleTimeout),
+        walFsync: options.wal ? options.walFsync : 'off',
+        localSnapshotIntervalMs: parseDuration(options.localSnapshotInterval),
+        localSnapshotWalBytes: options.localSnapshotWalBytes,
+        localSnapshotKeep: options.localSnapshotKeep,
+        walSegmentBytes: options.walSegmentSize,
       });
       emit(
         globals(command),

@@ -1,4 +1,4 @@
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { infoPath } from '../../transfer';
 import { type SlotRange, formatSlotRanges, internal, invalidArgument } from '../../core';
 import type { SnapshotInfo__Output } from '../../generated/shardsnap/v1/SnapshotInfo';
@@ -53,6 +53,7 @@ export function registerSnapshots(program: Command): void {
     .addOption(nodeOption('--from <host:port>', 'node to fetch from'))
     .option('--slots <ranges>', 'slot ranges for a new snapshot (A-B[,C-D]); default all', slots)
     .option('--id <id>', 'fetch this existing snapshot instead of creating one')
+    .option('--since <seq>', 'a new snapshot holds only the changes after this seq', positiveInt)
     .addOption(compressionOption())
     .option('--chunk-size <bytes>', 'bytes per chunk', positiveInt)
     .option(
@@ -153,10 +154,22 @@ export function registerSnapshots(program: Command): void {
     .option('--slots <ranges>', 'slot ranges (A-B[,C-D]); default all', slots)
     .option('--id <id>', 'pull this existing snapshot')
     .option('--force', 'seed a node that owns no slots (it then owns the pulled ones)')
+    .option(
+      '--since <seq>',
+      'pull only the changes after this seq (the node must be at it)',
+      positiveInt,
+    )
     .action(
       action(
         async (
-          options: { to: string; from: string; slots?: SlotRange[]; id?: string; force?: boolean },
+          options: {
+            to: string;
+            from: string;
+            slots?: SlotRange[];
+            id?: string;
+            force?: boolean;
+            since?: number;
+          },
           command: Command,
         ) => {
           const json = globals(command).json ?? false;
@@ -168,6 +181,7 @@ export function registerSnapshots(program: Command): void {
               slots: options.slots,
               snapshotId: options.id,
               force: options.force === true,
+              ...(options.since !== undefined ? { sinceSeq: options.since } : {}),
             })) {
               bar.update(Number(progress.bytesReceived), Number(progress.totalBytes));
               if (progress.done && progress.result)
@@ -196,16 +210,31 @@ export function registerSnapshots(program: Command): void {
     .option('--slots <ranges>', 'slot ranges (A-B[,C-D]); default all', slots)
     .option('--strategy <name>', 'snapshot strategy (default: the backend best)')
     .option('--wait', 'wait until the snapshot is READY')
+    .option(
+      '--since <seq>',
+      'an incremental snapshot: only the changes after this seq',
+      positiveInt,
+    )
+    .option('--label <key=value>', 'a label carried in the snapshot (repeatable)', label, {})
     .action(
       action(
         async (
-          options: { at: string; slots?: SlotRange[]; strategy?: string; wait?: boolean },
+          options: {
+            at: string;
+            slots?: SlotRange[];
+            strategy?: string;
+            wait?: boolean;
+            since?: number;
+            label: Record<string, string>;
+          },
           command: Command,
         ) => {
           const info = await withClient(options.at, options, async (client) => {
             const created = await client.createSnapshot({
               slots: options.slots,
               strategy: options.strategy,
+              labels: options.label,
+              ...(options.since !== undefined ? { sinceSeq: options.since } : {}),
             });
             return options.wait ? client.waitReady({ snapshotId: created.id }) : created;
           });
@@ -251,4 +280,11 @@ export function registerSnapshots(program: Command): void {
         );
       }),
     );
+}
+
+/** `--label key=value`, repeatable: collected into one object (the last value of a key wins). */
+function label(value: string, previous: Record<string, string>): Record<string, string> {
+  const at = value.indexOf('=');
+  if (at <= 0) throw new InvalidArgumentError(`"${value}" is not key=value`);
+  return { ...previous, [value.slice(0, at)]: value.slice(at + 1) };
 }

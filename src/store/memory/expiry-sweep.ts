@@ -25,6 +25,8 @@ export class ExpirySweep {
     private readonly options: ExpirySweepOptions,
     private readonly now: () => number,
     private readonly removeExpired: (id: number) => void,
+    /** Called after a step that removed keys (the store logs them as one record). */
+    private readonly stepDone: () => void = () => undefined,
   ) {
     this.timer = setInterval(() => this.step(), options.intervalMs);
     this.timer.unref();
@@ -46,6 +48,7 @@ export class ExpirySweep {
       }
     }
     this.cursor = end;
+    if (removed > 0) this.stepDone();
     this.keyspace.compactStep(this.options.recordsPerStep * 4);
     return removed;
   }

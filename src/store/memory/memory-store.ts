@@ -22,7 +22,10 @@ import type {
 import { applyMutation, checkTypes } from './apply';
 import { ExpirySweep, type ExpirySweepOptions } from './expiry-sweep';
 import { Keyspace, hashKey } from './keyspace';
+import type { MemoryJournal } from './journal';
 import { MemoryStagedInstall, type StagedSlots } from './staged-install';
+import { type DeltaChanges, MemoryStagedDelta } from './staged-delta';
+import { type DeltaTarget, type StagedDelta, baseSeqMismatch } from '../delta';
 import { MemoryView } from './view';
 
 /** Only collection ops can fail on a key's type; batches without them need no check. */
@@ -37,6 +40,8 @@ export interface MemoryStoreOptions {
    * the arena). Off unless given; nodes turn it on.
    */
   expirySweep?: ExpirySweepOptions;
+  /** Runs once when the store closes, before anything is released (stops a durability layer). */
+  beforeClose?: () => Promise<void>;
 }
 
 /**
@@ -50,21 +55,48 @@ export class MemoryStore implements Store {
   private readonly views = new Set<MemoryView>();
   private seq = 0;
   private closed = false;
+  private closing: Promise<void> | undefined;
+  private journal: MemoryJournal | undefined;
+  private readonly beforeClose: (() => Promise<void>) | undefined;
   private readonly now: () => number;
   private readonly listeners = new ChangeListeners();
-  private readonly sweep: ExpirySweep | undefined;
+  private sweep: ExpirySweep | undefined;
   private readonly watching: MemoryView[] = [];
+  private staging = 0;
+  private readonly expiredInStep: Buffer[] = [];
+  /** The clock reading of the logged change being replayed (see `replayAt`). */
+  private replayNow: number | undefined;
 
   constructor(options: MemoryStoreOptions = {}) {
     this.now = options.now ?? Date.now;
-    if (options.expirySweep) {
-      this.sweep = new ExpirySweep(this.keyspace, options.expirySweep, this.now, (id) =>
-        this.removeExpired(id),
-      );
-    }
+    this.beforeClose = options.beforeClose;
+    if (options.expirySweep) this.startExpirySweep(options.expirySweep);
   }
 
-  // eslint-disable-next-line @typescript-eslint/require-await -- async so that failures reject
+  /**
+   * Turns active expiry on (a store recovering from its log starts it after the replay:
+   * a key the sweep removed by today's clock could otherwise change how a logged write,
+   * applied at its own older clock reading, finds it).
+   */
+  startExpirySweep(options: ExpirySweepOptions): void {
+    if (this.sweep || this.closed) return;
+    this.sweep = new ExpirySweep(
+      this.keyspace,
+      options,
+      this.now,
+      (id) => this.removeExpired(id),
+      () => this.logExpired(),
+    );
+  }
+
+  /**
+   * Logs every later change (undefined: stops logging). Attached once a recovery has
+   * replayed the log, so that the replay itself is not logged again.
+   */
+  setJournal(journal: MemoryJournal | undefined): void {
+    this.journal = journal;
+  }
+
   async write(mutations: readonly Mutation[], options?: WriteOptions): Promise<{ seq: number }> {
     this.assertOpen();
     const clock = writeClock(options, mutations.length, this.now);
@@ -81,15 +113,23 @@ export class MemoryStore implements Store {
         clock,
       );
     }
+    // Logged before it is applied (a refused log refuses the write untouched); the log's
+    // order is fixed here, its durability awaited once the batch is visible.
+    const durable = this.journal?.write({
+      mutations,
+      atMs: Array.isArray(options?.atMs) ? (options.atMs as readonly number[]) : clock(0),
+      seq: this.seq + 1,
+    });
     for (let i = 0; i < mutations.length; i++) this.apply(mutations[i] as Mutation, clock(i));
-    this.seq++;
+    const seq = ++this.seq;
     this.listeners.emit({
       kind: 'write',
-      seq: this.seq,
+      seq,
       mutations,
       atMs: clock(Math.max(0, mutations.length - 1)),
     });
-    return { seq: this.seq };
+    if (durable) await durable;
+    return { seq };
   }
 
   private apply(m: Mutation, now: number): void {
@@ -155,6 +195,39 @@ export class MemoryStore implements Store {
   /** The sweep found an expired key: removed as a write would, views keeping it. */
   private removeExpired(id: number): void {
     const keyspace = this.keyspace;
+    // A copy: the arena range is freed with the record.
+    if (this.journal) this.expiredInStep.push(Buffer.from(keyspace.keyOf(id)));
+    this.removeRecord(id);
+  }
+
+  /** The keys of one sweep step, logged as one record (see MemoryJournal.expired). */
+  private logExpired(): void {
+    const keys = this.expiredInStep.splice(0);
+    if (keys.length === 0 || !this.journal) return;
+    try {
+      // Not awaited: nobody waits on the sweep. A log that failed has made the node
+      // read-only already; the keys were expired for every reader anyway.
+      this.journal.expired(keys).catch(() => undefined);
+    } catch {
+      // The log refuses appends (failed): see above.
+    }
+  }
+
+  /**
+   * Replays keys the sweep removed (a recovery, before the store serves anything): each
+   * is removed if present, whatever its expiry says at this clock.
+   */
+  replayExpired(keys: readonly Buffer[]): void {
+    this.assertOpen();
+    const keyspace = this.keyspace;
+    for (const key of keys) {
+      const id = keyspace.find(slotOf(key), key, hashKey(key));
+      if (id >= 0) this.removeRecord(id);
+    }
+  }
+
+  private removeRecord(id: number): void {
+    const keyspace = this.keyspace;
     const slot = keyspace.records.slot(id);
     if (this.views.size > 0) {
       const member = keyspace.keyString(id);
@@ -184,6 +257,28 @@ export class MemoryStore implements Store {
     });
   }
 
+  /**
+   * Runs `replay` (which re-applies a logged change) with the store's clock reading
+   * `atMs`, the reading the change was first applied with. Only for a recovery, before
+   * the store serves anything.
+   */
+  async replayAt<T>(atMs: number, replay: () => Promise<T>): Promise<T> {
+    this.replayNow = atMs;
+    try {
+      return await replay();
+    } finally {
+      this.replayNow = undefined;
+    }
+  }
+
+  /**
+   * Installs begun and neither committed nor aborted. A local snapshot waits for none:
+   * it then never depends on log records older than itself.
+   */
+  get installsInProgress(): number {
+    return this.staging;
+  }
+
   /** Bytes the keyspace holds (arena segments), and how many of them are live. */
   memoryUsage(): { arenaBytes: number; liveBytes: number; records: number } {
     return {
@@ -206,7 +301,15 @@ export class MemoryStore implements Store {
   // eslint-disable-next-line @typescript-eslint/require-await
   async beginInstall(target: InstallTarget): Promise<StagedInstall> {
     this.assertOpen();
-    return new MemoryStagedInstall(this.keyspace, target, (t, staged) => this.swapIn(t, staged));
+    this.journal?.check();
+    this.staging++;
+    return new MemoryStagedInstall(
+      this.keyspace,
+      target,
+      (t, staged) => this.swapIn(t, staged),
+      () => this.journal,
+      () => this.staging--,
+    );
   }
 
   /** Replaces the target's slots with the staged tables in one synchronous step. */
@@ -229,20 +332,86 @@ export class MemoryStore implements Store {
     return { seq: this.seq };
   }
 
+  /** Entries of `keys` (expired or missing: undefined) and the seq they are all at. */
+  async readWithSeq(
+    keys: readonly Buffer[],
+  ): Promise<{ seq: number; entries: Array<Entry | undefined> }> {
+    const seq = this.seq;
+    // read() takes no turn of the event loop: no write lands between it and `seq`.
+    return { seq, entries: await this.read(keys) };
+  }
+
+  // eslint-disable-next-line @typescript-eslint/require-await
+  async beginDeltaInstall(target: DeltaTarget): Promise<StagedDelta> {
+    this.assertOpen();
+    if (this.seq !== target.baseSeq) throw baseSeqMismatch(this.seq, target.baseSeq);
+    return new MemoryStagedDelta(
+      target,
+      () => !this.closed,
+      (t, changes) => this.applyDelta(t, changes),
+    );
+  }
+
+  /** Applies a staged delta over the live data in one synchronous step, or nothing. */
+  private applyDelta(
+    target: DeltaTarget,
+    changes: DeltaChanges,
+  ): { seq: number; durable?: Promise<void> | undefined } {
+    this.assertOpen();
+    if (this.seq !== target.baseSeq) throw baseSeqMismatch(this.seq, target.baseSeq);
+    this.journal?.check();
+    const keyspace = this.keyspace;
+    const now = this.replayNow ?? this.now();
+    const change = (key: Buffer, entry: Entry | undefined): void => {
+      const slot = slotOf(key);
+      const hash = hashKey(key);
+      const current = keyspace.find(slot, key, hash);
+      this.preserve(slot, key, current);
+      if (entry && !(entry.expireAtMs > 0 && entry.expireAtMs <= now)) {
+        keyspace.put(keyspace.create(key, hash, slot, entry), current);
+      } else if (current >= 0) keyspace.remove(current);
+    };
+    for (const { key, entry } of changes.upserts) change(key, entry);
+    for (const key of changes.deletes) change(key, undefined);
+    if (changes.upserts.length + changes.deletes.length === 0 && target.seq === this.seq) {
+      return { seq: this.seq };
+    }
+    // A delta of every slot brings the whole store to the source's seq; one of some slots
+    // leaves the seq where it was (docs/design/incremental.md). Either way the change is
+    // announced as a replace of the delta's slots: streams following them must restart.
+    if (target.full) this.seq = target.seq;
+    // Logged with the clock reading that decided which of its records had expired.
+    const durable = this.journal?.delta({ target, changes, atMs: now, seq: this.seq });
+    this.listeners.emit({ kind: 'replace', seq: this.seq, slots: target.slots });
+    return { seq: this.seq, durable };
+  }
+
   onChange(listener: ChangeListener): () => void {
     return this.listeners.add(listener);
   }
 
   close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+    this.closing ??= this.release();
+    return this.closing;
+  }
+
+  private async release(): Promise<void> {
+    try {
+      await this.beforeClose?.();
+    } finally {
+      this.releaseMemory();
+    }
+  }
+
+  private releaseMemory(): void {
     this.sweep?.stop();
     for (const view of [...this.views]) view.closeWithStore();
     this.closed = true;
     this.keyspace.clear();
-    return Promise.resolve();
   }
 
   private assertOpen(): void {
-    if (this.closed) throw storeClosed('memory store');
+    // Closing counts as closed: nothing new starts while the durability layer winds down.
+    if (this.closed || this.closing) throw storeClosed('memory store');
   }
 }

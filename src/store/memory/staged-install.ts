@@ -6,7 +6,9 @@ import {
   slotOf,
   storeClosed,
 } from '../../core';
+import { randomBytes } from 'node:crypto';
 import type { InstallTarget, StagedInstall } from '../store';
+import type { MemoryJournal } from './journal';
 import { type Keyspace, hashKey } from './keyspace';
 import type { SlotTable } from './slot-table';
 
@@ -27,11 +29,18 @@ export class MemoryStagedInstall implements StagedInstall {
   private readonly generation: number;
   /** Keys and values are copied into the arena by `add`. */
   readonly copiesRecords = true;
+  /** Random, so that parts an earlier run of the node logged never merge with this install. */
+  private readonly installId = randomBytes(8).readBigUInt64LE(0);
+  /** Parts logged; a failed one fails the commit. */
+  private readonly logged: Array<Promise<void>> = [];
 
   constructor(
     private readonly keyspace: Keyspace,
     readonly target: InstallTarget,
     private readonly swapIn: (target: InstallTarget, staged: StagedSlots) => { seq: number },
+    private readonly journal: () => MemoryJournal | undefined = () => undefined,
+    /** Called once, when the install commits or aborts. */
+    private readonly settled: () => void = () => undefined,
   ) {
     this.mask = slotMask(target.slots);
     this.generation = keyspace.generation;
@@ -44,7 +53,10 @@ export class MemoryStagedInstall implements StagedInstall {
   // eslint-disable-next-line @typescript-eslint/require-await -- async so that failures reject
   async add(records: StoreRecord[]): Promise<void> {
     this.assertOpen();
+    const journal = this.journal();
+    journal?.check();
     const keyspace = this.keyspace;
+    let staged = 0;
     for (const { key, entry } of records) {
       const slot = slotOf(key);
       if (this.mask[slot] !== 1) {
@@ -63,20 +75,38 @@ export class MemoryStagedInstall implements StagedInstall {
         throw dataLoss(`duplicate key "${key.toString('latin1')}" in artifact`);
       }
       this.count++;
+      staged++;
+    }
+    // Logged once every record is known to stage (the whole part, or the install fails).
+    if (journal && staged > 0) {
+      const part = journal.installPart(this.installId, this.target, records);
+      // Awaited by commit; a failure before then must not be an unhandled rejection.
+      part.catch(() => undefined);
+      this.logged.push(part);
     }
   }
 
-  // eslint-disable-next-line @typescript-eslint/require-await
   async commit(): Promise<{ seq: number; keysInstalled: number }> {
     this.assertOpen();
+    const journal = this.journal();
+    journal?.check();
     const { seq } = this.swapIn(this.target, this.staged);
     this.state = 'committed';
+    this.settled();
+    const durable = journal?.installCommit(this.installId, {
+      target: this.target,
+      recordCount: this.count,
+      seq,
+    });
+    // The log keeps order: the commit being durable means its parts are too.
+    await Promise.all([...this.logged, durable]);
     return { seq, keysInstalled: this.count };
   }
 
   abort(): Promise<void> {
     if (this.state === 'open') {
       this.state = 'aborted';
+      this.settled();
       // A closed store dropped the staged records with everything else.
       if (this.keyspace.generation === this.generation)
         for (const table of this.staged.tables.values()) {
