@@ -433,16 +433,23 @@ export class LocalSnapshots {
     }
     const installer = new ArtifactInstaller(store);
     const file = await open(info.path, 'r');
+    // One piece read ahead: the disk reads the next while the install decodes this one.
+    const readAt = async (at: number): Promise<Buffer> => {
+      // A fresh buffer per piece, as a restore from a file does: cheap next to the install.
+      const piece = Buffer.allocUnsafe(READ_PIECE_BYTES);
+      const { bytesRead } = await file.read(piece, 0, piece.length, at);
+      return piece.subarray(0, bytesRead);
+    };
+    let next = readAt(0);
     try {
       let offset = 0;
       for (;;) {
         throwIfAborted(signal);
-        // A fresh buffer per piece, as a restore from a file does: cheap next to the install.
-        const piece = Buffer.allocUnsafe(READ_PIECE_BYTES);
-        const { bytesRead } = await file.read(piece, 0, piece.length, offset);
-        if (bytesRead === 0) break;
-        await installer.push(offset, piece.subarray(0, bytesRead));
-        offset += bytesRead;
+        const piece = await next;
+        if (piece.length === 0) break;
+        next = readAt(offset + piece.length);
+        await installer.push(offset, piece);
+        offset += piece.length;
       }
       const seq = installer.artifactHeader?.seq;
       if (seq !== undefined && seq !== info.seq) {
@@ -450,6 +457,8 @@ export class LocalSnapshots {
       }
       await installer.finish(info.sha256);
     } finally {
+      // The read ahead finishes (or fails) before its file is closed.
+      await next.catch(() => undefined);
       await installer.abort();
       await file.close();
     }

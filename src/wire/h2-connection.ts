@@ -71,7 +71,10 @@ export class H2Connection {
         ? { ca: tls.ca, cert: tls.cert, key: tls.key, servername: sniName(this.address) }
         : {}),
     });
-    session.once('connect', () => session.setLocalWindowSize(DOWNLOAD_CONNECTION_WINDOW));
+    session.once('connect', () => {
+      // A session destroyed during its handshake (a call cancelled at once) still emits it.
+      if (!session.destroyed) session.setLocalWindowSize(DOWNLOAD_CONNECTION_WINDOW);
+    });
     // Failures reach the calls through their streams; an unhandled session error would crash.
     session.on('error', () => undefined);
     clearInterval(this.keepalive);
