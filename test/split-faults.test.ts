@@ -60,6 +60,13 @@ interface Proc {
   exited: Promise<void>;
 }
 
+/** The backends the kill tests run on: RocksDB, and memory with every write synced. */
+const KILL_BACKENDS = {
+  rocksdb: ['--backend', 'rocksdb'],
+  memory: ['--backend', 'memory', '--wal-fsync', 'always'],
+} as const;
+type KillBackend = keyof typeof KILL_BACKENDS;
+
 async function startProc(
   t: ExecutionContext,
   logs: Map<string, string[]>,
@@ -67,10 +74,11 @@ async function startProc(
   address: string,
   extra: readonly string[],
   dataDir?: string,
+  backend: KillBackend = 'rocksdb',
 ): Promise<Proc> {
   const node = await serve(
     t,
-    ['--listen', address, '--backend', 'rocksdb', '--log-level', 'info', ...extra],
+    ['--listen', address, ...KILL_BACKENDS[backend], '--log-level', 'info', ...extra],
     dataDir,
   );
   const lines = logs.get(name) ?? [];
@@ -260,6 +268,7 @@ async function killDuringMigration(
   t: ExecutionContext,
   victim: Victim,
   phase: KillPhase,
+  backend: KillBackend = 'rocksdb',
 ): Promise<void> {
   const logs = new Map<string, string[]>();
   t.teardown(() => {
@@ -269,8 +278,16 @@ async function killDuringMigration(
   });
   const [sourceAddress, targetAddress] = await Promise.all([freeAddress(), freeAddress()]);
   const procs = {
-    source: await startProc(t, logs, 'source', sourceAddress, []),
-    target: await startProc(t, logs, 'target', targetAddress, ['--slots', 'none']),
+    source: await startProc(t, logs, 'source', sourceAddress, [], undefined, backend),
+    target: await startProc(
+      t,
+      logs,
+      'target',
+      targetAddress,
+      ['--slots', 'none'],
+      undefined,
+      backend,
+    ),
   };
   t.is(procs.source.address, sourceAddress, '--listen given in the extra args wins');
   t.is(procs.target.address, targetAddress);
@@ -339,7 +356,7 @@ async function killDuringMigration(
   const victimDir = procs[victim].dataDir;
   const importAtKill = victim === 'target' ? (await ownershipDoc(victimDir)).imports : undefined;
   // Restart on the same address and data dir. No --slots: ownership.json is authoritative.
-  procs[victim] = await startProc(t, logs, victim, procs[victim].address, [], victimDir);
+  procs[victim] = await startProc(t, logs, victim, procs[victim].address, [], victimDir, backend);
 
   const outcome = await within(migration, 45_000, 'the interrupted migration');
   const ackedAtRestart = writer.acked;
@@ -445,6 +462,20 @@ for (const victim of ['source', 'target'] as const) {
       async (t) => {
         t.timeout(90_000);
         await killDuringMigration(t, victim, phase);
+      },
+    );
+  }
+}
+
+// The same kills with memory nodes that log every write (`--wal-fsync always`): a node
+// killed at any point of a split restarts with every write it acknowledged.
+for (const victim of ['source', 'target'] as const) {
+  for (const phase of ['CATCH_UP', 'HANDOFF_PAUSED', 'HANDOFF_COMMITTED'] as const) {
+    test.serial(
+      `memory nodes with a write-ahead log: killing the ${victim} during ${phase} keeps every acked write`,
+      async (t) => {
+        t.timeout(90_000);
+        await killDuringMigration(t, victim, phase, 'memory');
       },
     );
   }
