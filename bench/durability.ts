@@ -61,6 +61,25 @@ import {
 
 type Attempt = (n: number, body: () => Promise<Row>) => Promise<void>;
 
+/** `shardsnap load` of `keys` string keys into `address`, as every row loads them. */
+function loadArgs(address: string, keys: number, config: BenchConfig): string[] {
+  return [
+    'load',
+    '--to',
+    address,
+    '--keys',
+    String(keys),
+    '--value-size',
+    String(config.durabilityValueSize),
+    '--types',
+    'string',
+    '--seed',
+    String(config.seed),
+    '--concurrency',
+    String(CONCURRENCY),
+  ];
+}
+
 export const DURABILITY_ROWS: Record<number, [string, string]> = {
   32: [
     'durability: write keys/s, --wal-fsync everysec vs --no-wal',
@@ -160,21 +179,7 @@ async function oursLoad(
   try {
     await client.stats();
     const cli = await runShardsnap(
-      [
-        'load',
-        '--to',
-        node.address,
-        '--keys',
-        String(keys),
-        '--value-size',
-        String(config.durabilityValueSize),
-        '--types',
-        'string',
-        '--seed',
-        String(config.seed),
-        '--concurrency',
-        String(CONCURRENCY),
-      ],
+      loadArgs(node.address, keys, config),
       config.durabilityStepTimeoutMs,
       'shardsnap load',
     );
@@ -491,21 +496,7 @@ async function oursRestart(
   try {
     log(`  ours: loading ${formatCount(keys)} keys into node pid ${first.pid} (${first.address})`);
     const loaded = await runShardsnap(
-      [
-        'load',
-        '--to',
-        first.address,
-        '--keys',
-        String(keys),
-        '--value-size',
-        String(config.durabilityValueSize),
-        '--types',
-        'string',
-        '--seed',
-        String(config.seed),
-        '--concurrency',
-        String(CONCURRENCY),
-      ],
+      loadArgs(first.address, keys, config),
       timeoutMs,
       'shardsnap load',
     );

@@ -1,5 +1,4 @@
-import type * as grpc from '@grpc/grpc-js';
-import { type SlotRange, abortError, throwIfAborted } from '../core';
+import type { SlotRange } from '../core';
 import type { Store } from '../store';
 import type { AbortHandoffResponse__Output } from '../generated/shardsnap/v1/AbortHandoffResponse';
 import type { CommitHandoffResponse__Output } from '../generated/shardsnap/v1/CommitHandoffResponse';
@@ -8,16 +7,13 @@ import type { ShardStats__Output } from '../generated/shardsnap/v1/ShardStats';
 import { type ChangeStreamBatch, streamChanges } from '../transfer/change-stream';
 import { type PullOptions, pullIntoStore } from '../transfer/pull';
 import { createSnapshot, deleteRemoteSnapshot } from '../transfer/remote-snapshot';
-import { Connection, call } from '../wire/connection';
+import { Connection } from '../wire/connection';
+import type { CallOptions } from '../wire/call-options';
+import { unary } from '../wire/unary';
 import type { ClientSecurity } from '../wire/security';
 
-/** Every call to the source takes these; both are optional. */
-export interface PeerCallOptions {
-  /** Cancels the call; it then rejects with `abortError(signal)`. */
-  signal?: AbortSignal;
-  /** The call's gRPC deadline, from now. */
-  deadlineMs?: number;
-}
+/** Every call to the source takes these (the client's CallOptions); both are optional. */
+export type PeerCallOptions = CallOptions;
 
 export interface SourceStats {
   seq: number;
@@ -56,7 +52,8 @@ export class SourcePeer {
   }
 
   async stats(options: PeerCallOptions = {}): Promise<SourceStats> {
-    const stats = await this.unary<ShardStats__Output>(
+    const stats = await unary<ShardStats__Output>(
+      undefined,
       'Stats',
       (callOptions, cb) => this.conn.shard.Stats({}, callOptions, cb),
       options,
@@ -119,7 +116,8 @@ export class SourcePeer {
     request: { migrationId: string; slots: SlotRange[]; target: string; maxPauseMs: number },
     options: PeerCallOptions = {},
   ): Promise<{ seq: number; incarnation: string }> {
-    const prepared = await this.unary<PrepareHandoffResponse__Output>(
+    const prepared = await unary<PrepareHandoffResponse__Output>(
+      undefined,
       'PrepareHandoff',
       (callOptions, cb) => this.conn.migration.PrepareHandoff(request, callOptions, cb),
       options,
@@ -129,7 +127,8 @@ export class SourcePeer {
 
   /** Makes a prepared handoff final on the source; a repeated commit answers the same. */
   async commitHandoff(migrationId: string, options: PeerCallOptions = {}): Promise<HandoffCommit> {
-    const committed = await this.unary<CommitHandoffResponse__Output>(
+    const committed = await unary<CommitHandoffResponse__Output>(
+      undefined,
       'CommitHandoff',
       (callOptions, cb) => this.conn.migration.CommitHandoff({ migrationId }, callOptions, cb),
       options,
@@ -150,7 +149,8 @@ export class SourcePeer {
     handedTo: { slots: SlotRange[]; target: string } | undefined,
     options: PeerCallOptions = {},
   ): Promise<{ aborted: boolean; committed: boolean }> {
-    const answer = await this.unary<AbortHandoffResponse__Output>(
+    const answer = await unary<AbortHandoffResponse__Output>(
+      undefined,
       'AbortHandoff',
       (callOptions, cb) =>
         this.conn.migration.AbortHandoff(
@@ -165,24 +165,5 @@ export class SourcePeer {
 
   close(): void {
     this.conn.close();
-  }
-
-  private async unary<Res>(
-    method: string,
-    invoke: (
-      callOptions: grpc.CallOptions,
-      callback: (error: grpc.ServiceError | null, response?: Res) => void,
-    ) => grpc.ClientUnaryCall,
-    { signal, deadlineMs }: PeerCallOptions,
-  ): Promise<Res> {
-    throwIfAborted(signal);
-    const callOptions: grpc.CallOptions =
-      deadlineMs === undefined ? {} : { deadline: new Date(Date.now() + deadlineMs) };
-    try {
-      return await call<Res>(method, (cb) => invoke(callOptions, cb), signal);
-    } catch (error) {
-      if (signal?.aborted) throw abortError(signal);
-      throw error;
-    }
   }
 }

@@ -28,7 +28,7 @@ import {
   sameSlots,
   writePartState,
 } from './part-state';
-import { createSnapshot, deleteRemoteSnapshot, getSnapshot } from './remote-snapshot';
+import { deleteRemoteSnapshot, getSnapshot, snapshotToRead } from './remote-snapshot';
 
 export { type FetchPhase, type FetchStatus } from './fetch-status';
 export * from './fetch-to-stream';
@@ -137,18 +137,7 @@ export async function fetchToFile(
     ({ state, info } = resumed);
   } else {
     // An unknown id fails here, before anything is written.
-    info = options.snapshotId
-      ? await getSnapshot(conn, options.snapshotId, { signal: options.signal })
-      : await createSnapshot(
-          conn,
-          {
-            slots: options.slots ?? [],
-            strategy: options.strategy,
-            compression: options.compression,
-            ...(options.sinceSeq !== undefined ? { sinceSeq: options.sinceSeq } : {}),
-          },
-          { signal: options.signal },
-        );
+    info = await snapshotToRead(conn, options, { signal: options.signal });
     state = {
       snapshotId: info.id,
       address: conn.address,

@@ -14,7 +14,7 @@ import { sha256Stream } from '../snapshot/sha256-stream';
 import type { Connection } from '../wire/connection';
 import { type FetchStatus, FetchReporter } from './fetch-status';
 import { NodeFetch } from './node-source';
-import { createSnapshot, deleteRemoteSnapshot, getSnapshot } from './remote-snapshot';
+import { deleteRemoteSnapshot, snapshotToRead } from './remote-snapshot';
 
 export interface FetchToStreamOptions {
   /** Fetch this snapshot; otherwise a new one of `slots` is created (and deleted after). */
@@ -54,18 +54,7 @@ export async function fetchToStream(
   options: FetchToStreamOptions = {},
 ): Promise<FetchToStreamResult> {
   const created = options.snapshotId === undefined;
-  const first = options.snapshotId
-    ? await getSnapshot(conn, options.snapshotId, { signal: options.signal })
-    : await createSnapshot(
-        conn,
-        {
-          slots: options.slots ?? [],
-          strategy: options.strategy,
-          compression: options.compression,
-          ...(options.sinceSeq !== undefined ? { sinceSeq: options.sinceSeq } : {}),
-        },
-        { signal: options.signal },
-      );
+  const first = await snapshotToRead(conn, options, { signal: options.signal });
   const reporter = new FetchReporter(conn, first.id, options);
   reporter.observe(first);
   // A sink that fails (a closed pipe) stops the fetch rather than crashing the process.

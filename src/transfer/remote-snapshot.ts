@@ -68,3 +68,17 @@ export async function deleteRemoteSnapshot(conn: Connection, id: string): Promis
     { deadlineMs: 5_000 },
   ).catch(() => undefined);
 }
+
+/**
+ * The snapshot a transfer reads: the one named by `snapshotId` (an unknown id fails here,
+ * before the transfer writes anything), or a new one of the request's slots.
+ */
+export function snapshotToRead(
+  conn: Connection,
+  request: CreateSnapshotOptions & { snapshotId?: string },
+  options: CallOptions = {},
+): Promise<SnapshotInfo__Output> {
+  return request.snapshotId
+    ? getSnapshot(conn, request.snapshotId, options)
+    : createSnapshot(conn, request, options);
+}
