@@ -198,14 +198,18 @@ async function runBuild(
     status =
       entry.deleted || isShardsnapError(error, ErrorCodes.cancelled) ? 'cancelled' : 'failed';
     await writer?.abandon();
-    entry.meta.state = 'FAILED';
-    entry.meta.error = error instanceof Error ? error.message : String(error);
-    entry.failure = error;
     written = entry.meta.bytesWritten;
     if (!entry.deleted) {
       await catalog.discardArtifact(entry).catch(() => undefined);
       // Its file is gone: it no longer takes room in the spool.
       entry.meta.bytesWritten = 0;
+    }
+    // FAILED only now: a caller who sees it and creates another snapshot finds the
+    // spool without this build's bytes.
+    entry.meta.state = 'FAILED';
+    entry.meta.error = error instanceof Error ? error.message : String(error);
+    entry.failure = error;
+    if (!entry.deleted) {
       await catalog.saveManifest(entry).catch(() => undefined);
       ctx.onError?.(error, `building snapshot ${entry.meta.id}`);
     }
