@@ -1,7 +1,7 @@
 # Each target installs what is missing first, so `make demo` and `make test` work on a
 # fresh Debian/Ubuntu machine with Node 20.
 SHELL := /bin/bash
-SYSTEM_PACKAGES ?= build-essential python3 librocksdb-dev rocksdb-tools openssl tmux python3-grpcio python3-grpc-tools python3-protobuf jq
+SYSTEM_PACKAGES ?= build-essential python3 librocksdb-dev rocksdb-tools openssl tmux python3-grpcio python3-grpc-tools python3-protobuf jq etcd-server etcd-client
 BENCH_PACKAGES ?= redis-server redis-tools
 STAMP := node_modules/.shardsnap-installed
 NATIVE := native/build/Release/shardsnap_rocksdb.node native/build/Release/shardsnap_segments.node

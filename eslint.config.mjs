@@ -19,7 +19,9 @@ const LAYERS = [
   ['archive'],
   ['transfer'],
   ['migration'],
-  ['server', 'client'],
+  ['client'],
+  ['cluster'],
+  ['server'],
   ['cli'],
 ];
 const layerZones = LAYERS.flatMap((folders, level) =>

@@ -170,7 +170,7 @@ export function defaultReshardTimeoutMs(keys: number, valueBytes: number): numbe
 
 // --------------------------------------------------------------------------- nodes
 
-interface ClusterNode {
+export interface ClusterNode {
   name: string;
   pid: number;
   port: number;
@@ -247,7 +247,7 @@ async function spawnClusterNode(name: string, dir: string): Promise<ClusterNode>
 }
 
 /** Starts a cluster-mode redis-server in its own dir; a port taken meanwhile gets a retry. */
-async function startClusterNode(name: string, dir: string): Promise<ClusterNode> {
+export async function startClusterNode(name: string, dir: string): Promise<ClusterNode> {
   await mkdir(dir, { recursive: true });
   for (let attempt = 1; ; attempt++) {
     try {
@@ -261,7 +261,7 @@ async function startClusterNode(name: string, dir: string): Promise<ClusterNode>
   }
 }
 
-async function stopClusterNode(node: ClusterNode): Promise<void> {
+export async function stopClusterNode(node: ClusterNode): Promise<void> {
   node.conn.close();
   await stopProcess(node.pid, 5_000);
 }
@@ -292,7 +292,7 @@ function parseClusterNodes(text: string): NodeLine[] {
 }
 
 /** `true` once the condition holds, otherwise what is still missing (for the timeout error). */
-async function waitFor(
+export async function waitFor(
   what: string,
   timeoutMs: number,
   check: () => Promise<true | string>,
@@ -313,7 +313,7 @@ async function waitFor(
  * Both nodes are in each other's view, connected, `cluster_state:ok`, no slot open, and
  * they agree on who owns which slots — what `redis-cli --cluster check` wants to see.
  */
-async function clusterSettled(nodes: readonly ClusterNode[]): Promise<true | string> {
+export async function clusterSettled(nodes: readonly ClusterNode[]): Promise<true | string> {
   const views: string[] = [];
   for (const node of nodes) {
     if (node.exited())
@@ -341,7 +341,7 @@ async function clusterSettled(nodes: readonly ClusterNode[]): Promise<true | str
 }
 
 /** CLUSTER SLOTS of one node as owner id → ranges, sorted. */
-async function slotOwners(node: ClusterNode): Promise<Map<string, SlotRange[]>> {
+export async function slotOwners(node: ClusterNode): Promise<Map<string, SlotRange[]>> {
   const reply = await node.conn.ok(['CLUSTER', 'SLOTS']);
   const owners = new Map<string, SlotRange[]>();
   if (!Array.isArray(reply)) throw new Error('CLUSTER SLOTS: unexpected reply');
@@ -359,7 +359,7 @@ async function slotOwners(node: ClusterNode): Promise<Map<string, SlotRange[]>> 
 }
 
 /** Sum of COUNTKEYSINSLOT over a slot range, pipelined. */
-async function keysInSlots(
+export async function keysInSlots(
   node: ClusterNode,
   range: SlotRange,
   timeoutMs: number,
@@ -377,7 +377,7 @@ async function keysInSlots(
   return total;
 }
 
-async function commandCalls(node: ClusterNode, command: string): Promise<number> {
+export async function commandCalls(node: ClusterNode, command: string): Promise<number> {
   const info = await node.conn.text(['INFO', 'commandstats']);
   return Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
 }
@@ -407,7 +407,7 @@ function keysOfRange(
   return { indices, keyBytes };
 }
 
-async function loadSource(
+export async function loadSource(
   node: ClusterNode,
   options: Required<Pick<RedisReshardOptions, 'keys' | 'valueBytes' | 'seed' | 'data'>>,
   timeoutMs: number,
@@ -776,7 +776,7 @@ function parseArgs(argv: readonly string[]): {
   return out;
 }
 
-function jsonSafe(value: unknown): unknown {
+export function jsonSafe(value: unknown): unknown {
   if (typeof value === 'number') return Number.isFinite(value) ? round(value) : null;
   if (Array.isArray(value)) return value.map(jsonSafe);
   if (value && typeof value === 'object')

@@ -44,6 +44,7 @@ import {
   strategiesWith,
   unaryCode,
 } from './helpers/harness';
+import { topologyChanged } from '../src/cluster';
 
 /** The gRPC status each code travels as. */
 const STATUS_OF: Record<string, grpc.status> = {
@@ -57,6 +58,7 @@ const STATUS_OF: Record<string, grpc.status> = {
   [ErrorCodes.resourceExhausted]: grpc.status.RESOURCE_EXHAUSTED,
   [ErrorCodes.internal]: grpc.status.INTERNAL,
   [ErrorCodes.deadlineExceeded]: grpc.status.DEADLINE_EXCEEDED,
+  [ErrorCodes.alreadyExists]: grpc.status.ALREADY_EXISTS,
 };
 
 const BAD_RANGES = [
@@ -496,6 +498,33 @@ const REASON_CASES: ErrorCase[] = [
   { name: 'catalogFull', error: () => new CatalogFullError('too many snapshots') },
   { name: 'noSpace', error: () => noSpace('no space left', '/data/snapshots/x/artifact') },
   { name: 'shuttingDown', error: () => shuttingDown() },
+  {
+    name: 'migrationExists',
+    error: () =>
+      new ShardsnapError(ErrorCodes.alreadyExists, 'migration m1-ab is known', {
+        reason: ErrorReasons.migrationExists,
+        metadata: { migration_id: 'm1-ab' },
+      }),
+  },
+  {
+    name: 'controllerBusy',
+    error: () =>
+      failedPrecondition('controller ctl-a holds the lead', {
+        reason: ErrorReasons.controllerBusy,
+        metadata: { holder: 'ctl-a', purpose: 'rebalance', since_ms: 1 },
+      }),
+  },
+  { name: 'topologyChanged', error: () => topologyChanged(3, 5, false) },
+  { name: 'notLeader', error: () => topologyChanged(5, 5, true) },
+  {
+    name: 'etcdUnavailable',
+    error: () =>
+      new ShardsnapError(ErrorCodes.unavailable, 'etcd did not answer', {
+        reason: ErrorReasons.etcdUnavailable,
+        metadata: { endpoints: '127.0.0.1:2379' },
+        retryAfterMs: 1_000,
+      }),
+  },
 ];
 
 const OTHER_CASES: ErrorCase[] = [

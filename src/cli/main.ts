@@ -1,5 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerArchive } from './commands/archive';
+import { CLUSTER_ENV, ETCD_ENV, registerCluster } from './commands/cluster';
+import { registerController } from './commands/controller';
 import { registerData } from './commands/data';
 import { registerDemo } from './commands/demo';
 import { registerServe } from './commands/serve';
@@ -43,6 +45,8 @@ export function buildProgram(options: ProgramOptions = {}): Command {
   registerSnapshots(program);
   registerArchive(program);
   registerSplit(program);
+  registerCluster(program);
+  registerController(program);
   registerDemo(program);
   addClientOptionsEverywhere(program);
   return program;
@@ -54,11 +58,13 @@ Environment:
                              or split --target is not given
   ${TOKEN_ENV}            bearer token of the calls when --token is not given
   ${CONNECT_TIMEOUT_ENV}  --connect-timeout when not given (e.g. 10s)
+  ${ETCD_ENV}             cluster and controller --etcd when not given
+  ${CLUSTER_ENV}          cluster and controller --cluster when not given
 
 Exit codes: 0 ok, 1 internal, 2 usage or invalid argument, 3 not found, 4 data loss,
-5 failed precondition (MOVED), 6 resource exhausted, 7 unavailable (TRYAGAIN, a node
-that cannot be reached, deadline exceeded), 8 cancelled, 9 permission denied or
-unauthenticated.`;
+5 failed precondition (MOVED, CONTROLLER_BUSY, TOPOLOGY_CHANGED), 6 resource exhausted,
+7 unavailable (TRYAGAIN, a node that cannot be reached, deadline exceeded), 8 cancelled,
+9 permission denied or unauthenticated.`;
 
 /** Commands that talk to no node over gRPC, or run nodes themselves. */
 const NO_CLIENT = new Set(['serve', 'demo', 'verify', 'unpack']);

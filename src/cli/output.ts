@@ -20,6 +20,7 @@ export const EXIT_CODES: Record<ErrorCode | 'usage', number> = {
   [ErrorCodes.tryAgain]: 7,
   [ErrorCodes.deadlineExceeded]: 7,
   [ErrorCodes.unimplemented]: 1,
+  [ErrorCodes.alreadyExists]: 5,
 };
 
 export interface OutputOptions {

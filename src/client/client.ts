@@ -43,6 +43,7 @@ import type {
   ReadValue,
   ShardStats,
   SnapshotInfo,
+  Topology,
 } from './responses';
 
 export interface ClientOptions {
@@ -118,6 +119,19 @@ export class ShardsnapClient {
       'Digest',
       (callOptions, cb) =>
         this.connection.shard.Digest({ slots: [...(request.slots ?? [])] }, callOptions, cb),
+      options,
+    );
+  }
+
+  /**
+   * The node's slot map: who owns which slots and where to dial them, as the cluster's
+   * topology says (version > 0) or, outside a cluster, as the node itself knows (version 0).
+   */
+  topology(_request: EmptyRequest = {}, options: CallOptions = {}): Promise<Topology> {
+    return unary<Topology>(
+      this.connection,
+      'Topology',
+      (callOptions, cb) => this.connection.shard.Topology({}, callOptions, cb),
       options,
     );
   }

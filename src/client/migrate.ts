@@ -53,6 +53,7 @@ export function migrationEvents(
             source: request.source,
             slots: [...request.slots],
             maxPauseMs: request.maxPauseMs ?? 0,
+            migrationId: request.migrationId ?? '',
           },
           callOptions,
         ),

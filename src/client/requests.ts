@@ -132,6 +132,11 @@ export interface MigrateSlotsRequest {
   slots: readonly SlotRange[];
   /** Longest write pause the handoff may cause (default 1000 ms on the node). */
   maxPauseMs?: number;
+  /**
+   * The migration's id, chosen by the caller so that a retry finds the migration instead
+   * of starting another (1 to 64 of A-Z a-z 0-9 . _ -); default: the node picks one.
+   */
+  migrationId?: string;
 }
 
 export interface MigrationRequest {

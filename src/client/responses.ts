@@ -1,3 +1,4 @@
+import type { SlotRange } from '../core';
 import type { ArchiveInfo__Output } from '../generated/shardsnap/v1/ArchiveInfo';
 import type { ArchiveProgress__Output } from '../generated/shardsnap/v1/ArchiveProgress';
 import type { DigestResponse__Output } from '../generated/shardsnap/v1/DigestResponse';
@@ -28,4 +29,29 @@ export interface FetchedChunk {
   data: Buffer;
   /** Size of the whole artifact; 0 while the snapshot is still being built. */
   totalBytes: number;
+}
+
+/** Slots `start..end` (inclusive) and the node that owns them, as Topology tells. */
+export interface SlotOwner {
+  start: number;
+  end: number;
+  /** Empty when the owner is known by its address only. */
+  nodeId: string;
+  /** host:port to dial; empty when the node is not registered. */
+  address: string;
+}
+
+/** A node's slot map (the Topology call). */
+export interface Topology {
+  /** Of the cluster's topology; 0 when the node is not in a cluster (its own view). */
+  version: number;
+  cluster: string;
+  /** The node that answered. */
+  nodeId: string;
+  /** Ascending, non-overlapping; slots nobody is known to own are absent. */
+  slots: SlotOwner[];
+  /** What the answering node serves right now. */
+  owned: SlotRange[];
+  /** Slot ranges being imported by the answering node. */
+  importing: SlotRange[];
 }

@@ -31,6 +31,8 @@ export const ErrorCodes = {
   tryAgain: 'try_again',
   /** The method is not implemented by this node or backend. */
   unimplemented: 'unimplemented',
+  /** What the call would create exists already (a migration id in use). */
+  alreadyExists: 'already_exists',
   internal: 'internal',
 } as const;
 
@@ -74,6 +76,16 @@ export const ErrorReasons = {
   noSpace: 'NO_SPACE',
   /** The node is draining for shutdown. */
   shuttingDown: 'SHUTTING_DOWN',
+  /** metadata: migration_id. A migration with this id is running or finished on the node. */
+  migrationExists: 'MIGRATION_EXISTS',
+  /** metadata: holder, since. Another controller holds the cluster's leader lease. */
+  controllerBusy: 'CONTROLLER_BUSY',
+  /** metadata: expected, actual. The topology changed since the change was planned. */
+  topologyChanged: 'TOPOLOGY_CHANGED',
+  /** This controller lost the leader lease; another one acts now. */
+  notLeader: 'NOT_LEADER',
+  /** metadata: endpoints. etcd did not answer. */
+  etcdUnavailable: 'ETCD_UNAVAILABLE',
 } as const;
 
 export type ErrorReason = (typeof ErrorReasons)[keyof typeof ErrorReasons] | Uppercase<string>;

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   ErrorCodes,
+  ErrorReasons,
   type SlotRange,
   ShardsnapError,
   type Throttle,
@@ -47,15 +48,20 @@ export class MigrationRegistry {
     return [...this.jobs.values()].filter((job) => !job.finished).length;
   }
 
+  /**
+   * Starts a migration. `id`, when given, is the caller's (a controller's): it must be
+   * new to this node, so that a retried call cannot start the same migration twice.
+   */
   start(
-    request: { source: string; slots: SlotRange[]; maxPauseMs: number },
+    request: { source: string; slots: SlotRange[]; maxPauseMs: number; id?: string },
     options: { throttle?: Throttle } = {},
   ): MigrationJob {
     const { ownership } = this.deps;
-    const { source, slots } = request;
+    const { source, slots, maxPauseMs } = request;
     if (this.stopping.signal.aborted) {
       throw new ShardsnapError(ErrorCodes.unavailable, 'node is stopping');
     }
+    if (request.id !== undefined) this.requireNewId(request.id);
     if (source === this.deps.address) {
       throw invalidArgument(`source ${source} is this node`);
     }
@@ -78,7 +84,7 @@ export class MigrationRegistry {
         );
       }
     }
-    const id = `mig-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+    const id = request.id ?? `mig-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
     const job = new MigrationJob(
       {
         ...this.deps,
@@ -86,11 +92,24 @@ export class MigrationRegistry {
         stopSignal: this.stopping.signal,
         ...(options.throttle ? { throttle: options.throttle } : {}),
       },
-      { id, ...request },
+      { id, source, slots, maxPauseMs },
     );
     this.jobs.set(id, job);
     this.trim();
     return job;
+  }
+
+  /** ALREADY_EXISTS for an id this node runs, ran (among those kept) or has an import of. */
+  private requireNewId(id: string): void {
+    const known =
+      this.jobs.has(id) || this.deps.ownership.imports().some((record) => record.id === id);
+    if (known) {
+      throw new ShardsnapError(
+        ErrorCodes.alreadyExists,
+        `migration ${id} already exists on this node; GetMigration tells how it went`,
+        { reason: ErrorReasons.migrationExists, metadata: { migration_id: id } },
+      );
+    }
   }
 
   get(id: string): MigrationJob {

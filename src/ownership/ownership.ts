@@ -68,12 +68,17 @@ export class Ownership {
    * every slot) and the file is written. With the file, `initial` must agree with it:
    * ownership changes by handoffs, not by restarting a node with other flags.
    */
-  static async load(dataDir: string, initial?: readonly SlotRange[]): Promise<Ownership> {
+  static async load(
+    dataDir: string,
+    initial?: readonly SlotRange[],
+    options: { emptyWhenNew?: boolean } = {},
+  ): Promise<Ownership> {
     const file = ownershipFile(dataDir);
     const wanted = initial === undefined ? undefined : normalizeRanges(initial);
     const stored = await readOwnershipFile(file);
     if (!stored) {
-      const state = initialState(wanted ?? ALL_SLOTS);
+      // A node joining a cluster owns nothing until the topology gives it slots.
+      const state = initialState(wanted ?? (options.emptyWhenNew ? [] : ALL_SLOTS));
       await persist(file, state);
       return new Ownership(file, state);
     }
@@ -290,6 +295,23 @@ export class Ownership {
     this.releaseHold(id);
   }
 
+  /**
+   * True while this node has never owned or given away a slot: nothing owned, imported,
+   * transferred or left to clean up. Only such a node may take slots from a cluster
+   * topology without a handoff; one that gave its slots away owns nothing too, but the
+   * topology may not have caught up with that yet.
+   */
+  isBlank(): boolean {
+    const s = this.state;
+    return (
+      !this.seeding &&
+      this.ownedRanges.length === 0 &&
+      s.imports.length === 0 &&
+      s.transfers.length === 0 &&
+      !s.cleanup.includes(1)
+    );
+  }
+
   imports(): ImportRecord[] {
     return this.state.imports.map(copyImport);
   }
@@ -320,6 +342,27 @@ export class Ownership {
       fillOwners(s, ranges, address);
       return changed;
     });
+  }
+
+  /**
+   * Takes the owners of the slots this node does not own from the cluster topology
+   * (`addresses[slot]`, undefined where unknown), for MOVED answers. Slots it owns are
+   * not touched: ownership moves by handoffs only. Resolves whether anything changed.
+   */
+  async followTopology(addresses: ReadonlyArray<string | undefined>): Promise<boolean> {
+    let changed = false;
+    await this.mutate((s) => {
+      for (let slot = 0; slot <= MAX_SLOT; slot++) {
+        const address = addresses[slot];
+        if (s.owned[slot] === 1 || address === undefined || s.owners[slot] === address) continue;
+        // An import in progress keeps sending clients to its source until it completes.
+        if (s.imports.some((r) => r.slots.some((x) => x.start <= slot && slot <= x.end))) continue;
+        s.owners[slot] = address;
+        changed = true;
+      }
+      return changed;
+    });
+    return changed;
   }
 
   /**

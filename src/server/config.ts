@@ -77,6 +77,11 @@ export interface NodeConfig {
   localSnapshotKeep: number;
   /** A new WAL segment file starts past this size (whole segments are what snapshots free). */
   walSegmentBytes: number;
+  /**
+   * Join a cluster whose topology lives in etcd (`--etcd ENDPOINTS --cluster NAME`): the
+   * node registers under a lease of `leaseTtlSeconds` and follows the topology.
+   */
+  cluster?: { etcd: string; name: string; leaseTtlSeconds: number };
 }
 
 export type WalFsync = 'always' | 'everysec' | 'never' | 'off';
@@ -110,6 +115,16 @@ export const DEFAULT_CONFIG: Omit<NodeConfig, 'dataDir'> = {
 export function resolveConfig(partial: Partial<NodeConfig> & { dataDir: string }): NodeConfig {
   const config = { ...DEFAULT_CONFIG, ...partial };
   parseHostPort(config.listen);
+  if (config.cluster) {
+    if (config.slots !== undefined) {
+      throw invalidArgument(
+        '--slots does not go with --etcd: in a cluster the topology assigns the slots',
+      );
+    }
+    if (!Number.isInteger(config.cluster.leaseTtlSeconds) || config.cluster.leaseTtlSeconds < 1) {
+      throw invalidArgument(`--etcd-lease-ttl must be a positive number of seconds`);
+    }
+  }
   if (!Number.isInteger(config.maxConcurrentBuilds) || config.maxConcurrentBuilds < 1) {
     throw invalidArgument(
       `max concurrent builds must be a positive integer, got ${config.maxConcurrentBuilds}`,

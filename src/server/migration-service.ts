@@ -44,6 +44,22 @@ function maxPause(ms: number | undefined): number {
   return value;
 }
 
+const MIGRATION_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+/**
+ * The caller's migration id (undefined: the node picks one). Ids travel in logs, error
+ * metadata and the ownership file, so only plain characters are taken.
+ */
+function callerMigrationId(id: string | undefined): string | undefined {
+  if (!id) return undefined;
+  if (!MIGRATION_ID.test(id)) {
+    throw invalidArgument(
+      `MigrateSlots: migration id ${JSON.stringify(id.slice(0, 80))} must be 1 to 64 of A-Z a-z 0-9 . _ -`,
+    );
+  }
+  return id;
+}
+
 /** Waits up to `ms` for the job to end (a cancel returns once the cleanup is done). */
 async function settled(job: MigrationJob, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
@@ -62,12 +78,18 @@ export function migrationService(node: MigrationContext, hooks: CallHooks): Migr
       const slots = requiredSlots(request.slots, 'MigrateSlots');
       if (!request.source) throw invalidArgument('MigrateSlots: source is required');
       parseHostPort(request.source);
+      const id = callerMigrationId(request.migrationId);
       await checkPeer(node, request.source, 'MigrateSlots');
       const transfer = node.transfers.begin('recv', 'MigrateSlots');
       let job: MigrationJob;
       try {
         job = node.migrations.start(
-          { source: request.source, slots, maxPauseMs: maxPause(request.maxPauseMs) },
+          {
+            source: request.source,
+            slots,
+            maxPauseMs: maxPause(request.maxPauseMs),
+            ...(id === undefined ? {} : { id }),
+          },
           { throttle: transfer },
         );
       } catch (error) {

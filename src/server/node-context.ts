@@ -8,6 +8,7 @@ import type { ClientSecurity } from '../wire/security';
 import type { NodeConfig } from './config';
 import type { PeerPolicy } from './security/peer-policy';
 import type { NodeMetrics } from './metrics';
+import type { TopologyAnswer } from './topology-answer';
 import type { Transfers } from './transfers';
 
 /** What the services of a node share. */
@@ -35,4 +36,6 @@ export interface NodeContext {
   readonly metrics: NodeMetrics;
   /** Counts one foreground write's latency (metrics, and the adaptive transfer rate). */
   recordWrite(seconds: number): void;
+  /** The slot map this node gives clients to route by (the Topology RPC). */
+  topology(): TopologyAnswer;
 }

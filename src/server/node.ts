@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
+import { hostname, totalmem } from 'node:os';
 import { mkdir, stat } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
@@ -34,6 +34,8 @@ import { type TransferLimits, transferLimits } from './transfer-limits';
 import type { Transfers } from './transfers';
 import type { NodeContext } from './node-context';
 import { shardService } from './shard-service';
+import { ClusterMember, clusterIdentity } from '../cluster';
+import { type TopologyAnswer, standaloneTopology } from './topology-answer';
 import { chunkSerializer } from './chunk-serializer';
 import { addIntrospection } from './introspection';
 import { migrationService } from './migration-service';
@@ -72,6 +74,7 @@ export class ShardNode implements NodeContext {
   /** The node's Prometheus metrics (served when `metricsListen` is set). */
   metrics!: NodeMetrics;
   private metricsEndpoint: MetricsEndpoint | undefined;
+  private member: ClusterMember | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -114,6 +117,24 @@ export class ShardNode implements NodeContext {
     this.limits.writeLatencies?.record(seconds * 1000);
   }
 
+  topology(): TopologyAnswer {
+    const own = standaloneTopology({
+      nodeId: this.config.nodeId,
+      address: this.address,
+      ownership: this.ownership,
+    });
+    // Before etcd has answered (a restart while it is down), the node's own view is the best.
+    if (!this.member || this.member.version === 0) return own;
+    // In a cluster the map is the topology's; what this node serves right now is its own.
+    const view = this.member.view();
+    return { ...own, version: view.version, cluster: view.cluster, slots: view.slots };
+  }
+
+  /** The node's membership of a cluster (`--etcd`), when it has one. */
+  get cluster(): ClusterMember | undefined {
+    return this.member;
+  }
+
   /** The archive schedule of `serve --archive-every`, when configured. */
   get archiveScheduler(): ArchiveScheduler | undefined {
     return this.scheduler;
@@ -121,6 +142,11 @@ export class ShardNode implements NodeContext {
 
   static async start(options: StartOptions): Promise<ShardNode> {
     const config = resolveConfig(options);
+    if (config.cluster) {
+      // The topology names nodes by id: in a cluster the id is the data dir's, for good.
+      await mkdir(config.dataDir, { recursive: true });
+      config.nodeId = await clusterIdentity(config.dataDir, config.cluster.name, options.nodeId);
+    }
     const logger = (options.logger ?? pino({ level: config.logLevel }, pino.destination(2))).child({
       nodeId: config.nodeId,
     });
@@ -187,7 +213,9 @@ export class ShardNode implements NodeContext {
         new S3Targets(resolveS3Settings(config.s3), (message, err) =>
           logger.warn({ err }, message),
         );
-      const ownership = await Ownership.load(config.dataDir, config.slots);
+      const ownership = await Ownership.load(config.dataDir, config.slots, {
+        emptyWhenNew: config.cluster !== undefined,
+      });
       await catalog.load();
       const strategies = options.strategies ?? defaultStrategies();
       // Before anything can write: the log must see every change after its start seq.
@@ -303,6 +331,24 @@ export class ShardNode implements NodeContext {
         },
         'node started',
       );
+      if (config.cluster) {
+        node.member = new ClusterMember({
+          endpoints: config.cluster.etcd,
+          cluster: config.cluster.name,
+          node: {
+            id: config.nodeId,
+            address: node.address,
+            backend: config.backend,
+            capacityBytes: totalmem(),
+            startedAtMs: node.startedAtMs,
+            pid: process.pid,
+          },
+          ownership,
+          logger,
+          leaseTtlSeconds: config.cluster.leaseTtlSeconds,
+        });
+        node.member.start();
+      }
       node.migrations.recover();
       node.recovery = recoverOwnership({
         store,
@@ -360,6 +406,8 @@ export class ShardNode implements NodeContext {
   private async shutdown(graceMs: number): Promise<void> {
     this.stopped = true;
     this.introspection?.notServing();
+    // Deregistered first: a controller must not pick a stopping node as a target.
+    await this.member?.close();
     // A scheduled upload already running is a transfer like any other: it gets the grace.
     this.scheduler?.hold();
     const drained = await this.transfers.drain(graceMs);

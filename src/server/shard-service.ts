@@ -50,5 +50,6 @@ export function shardService(node: NodeContext, hooks: CallHooks): ShardHandlers
       const result = await digestStore(node.store, slotRangesFromWire(request.slots), signal);
       return { digest: result.digest, keyCount: result.keyCount, seq: result.seq };
     }),
+    Topology: unary('Topology', hooks, () => Promise.resolve(node.topology())),
   };
 }

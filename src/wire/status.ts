@@ -35,6 +35,7 @@ const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
   [ErrorCodes.tryAgain]: grpc.status.UNAVAILABLE,
   [ErrorCodes.deadlineExceeded]: grpc.status.DEADLINE_EXCEEDED,
   [ErrorCodes.unimplemented]: grpc.status.UNIMPLEMENTED,
+  [ErrorCodes.alreadyExists]: grpc.status.ALREADY_EXISTS,
 };
 
 /**

@@ -49,6 +49,9 @@ interface ServeOptions extends S3Flags {
   localSnapshotWalBytes: number;
   localSnapshotKeep: number;
   walSegmentSize: number;
+  etcd?: string;
+  cluster?: string;
+  etcdLeaseTtl: number;
 }
 
 /** `--wal-fsync always|everysec|never`. */
@@ -267,6 +270,17 @@ export function registerServe(program: Command): void {
       64 * 1024 * 1024,
     )
     .option(
+      '--etcd <endpoints>',
+      'join a cluster whose topology is kept in etcd (host:port[,host:port]); needs --cluster',
+    )
+    .option('--cluster <name>', 'the cluster to join (with --etcd)')
+    .option(
+      '--etcd-lease-ttl <seconds>',
+      "seconds the node's registration outlives its last keepalive",
+      positiveInt,
+      10,
+    )
+    .option(
       '--archive-keep <n>',
       "keep this node's newest N archives, deleting older ones (0 = keep all)",
       positiveInt,
@@ -285,6 +299,9 @@ export function registerServe(program: Command): void {
         ),
       );
       routeProcessWarnings(logger);
+      if (Boolean(options.etcd) !== Boolean(options.cluster)) {
+        throw invalidArgument('--etcd and --cluster go together');
+      }
       const node = await ShardNode.start({
         listen: options.listen,
         backend: options.backend,
@@ -323,11 +340,30 @@ export function registerServe(program: Command): void {
         localSnapshotWalBytes: options.localSnapshotWalBytes,
         localSnapshotKeep: options.localSnapshotKeep,
         walSegmentBytes: options.walSegmentSize,
+        ...(options.etcd && options.cluster
+          ? {
+              cluster: {
+                etcd: options.etcd,
+                name: options.cluster,
+                leaseTtlSeconds: options.etcdLeaseTtl,
+              },
+            }
+          : {}),
       });
       emit(
         globals(command),
-        { ok: true, listening: node.address, backend: node.store.backend },
-        () => `listening on ${node.address}`,
+        {
+          ok: true,
+          listening: node.address,
+          backend: node.store.backend,
+          nodeId: node.config.nodeId,
+          ...(node.config.cluster ? { cluster: node.config.cluster.name } : {}),
+        },
+        () =>
+          `listening on ${node.address}` +
+          (node.config.cluster
+            ? ` as node ${node.config.nodeId} of cluster ${node.config.cluster.name}`
+            : ''),
       );
       const shutdown = (signal: string): void => {
         node.logger.info({ signal, graceMs: shutdownGraceMs }, 'stopping');

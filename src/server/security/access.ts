@@ -12,6 +12,7 @@ export const REQUIRED_ROLE: Readonly<Record<string, Role>> = {
   Read: 'read',
   Stats: 'read',
   Digest: 'read',
+  Topology: 'read',
   GetSnapshot: 'read',
   ListSnapshots: 'read',
   // A read token may delete the snapshots its own calls created (checked by the handler);

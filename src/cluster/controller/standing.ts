@@ -1,0 +1,182 @@
+import { ErrorCodes, ShardsnapError, abortableSleep, asError, isShardsnapError } from '../../core';
+import { etcdCall } from '../etcd';
+import { type OperationRequest, type OperationResult, listRequests } from '../requests';
+import { putOp, commitIf } from '../txn';
+import { Controller, type ControllerOptions, type RunSummary, rebalancePlan } from './controller';
+
+export interface StandingOptions extends Omit<ControllerOptions, 'purpose' | 'waitLeaderMs'> {
+  /** Rebalance by itself whenever the spread is uneven (a node joined or left). */
+  autoRebalance: boolean;
+  /** Look at the cluster at least this often, even without an etcd event. */
+  checkEveryMs: number;
+  /** Ends the controller (SIGTERM): it lets go of the lead. */
+  signal: AbortSignal;
+}
+
+/** A standby waits this long between tries for the lead (the campaign itself polls). */
+const STANDBY_RETRY_MS = 1_000;
+const FOREVER_MS = 2 ** 31 - 1;
+
+/**
+ * `shardsnap controller`: waits for the lead (so several can run, one acting), then keeps
+ * it: settles what a previous controller left, runs the operations queued by `cluster
+ * move|rebalance|remove-node` oldest first, and, with `autoRebalance`, spreads the slots
+ * again when nodes come and go. Losing the lead sends it back to waiting.
+ */
+export async function runStandingController(options: StandingOptions): Promise<void> {
+  const { signal } = options;
+  while (!signal.aborted) {
+    let controller: Controller;
+    try {
+      controller = await Controller.lead({
+        ...options,
+        purpose: 'controller',
+        waitLeaderMs: FOREVER_MS,
+      });
+    } catch (error) {
+      if (signal.aborted) return;
+      options.log?.warn({ err: asError(error) }, 'cannot take the lead; trying again');
+      await abortableSleep(STANDBY_RETRY_MS, signal, 'standby').catch(() => undefined);
+      continue;
+    }
+    try {
+      await actWhileLeader(controller, options);
+    } catch (error) {
+      if (!signal.aborted)
+        options.log?.warn(
+          { err: asError(error) },
+          'controller stopped acting; waiting for the lead again',
+        );
+    } finally {
+      await controller.close();
+    }
+  }
+}
+
+async function actWhileLeader(controller: Controller, options: StandingOptions): Promise<void> {
+  const { conn, keys } = controller;
+  let wake: () => void = () => undefined;
+  const watcher = await etcdCall(conn, 'watching requests and nodes', () =>
+    conn.client.watch().prefix(keys.prefix).create(),
+  );
+  const poke = (): void => wake();
+  watcher.on('put', poke).on('delete', poke).on('connected', poke);
+  try {
+    await controller.recover();
+    while (!controller.signal.aborted) {
+      const changed = await runQueued(controller);
+      if (!changed && options.autoRebalance) await rebalanceIfUneven(controller, options);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, options.checkEveryMs);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        controller.signal.addEventListener('abort', wake, { once: true });
+      });
+      // Events come in bursts (a migration writes several keys): look once they settle.
+      await abortableSleep(50, controller.signal, 'debounce').catch(() => undefined);
+    }
+  } finally {
+    await watcher.cancel().catch(() => undefined);
+  }
+}
+
+/** Runs every pending request; true when one ran. */
+async function runQueued(controller: Controller): Promise<boolean> {
+  const queued = (await listRequests(controller.conn, controller.keys)).filter(
+    (r) => r.state === 'pending' || r.state === 'running',
+  );
+  for (const request of queued) {
+    if (controller.signal.aborted) return true;
+    // One found running was started by a controller that died: its plan was checked then.
+    const resumed = request.state === 'running';
+    await update(controller, { ...request, state: 'running' });
+    try {
+      const summary = await execute(controller, request, resumed);
+      await update(controller, { ...request, state: 'done', result: resultOf(summary) });
+    } catch (error) {
+      if (controller.signal.aborted) throw error;
+      const e = error instanceof ShardsnapError ? error : undefined;
+      await update(controller, {
+        ...request,
+        state: 'failed',
+        error: {
+          code: e?.code ?? ErrorCodes.internal,
+          reason: e?.reason ?? 'INTERNAL',
+          message: asError(error).message,
+          metadata: { ...(e?.metadata ?? {}) },
+        },
+      });
+    }
+  }
+  return queued.length > 0;
+}
+
+function execute(
+  controller: Controller,
+  request: OperationRequest,
+  resumed: boolean,
+): Promise<RunSummary> {
+  switch (request.op) {
+    case 'move':
+      return controller.move(
+        request.slots,
+        request.to,
+        resumed
+          ? undefined
+          : { revision: request.plannedRevision, version: request.plannedVersion },
+      );
+    case 'rebalance':
+      return controller.rebalance();
+    case 'remove-node':
+      return controller.removeNode(request.node);
+  }
+}
+
+async function rebalanceIfUneven(controller: Controller, options: StandingOptions): Promise<void> {
+  const state = await controller.state();
+  if (state.topology.topology.version === 0 || rebalancePlan(state).length === 0) return;
+  try {
+    await controller.rebalance();
+  } catch (error) {
+    if (controller.signal.aborted || isShardsnapError(error, ErrorCodes.failedPrecondition))
+      throw error;
+    options.log?.warn({ err: asError(error) }, 'automatic rebalance failed; trying again later');
+  }
+}
+
+async function update(controller: Controller, request: OperationRequest): Promise<void> {
+  const { succeeded } = await commitIf(
+    controller.conn,
+    `updating request ${request.id}`,
+    controller.lease.fence,
+    [
+      putOp(
+        controller.keys.request(request.id),
+        JSON.stringify({ ...request, updatedAtMs: Date.now() }),
+      ),
+    ],
+  );
+  if (!succeeded) throw controller.notLeader();
+}
+
+export function resultOf(summary: RunSummary): OperationResult {
+  return {
+    version: summary.version,
+    elapsedMs: summary.elapsedMs,
+    bytes: summary.bytes,
+    maxWritePauseMs: summary.maxWritePauseMs,
+    recovered: summary.recovered,
+    migrations: summary.committed.map((r) => ({
+      id: r.id,
+      slots: r.slots,
+      from: r.from,
+      to: r.to,
+      committedVersion: r.committedVersion,
+      bytes: r.bytes,
+      keys: r.keys,
+      writePauseMs: r.writePauseMs,
+    })),
+  };
+}
