@@ -3,12 +3,18 @@ import {
   type Topology,
   Controller,
   ClusterKeys,
+  awaitRequest,
   connectEtcd,
+  currentLeader,
   readClusterState,
   readTopology,
+  runStandingController,
+  slotCounts,
+  submitRequest,
 } from '../src/cluster';
 import { RoutingClient } from '../src/client';
 import { ErrorReasons, MAX_SLOT, type SlotRange, hasReason } from '../src/core';
+import { cliJson } from './helpers/cli';
 import { type TestEtcd, startEtcd } from './helpers/etcd';
 import { nodeFor, waitFor } from './helpers/harness';
 import type { TestNode } from './helpers/nodes';
@@ -247,4 +253,117 @@ test('a node restarted after a rebalance reads the topology and agrees', async (
     (err as { metadata: Record<string, string> }).metadata.address,
     (c.nodes.get('n1') as TestNode).node.address,
   );
+});
+
+test('shardsnap controller: a standby takes over, queued operations run on the leader, and it rebalances when a node joins', async (t) => {
+  const c = await cluster(t, 2);
+  const stops = [new AbortController(), new AbortController()];
+  const leaders: string[] = [];
+  const runs = stops.map((stop, i) =>
+    runStandingController({
+      endpoints: c.etcd.endpoints,
+      cluster: c.name,
+      id: `ctl-${i}`,
+      autoRebalance: true,
+      checkEveryMs: 500,
+      leaseTtlSeconds: 2,
+      settleTimeoutMs: 20_000,
+      signal: stop.signal,
+      onEvent: (event) => {
+        if (event.kind === 'leader') leaders.push(event.id);
+      },
+    }),
+  );
+  t.teardown(async () => {
+    for (const stop of stops) stop.abort();
+    await Promise.all(runs);
+  });
+  // The leader spreads the two nodes' slots by itself.
+  t.truthy(await waitFor(async () => (await topologyOf(c)).version === 2, 20_000));
+  t.is(leaders.length, 1, 'one controller acts, the other stands by');
+  const conn = connectEtcd(c.etcd.endpoints);
+  t.teardown(() => conn.close());
+  const keys = new ClusterKeys(c.name);
+
+  // A queued move runs on the leader; a command would wait for it the same way.
+  const plannedOn = await readTopology(conn, keys);
+  const request = await submitRequest(conn, keys, {
+    op: 'move',
+    slots: [{ start: 0, end: 99 }],
+    to: 'n2',
+    plannedRevision: plannedOn.revision,
+    plannedVersion: plannedOn.topology.version,
+  });
+  const result = await awaitRequest(conn, keys, request.id, { timeoutMs: 20_000 });
+  t.is(result.version, 3);
+  // A move planned on a topology that has moved on since fails with the version check.
+  const stale = await submitRequest(conn, keys, {
+    op: 'move',
+    slots: [{ start: 100, end: 199 }],
+    to: 'n2',
+    plannedRevision: plannedOn.revision,
+    plannedVersion: plannedOn.topology.version,
+  });
+  const refused = await awaitRequest(conn, keys, stale.id, { timeoutMs: 20_000 }).catch(
+    (error: unknown) => error,
+  );
+  t.true(hasReason(refused, ErrorReasons.topologyChanged), String(refused));
+
+  // The leader goes away; the standby takes over within the lease TTL and acts on its own.
+  const first = leaders[0] === 'ctl-0' ? 0 : 1;
+  stops[first]?.abort();
+  await runs[first];
+  t.truthy(await waitFor(() => leaders.length === 2, 15_000));
+  t.not(leaders[1], leaders[0]);
+  // It keeps the spread even when a node joins: the auto-rebalance gives n3 its share.
+  const n3 = await nodeFor(t, {
+    nodeId: 'n3',
+    cluster: { etcd: c.etcd.endpoints, name: c.name, leaseTtlSeconds: 3 },
+  });
+  c.nodes.set('n3', n3);
+  t.truthy(
+    await waitFor(async () => {
+      const counts = slotCounts(await topologyOf(c));
+      return [...counts.values()].every((n) => n >= 5461) && counts.size === 3;
+    }, 30_000),
+  );
+  await assertAgrees(t, c);
+});
+
+test('cluster move while a shardsnap controller holds the lead: queued there, the command prints its result', async (t) => {
+  const c = await cluster(t, 2);
+  const stop = new AbortController();
+  const run = runStandingController({
+    endpoints: c.etcd.endpoints,
+    cluster: c.name,
+    autoRebalance: false,
+    checkEveryMs: 500,
+    leaseTtlSeconds: 2,
+    signal: stop.signal,
+  });
+  t.teardown(async () => {
+    stop.abort();
+    await run;
+  });
+  const conn = connectEtcd(c.etcd.endpoints);
+  t.teardown(() => conn.close());
+  await waitFor(
+    async () => (await currentLeader(conn, new ClusterKeys(c.name)))?.purpose === 'controller',
+    10_000,
+  );
+  const flags = ['cluster', '--etcd', c.etcd.endpoints, '--cluster', c.name];
+  const { code, json } = await cliJson<{
+    ok: boolean;
+    request: string;
+    version: number;
+    migrations: unknown[];
+  }>([...flags, 'move', '--slots', '0-999', '--to', 'n2']);
+  t.is(code, 0);
+  t.true(json.ok);
+  t.regex(json.request, /^r/);
+  t.is(json.version, 2);
+  t.is(json.migrations.length, 1);
+  const status = await cliJson<{ leader: { purpose: string } | null }>([...flags, 'status']);
+  t.is(status.json.leader?.purpose, 'controller');
+  await assertAgrees(t, c);
 });
