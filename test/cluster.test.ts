@@ -367,3 +367,34 @@ test('cluster move while a shardsnap controller holds the lead: queued there, th
   t.is(status.json.leader?.purpose, 'controller');
   await assertAgrees(t, c);
 });
+
+test('rebalance by bytes evens out what the nodes hold, not their slot counts', async (t) => {
+  const c = await cluster(t, 3);
+  const n1 = c.nodes.get('n1') as TestNode;
+  // Big values in a few slots, small ones everywhere else.
+  const heavy = tagsIn({ start: 0, end: 2047 }, 60);
+  const light = tagsIn({ start: 2048, end: MAX_SLOT }, 300);
+  const set = (tag: string, i: number, size: number) => ({
+    op: 'set' as const,
+    key: Buffer.from(`{${tag}}k${i}`),
+    value: Buffer.alloc(size, 7),
+    expireAtMs: 0,
+  });
+  for (const tag of heavy)
+    await n1.client.write({ mutations: [0, 1, 2, 3].map((i) => set(tag, i, 8_000)) });
+  for (const tag of light) await n1.client.write({ mutations: [set(tag, 0, 100)] });
+  const controller = await lead(c, 'rebalance');
+  const summary = await controller.rebalance({ by: 'bytes' }).finally(() => controller.close());
+  t.true(summary.committed.length >= 2);
+  const bytes = await Promise.all(
+    [...c.nodes.values()].map(async (n) => (await n.client.stats()).dataBytes),
+  );
+  const mean = bytes.reduce((x, y) => x + y, 0) / bytes.length;
+  t.true(
+    bytes.every((b) => Math.abs(b - mean) / mean < 0.15),
+    `bytes per node ${bytes.join(', ')}`,
+  );
+  const counts = [...slotCounts(await topologyOf(c)).values()];
+  t.true(Math.max(...counts) - Math.min(...counts) > 1000, `slot counts ${counts.join(', ')}`);
+  await assertAgrees(t, c);
+});

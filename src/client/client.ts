@@ -30,6 +30,7 @@ import type {
   PullRequest,
   ReadRequest,
   RestoreRequest,
+  SlotSizesRequest,
   WaitReadyRequest,
   WriteRequest,
 } from './requests';
@@ -42,6 +43,7 @@ import type {
   PullProgress,
   ReadValue,
   ShardStats,
+  SlotSize,
   SnapshotInfo,
   Topology,
 } from './responses';
@@ -134,6 +136,18 @@ export class ShardsnapClient {
       (callOptions, cb) => this.connection.shard.Topology({}, callOptions, cb),
       options,
     );
+  }
+
+  /** Bytes per slot on this node (memory backend; UNIMPLEMENTED on RocksDB). */
+  async slotSizes(request: SlotSizesRequest = {}, options: CallOptions = {}): Promise<SlotSize[]> {
+    const answer = await unary<{ sizes: SlotSize[] }>(
+      this.connection,
+      'SlotSizes',
+      (callOptions, cb) =>
+        this.connection.shard.SlotSizes({ slots: [...(request.slots ?? [])] }, callOptions, cb),
+      options,
+    );
+    return answer.sizes.map(({ slot, bytes }) => ({ slot, bytes }));
   }
 
   createSnapshot(

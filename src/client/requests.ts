@@ -23,6 +23,9 @@ export interface DigestRequest {
   slots?: readonly SlotRange[];
 }
 
+/** The slots whose sizes to report (empty or absent = every slot). */
+export type SlotSizesRequest = DigestRequest;
+
 export interface CreateSnapshotRequest {
   /** Default: every slot the node owns. */
   slots?: readonly SlotRange[];

@@ -13,6 +13,12 @@ import type { Value__Output } from '../generated/shardsnap/v1/Value';
 export type SnapshotInfo = SnapshotInfo__Output;
 export type ShardStats = ShardStats__Output;
 export type DigestResult = DigestResponse__Output;
+
+/** Bytes of keys and values a node holds in one slot. */
+export interface SlotSize {
+  slot: number;
+  bytes: number;
+}
 /** One key as read: `found`, and the value of its `kind`. */
 export type ReadValue = Value__Output;
 export type PullProgress = PullProgress__Output;

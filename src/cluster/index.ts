@@ -24,6 +24,7 @@ export {
   liveNodes,
   readClusterState,
   rebalancePlan,
+  type SpreadBy,
 } from './controller/controller';
 export { initCluster } from './controller/init';
 export { type MoveStep, planEvenSpread, planMove, planDrain } from './controller/plan';

@@ -16,7 +16,7 @@ import { commitIf, putOp } from './txn';
 /** What an operator asks a long-running controller to do. */
 export type RequestedOperation =
   | { op: 'move'; slots: SlotRange[]; to: string; plannedRevision: string; plannedVersion: number }
-  | { op: 'rebalance' }
+  | { op: 'rebalance'; by?: 'slots' | 'bytes' }
   | { op: 'remove-node'; node: string };
 
 /** What a move, rebalance or remove-node did (a request's result, the CLI's output). */

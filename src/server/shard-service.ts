@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { ShardHandlers } from '../generated/shardsnap/v1/Shard';
 import type { ShardStats } from '../generated/shardsnap/v1/ShardStats';
+import { ErrorCodes, ShardsnapError } from '../core';
 import { digestStore } from '../store';
 import { durabilityOf, recoveryStats } from '../durability';
 import { mutationsFromWire, slotRangesFromWire, valueToWire } from '../wire/convert';
@@ -51,5 +52,15 @@ export function shardService(node: NodeContext, hooks: CallHooks): ShardHandlers
       return { digest: result.digest, keyCount: result.keyCount, seq: result.seq };
     }),
     Topology: unary('Topology', hooks, () => Promise.resolve(node.topology())),
+    SlotSizes: unary('SlotSizes', hooks, async (request) => {
+      const { store } = node;
+      if (!store.slotSizes) {
+        throw new ShardsnapError(
+          ErrorCodes.unimplemented,
+          `SlotSizes: the ${store.backend} backend keeps no per-slot sizes`,
+        );
+      }
+      return { sizes: await store.slotSizes(slotRangesFromWire(request.slots)) };
+    }),
   };
 }

@@ -106,7 +106,18 @@ export interface Store {
    * nothing beyond `stats()` to report.
    */
   properties?(): Record<string, number>;
+  /**
+   * Bytes of keys and values per slot, for the slots given (empty = every slot), slots
+   * with none left out. What a rebalance by bytes weighs slots by; absent when the
+   * backend does not keep per-slot sizes.
+   */
+  slotSizes?(slots: readonly SlotRange[]): Promise<SlotSize[]>;
   close(): Promise<void>;
+}
+
+export interface SlotSize {
+  slot: number;
+  bytes: number;
 }
 
 /** One file of a database image (a checkpoint), as a files artifact lists it. */

@@ -10,6 +10,7 @@ import type {
   OperationResult,
   RequestedOperation,
   RunSummary,
+  SpreadBy,
 } from '../../cluster';
 import { type ClientFlags, action, clientSecurity, globals, positiveInt, slots } from '../common';
 import { emit, formatBytes, mibPerSecond } from '../output';
@@ -398,9 +399,14 @@ export function registerCluster(program: Command): void {
     cluster
       .command('rebalance')
       .description('spread the slots evenly over the live nodes')
+      .addOption(
+        new Option('--by <what>', 'even out slot counts, or bytes (memory nodes)')
+          .choices(['slots', 'bytes'])
+          .default('slots'),
+      )
       .option('--dry-run', 'print the moves without making them'),
   ).action(
-    action(async (options: { dryRun?: boolean }, command: Command) => {
+    action(async (options: { dryRun?: boolean; by: SpreadBy }, command: Command) => {
       const flags = flagsOf(command) as unknown as ActingFlags;
       const json = globals(command).json ?? false;
       if (options.dryRun) {
@@ -408,7 +414,7 @@ export function registerCluster(program: Command): void {
         const { readClusterState, rebalancePlan } = await clusterModule();
         const { conn, keys } = await openEtcd(flags);
         const state = await readClusterState(conn, keys).finally(() => conn.close());
-        const steps = rebalancePlan(state);
+        const steps = await rebalancePlan(state, options.by, await clientSecurity(flags));
         emit(
           globals(command),
           {
@@ -426,8 +432,11 @@ export function registerCluster(program: Command): void {
         );
         return;
       }
-      const summary = await runOperation(flags, { op: 'rebalance' }, json, (controller) =>
-        controller.rebalance(),
+      const summary = await runOperation(
+        flags,
+        { op: 'rebalance', by: options.by },
+        json,
+        (controller) => controller.rebalance({ by: options.by }),
       );
       emit(globals(command), runJson(summary), () => describeRun('rebalanced', summary));
     }),

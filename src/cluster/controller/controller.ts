@@ -4,6 +4,7 @@ import {
   ErrorCodes,
   type ShardsnapError,
   ErrorReasons,
+  hasReason,
   isShardsnapError,
   type SlotRange,
   abortableSleep,
@@ -28,7 +29,8 @@ import {
   writeTopology,
 } from '../topology-store';
 import { commitIf, deleteOp, putOp } from '../txn';
-import { type MoveStep, planDrain, planEvenSpread, planMove } from './plan';
+import { type MoveStep, planDrain, planEvenSpread, planMove, planWeightedSpread } from './plan';
+import { slotWeights } from './slot-weights';
 import { type CrashPoint, crashAt } from './crash-point';
 import { driveMigration } from './drive';
 import { settleMigration } from './settle';
@@ -99,6 +101,9 @@ export interface RunSummary {
   bytes: number;
   maxWritePauseMs: number;
 }
+
+/** Reads of the topology a step's record may race with commits of its siblings. */
+const RECORD_ATTEMPTS = 10;
 
 /** A migration refused for a busy source is tried again, this many times, this much later. */
 const BUSY_RETRIES = 5;
@@ -225,10 +230,15 @@ export class Controller {
   }
 
   /** An even spread of slots over the live nodes. */
-  async rebalance(): Promise<RunSummary> {
+  async rebalance(options: { by?: SpreadBy } = {}): Promise<RunSummary> {
     const started = Date.now();
     const recovered = await this.recover();
-    return this.runSteps(rebalancePlan(await this.state()), 'rebalance', started, recovered);
+    const steps = await rebalancePlan(
+      await this.state(),
+      options.by ?? 'slots',
+      this.options.security,
+    );
+    return this.runSteps(steps, 'rebalance', started, recovered);
   }
 
   /** Moves every slot off `node`, then deregisters it (it may not register again). */
@@ -363,7 +373,26 @@ export class Controller {
     purpose: string,
     plannedOn?: VersionedTopology,
   ): Promise<MigrationRecord> {
-    const base = plannedOn ?? (await readTopology(this.conn, this.keys));
+    if (plannedOn) return this.record(step, purpose, plannedOn);
+    // A step of this controller's own plan: a commit of a migration running beside it
+    // may change the topology between the read and the record; the step's slots stay
+    // the source's (checked on every read), so read again and record.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.record(step, purpose, await readTopology(this.conn, this.keys));
+      } catch (error) {
+        const raced = hasReason(error, ErrorReasons.topologyChanged) && !this.lease.lost.aborted;
+        if (!raced || attempt >= RECORD_ATTEMPTS) throw error;
+      }
+    }
+  }
+
+  /** Writes the migration record if the topology is still `base` (the version check). */
+  private async record(
+    step: MoveStep,
+    purpose: string,
+    base: VersionedTopology,
+  ): Promise<MigrationRecord> {
     const state = await this.state();
     const from = this.requireLive(state, step.from, 'the source');
     const to = this.requireLive(state, step.to, 'the target');
@@ -580,14 +609,27 @@ export function liveNodes(state: ClusterState): string[] {
   return [...state.nodes.keys()].filter((n) => !state.removed.has(n)).sort();
 }
 
-/** The moves of a rebalance: an even spread of slots over the live nodes. */
-export function rebalancePlan(state: ClusterState): MoveStep[] {
+/** What a rebalance evens out: slot counts, or bytes (memory nodes report them per slot). */
+export type SpreadBy = 'slots' | 'bytes';
+
+/** The moves of a rebalance: an even spread of slots, or of bytes, over the live nodes. */
+export async function rebalancePlan(
+  state: ClusterState,
+  by: SpreadBy,
+  security?: ClientSecurity,
+): Promise<MoveStep[]> {
   if (state.topology.topology.version === 0) {
     throw failedPrecondition(
       `cluster ${state.topology.topology.cluster} has no topology yet; run \`cluster init --node ID\``,
     );
   }
-  return planEvenSpread(state.topology.topology, liveNodes(state));
+  const live = liveNodes(state);
+  if (by === 'slots') return planEvenSpread(state.topology.topology, live);
+  return planWeightedSpread(
+    state.topology.topology,
+    live,
+    await slotWeights(state, live, security),
+  );
 }
 
 function overlaps(a: readonly SlotRange[], b: readonly SlotRange[]): boolean {

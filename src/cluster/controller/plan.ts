@@ -125,3 +125,51 @@ function prependSlot(list: SlotRange[], slot: number): void {
   if (first && first.start === slot + 1) first.start = slot;
   else list.unshift({ start: slot, end: slot });
 }
+
+/**
+ * A spread of `weights` (bytes per slot) as even as whole slots allow over `nodes`: each
+ * node above the mean gives its slots, highest first, to the node furthest below it, as
+ * long as a move brings both closer to the mean. Slots of nodes not in `nodes` stay.
+ */
+export function planWeightedSpread(
+  topology: Topology,
+  nodes: readonly string[],
+  weights: Float64Array,
+): MoveStep[] {
+  if (nodes.length === 0) throw failedPrecondition('no live node to spread the slots over');
+  const table = ownerTable(topology);
+  const load = new Map<string, number>(nodes.map((n) => [n, 0]));
+  for (let slot = 0; slot <= MAX_SLOT; slot++) {
+    const owner = table[slot];
+    if (owner !== undefined && load.has(owner))
+      load.set(owner, (load.get(owner) ?? 0) + (weights[slot] ?? 0));
+  }
+  let total = 0;
+  for (const value of load.values()) total += value;
+  const mean = total / nodes.length;
+  const steps = new Map<string, MoveStep>();
+  const donors = [...nodes].sort((a, b) => (load.get(b) ?? 0) - (load.get(a) ?? 0));
+  for (const donor of donors) {
+    for (let slot = MAX_SLOT; slot >= 0; slot--) {
+      const weight = weights[slot] ?? 0;
+      if (table[slot] !== donor || weight === 0) continue;
+      const donorLoad = load.get(donor) ?? 0;
+      if (donorLoad <= mean) break;
+      const receiver = nodes.reduce((low, n) =>
+        (load.get(n) ?? 0) < (load.get(low) ?? 0) ? n : low,
+      );
+      const receiverLoad = load.get(receiver) ?? 0;
+      const before = Math.abs(donorLoad - mean) + Math.abs(receiverLoad - mean);
+      const after = Math.abs(donorLoad - weight - mean) + Math.abs(receiverLoad + weight - mean);
+      if (receiver === donor || after >= before) continue;
+      load.set(donor, donorLoad - weight);
+      load.set(receiver, receiverLoad + weight);
+      table[slot] = receiver;
+      const key = `${donor}>${receiver}`;
+      const step = steps.get(key) ?? { from: donor, to: receiver, slots: [] };
+      prependSlot(step.slots, slot);
+      steps.set(key, step);
+    }
+  }
+  return [...steps.values()];
+}

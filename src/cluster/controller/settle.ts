@@ -1,4 +1,12 @@
-import { ErrorCodes, type SlotRange, asError, isShardsnapError, unavailable } from '../../core';
+import {
+  ErrorCodes,
+  ErrorReasons,
+  type SlotRange,
+  asError,
+  hasReason,
+  isShardsnapError,
+  unavailable,
+} from '../../core';
 import { ShardsnapClient } from '../../client';
 import { TERMINAL_PHASES } from '../../migration';
 import type { ClientSecurity } from '../../wire/security';
@@ -29,14 +37,20 @@ export async function settleMigration(
   const giveUpAt = Date.now() + options.timeoutMs;
   try {
     for (;;) {
-      const verdict = await judge(record, target, source);
-      if (verdict.kind === 'committed') {
-        await controller.commit(record);
-        return 'committed';
-      }
-      if (verdict.kind === 'aborted') {
-        await controller.markRecord(record, 'aborted');
-        return 'aborted';
+      let verdict = await judge(record, target, source);
+      try {
+        if (verdict.kind === 'committed') {
+          await controller.commit(record);
+          return 'committed';
+        }
+        if (verdict.kind === 'aborted') {
+          await controller.markRecord(record, 'aborted');
+          return 'aborted';
+        }
+      } catch (error) {
+        // The nodes have decided; only writing it down waits, for etcd to come back.
+        if (!hasReason(error, ErrorReasons.etcdUnavailable)) throw error;
+        verdict = { kind: 'wait', why: `etcd unreachable: ${asError(error).message}` };
       }
       if (Date.now() >= giveUpAt) {
         throw unavailable(

@@ -128,7 +128,7 @@ function execute(
           : { revision: request.plannedRevision, version: request.plannedVersion },
       );
     case 'rebalance':
-      return controller.rebalance();
+      return controller.rebalance({ by: request.by ?? 'slots' });
     case 'remove-node':
       return controller.removeNode(request.node);
   }
@@ -136,7 +136,8 @@ function execute(
 
 async function rebalanceIfUneven(controller: Controller, options: StandingOptions): Promise<void> {
   const state = await controller.state();
-  if (state.topology.topology.version === 0 || rebalancePlan(state).length === 0) return;
+  if (state.topology.topology.version === 0) return;
+  if ((await rebalancePlan(state, 'slots')).length === 0) return;
   try {
     await controller.rebalance();
   } catch (error) {

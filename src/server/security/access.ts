@@ -12,6 +12,7 @@ export const REQUIRED_ROLE: Readonly<Record<string, Role>> = {
   Read: 'read',
   Stats: 'read',
   Digest: 'read',
+  SlotSizes: 'read',
   Topology: 'read',
   GetSnapshot: 'read',
   ListSnapshots: 'read',

@@ -13,6 +13,7 @@ import { writeClock } from '../write-clock';
 import type {
   ChangeListener,
   InstallTarget,
+  SlotSize,
   StagedInstall,
   Store,
   StoreStats,
@@ -245,6 +246,18 @@ export class MemoryStore implements Store {
       const id = keyspace.find(slotOf(key), key, hashKey(key));
       return id < 0 || keyspace.isExpired(id, now) ? undefined : keyspace.entry(id, 'copy');
     });
+  }
+
+  slotSizes(slots: readonly SlotRange[]): Promise<SlotSize[]> {
+    this.assertOpen();
+    const sizes: SlotSize[] = [];
+    for (const range of normalizeSlotRanges(slots)) {
+      for (let slot = range.start; slot <= range.end; slot++) {
+        const bytes = this.keyspace.slotBytes(slot);
+        if (bytes > 0) sizes.push({ slot, bytes });
+      }
+    }
+    return Promise.resolve(sizes);
   }
 
   stats(): Promise<StoreStats> {
