@@ -398,3 +398,22 @@ test('rebalance by bytes evens out what the nodes hold, not their slot counts', 
   t.true(Math.max(...counts) - Math.min(...counts) > 1000, `slot counts ${counts.join(', ')}`);
   await assertAgrees(t, c);
 });
+
+test('finished migration records beyond keepFinished are forgotten by the next controller, oldest first', async (t) => {
+  const c = await cluster(t, 3);
+  const first = await lead(c, 'rebalance');
+  await first.rebalance().finally(() => first.close());
+  const conn = connectEtcd(c.etcd.endpoints);
+  t.teardown(() => conn.close());
+  const keys = new ClusterKeys(c.name);
+  const before = (await readClusterState(conn, keys)).migrations;
+  t.is(before.length, 2);
+  const second = await lead(c, 'rebalance', { keepFinished: 1 });
+  await second.recover().finally(() => second.close());
+  const after = (await readClusterState(conn, keys)).migrations;
+  const newest = [...before].sort((a, b) => b.updatedAtMs - a.updatedAtMs)[0];
+  t.deepEqual(
+    after.map((r) => r.id),
+    [newest?.id],
+  );
+});

@@ -63,6 +63,25 @@ function flagsOf(command: Command): ClusterFlags & ClientFlags {
   return command.optsWithGlobals<ClusterFlags & ClientFlags>();
 }
 
+/**
+ * `action` for the commands that talk to etcd: once the command is done, the process
+ * ends even if the etcd client left a retry timer behind (after etcd went away, one kept
+ * a finished command alive for seconds).
+ */
+function clusterAction<A extends unknown[]>(
+  body: (...args: A) => Promise<void>,
+): (...args: A) => Promise<void> {
+  return action(async (...args: A) => {
+    try {
+      await body(...args);
+    } finally {
+      setTimeout(() => process.exit(), EXIT_GRACE_MS).unref();
+    }
+  });
+}
+
+const EXIT_GRACE_MS = 500;
+
 /** Options of the commands that act (take the leader lease). */
 function acting(command: Command): Command {
   return command
@@ -307,7 +326,7 @@ export function registerCluster(program: Command): void {
     .description('write the first topology: every slot to one registered node')
     .requiredOption('--node <id>', 'the node that gets every slot')
     .action(
-      action(async (options: { node: string }, command: Command) => {
+      clusterAction(async (options: { node: string }, command: Command) => {
         const flags = flagsOf(command);
         const { initCluster } = await clusterModule();
         const { conn, keys } = await openEtcd(flags);
@@ -331,7 +350,7 @@ export function registerCluster(program: Command): void {
     .command('status')
     .description('nodes, slots, topology version and migrations in progress')
     .action(
-      action(async (_options: object, command: Command) => {
+      clusterAction(async (_options: object, command: Command) => {
         const flags = flagsOf(command);
         const { readClusterState, currentLeader } = await clusterModule();
         const { conn, keys } = await openEtcd(flags);
@@ -364,7 +383,7 @@ export function registerCluster(program: Command): void {
       .requiredOption('--to <node>', 'the node that takes them')
       .option('--if-version <n>', 'refuse unless the topology is at this version', positiveInt),
   ).action(
-    action(
+    clusterAction(
       async (options: { slots: SlotRange[]; to: string; ifVersion?: number }, command: Command) => {
         const flags = flagsOf(command) as unknown as ActingFlags;
         const json = globals(command).json ?? false;
@@ -406,7 +425,7 @@ export function registerCluster(program: Command): void {
       )
       .option('--dry-run', 'print the moves without making them'),
   ).action(
-    action(async (options: { dryRun?: boolean; by: SpreadBy }, command: Command) => {
+    clusterAction(async (options: { dryRun?: boolean; by: SpreadBy }, command: Command) => {
       const flags = flagsOf(command) as unknown as ActingFlags;
       const json = globals(command).json ?? false;
       if (options.dryRun) {
@@ -448,7 +467,7 @@ export function registerCluster(program: Command): void {
       .description('move every slot off a node, then deregister it')
       .argument('<node>', 'the node id'),
   ).action(
-    action(async (node: string, _options: object, command: Command) => {
+    clusterAction(async (node: string, _options: object, command: Command) => {
       const flags = flagsOf(command) as unknown as ActingFlags;
       const json = globals(command).json ?? false;
       const summary = await runOperation(flags, { op: 'remove-node', node }, json, (controller) =>

@@ -76,6 +76,8 @@ export interface ControllerOptions {
   settleTimeoutMs?: number;
   /** See crash-point.ts. */
   exitAt?: string;
+  /** Finished migration records kept in etcd (default 200). */
+  keepFinished?: number;
   signal?: AbortSignal;
 }
 
@@ -101,6 +103,11 @@ export interface RunSummary {
   bytes: number;
   maxWritePauseMs: number;
 }
+
+/** Finished migration records kept in etcd; older ones are deleted by the next controller. */
+const KEEP_FINISHED = 200;
+/** Deletes per transaction (etcd's default limit is 128 operations). */
+const PRUNE_BATCH = 100;
 
 /** Reads of the topology a step's record may race with commits of its siblings. */
 const RECORD_ATTEMPTS = 10;
@@ -193,9 +200,9 @@ export class Controller {
   /** Finishes or rolls back every migration a previous controller left running. */
   async recover(): Promise<{ committed: number; aborted: number }> {
     const outcome = { committed: 0, aborted: 0 };
-    const running = (await listMigrations(this.conn, this.keys)).filter(
-      (r) => r.state === 'running',
-    );
+    const records = await listMigrations(this.conn, this.keys);
+    await this.forgetOldest(records.filter((r) => r.state !== 'running'));
+    const running = records.filter((r) => r.state === 'running');
     await Promise.all(
       running.map(async (record) => {
         this.options.onEvent?.({ kind: 'recovering', record });
@@ -208,6 +215,28 @@ export class Controller {
       }),
     );
     return outcome;
+  }
+
+  /** Finished migration records beyond `keepFinished` go, oldest first (the history is for people). */
+  private async forgetOldest(finished: readonly MigrationRecord[]): Promise<void> {
+    await this.forget(
+      oldestBeyond(finished, this.options.keepFinished ?? KEEP_FINISHED).map((r) =>
+        this.keys.migration(r.id),
+      ),
+    );
+  }
+
+  /** Deletes keys this controller's history no longer needs (fenced, in batches). */
+  async forget(keys: readonly string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += PRUNE_BATCH) {
+      const { succeeded } = await commitIf(
+        this.conn,
+        'forgetting old records',
+        this.lease.fence,
+        keys.slice(i, i + PRUNE_BATCH).map((key) => deleteOp(key)),
+      );
+      if (!succeeded) throw this.notLeader();
+    }
   }
 
   /**
@@ -602,6 +631,16 @@ export class Controller {
     await this.lease.resign();
     this.conn.close();
   }
+}
+
+/** The oldest of `records` (by their last update) beyond the newest `keep`. */
+export function oldestBeyond<T extends { updatedAtMs: number }>(
+  records: readonly T[],
+  keep: number,
+): T[] {
+  return [...records]
+    .sort((a, b) => a.updatedAtMs - b.updatedAtMs)
+    .slice(0, Math.max(0, records.length - keep));
 }
 
 /** Registered nodes that remove-node has not removed, by id. */

@@ -2,7 +2,13 @@ import { ErrorCodes, ShardsnapError, abortableSleep, asError, isShardsnapError }
 import { etcdCall } from '../etcd';
 import { type OperationRequest, type OperationResult, listRequests } from '../requests';
 import { putOp, commitIf } from '../txn';
-import { Controller, type ControllerOptions, type RunSummary, rebalancePlan } from './controller';
+import {
+  Controller,
+  type ControllerOptions,
+  type RunSummary,
+  oldestBeyond,
+  rebalancePlan,
+} from './controller';
 
 export interface StandingOptions extends Omit<ControllerOptions, 'purpose' | 'waitLeaderMs'> {
   /** Rebalance by itself whenever the spread is uneven (a node joined or left). */
@@ -82,11 +88,17 @@ async function actWhileLeader(controller: Controller, options: StandingOptions):
   }
 }
 
+/** Finished requests kept in etcd for the commands that wait on them, and for people. */
+const KEEP_FINISHED_REQUESTS = 200;
+
 /** Runs every pending request; true when one ran. */
 async function runQueued(controller: Controller): Promise<boolean> {
-  const queued = (await listRequests(controller.conn, controller.keys)).filter(
-    (r) => r.state === 'pending' || r.state === 'running',
+  const requests = await listRequests(controller.conn, controller.keys);
+  const finished = requests.filter((r) => r.state === 'done' || r.state === 'failed');
+  await controller.forget(
+    oldestBeyond(finished, KEEP_FINISHED_REQUESTS).map((r) => controller.keys.request(r.id)),
   );
+  const queued = requests.filter((r) => r.state === 'pending' || r.state === 'running');
   for (const request of queued) {
     if (controller.signal.aborted) return true;
     // One found running was started by a controller that died: its plan was checked then.
