@@ -15,7 +15,7 @@ const POLL_MS = 5_000;
 export interface MemberOptions {
   endpoints: string;
   cluster: string;
-  node: Omit<NodeInfo, 'version'> & { version?: string };
+  node: NodeInfo;
   ownership: Ownership;
   logger: Logger;
   leaseTtlSeconds: number;
@@ -62,7 +62,7 @@ export class ClusterMember {
     this.registration = new NodeRegistration(
       this.conn,
       this.keys,
-      { version: '', ...options.node },
+      options.node,
       options.leaseTtlSeconds,
       {
         onRegistered: (lease) =>

@@ -12,7 +12,6 @@ export interface NodeInfo {
   capacityBytes: number;
   startedAtMs: number;
   pid: number;
-  version: string;
 }
 
 export function decodeNodeInfo(text: string, key: string): NodeInfo {

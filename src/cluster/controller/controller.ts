@@ -142,6 +142,7 @@ export class Controller {
   readonly id: string;
   private readonly log: ControllerLog;
   private readonly stop = new AbortController();
+  private readonly combined: AbortSignal;
 
   private constructor(
     readonly conn: EtcdConnection,
@@ -151,6 +152,9 @@ export class Controller {
   ) {
     this.id = lease.identity.id;
     this.log = options.log ?? quiet;
+    const signals = [lease.lost, this.stop.signal];
+    if (options.signal) signals.push(options.signal);
+    this.combined = AbortSignal.any(signals);
   }
 
   /** Connects and takes the lead (waiting up to `waitLeaderMs` for another controller). */
@@ -182,11 +186,9 @@ export class Controller {
     }
   }
 
-  /** Aborts when the lead is lost or the caller's signal fires. */
+  /** Aborts when the lead is lost, the controller closes or the caller's signal fires. */
   get signal(): AbortSignal {
-    const signals = [this.lease.lost, this.stop.signal];
-    if (this.options.signal) signals.push(this.options.signal);
-    return AbortSignal.any(signals);
+    return this.combined;
   }
 
   state(): Promise<ClusterState> {

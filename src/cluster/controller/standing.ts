@@ -60,28 +60,21 @@ export async function runStandingController(options: StandingOptions): Promise<v
 }
 
 async function actWhileLeader(controller: Controller, options: StandingOptions): Promise<void> {
-  const { conn, keys } = controller;
-  let wake: () => void = () => undefined;
+  const { conn, keys, signal } = controller;
+  const changes = new ChangeBell();
   const watcher = await etcdCall(conn, 'watching requests and nodes', () =>
     conn.client.watch().prefix(keys.prefix).create(),
   );
-  const poke = (): void => wake();
-  watcher.on('put', poke).on('delete', poke).on('connected', poke);
+  const ring = (): void => changes.ring();
+  watcher.on('put', ring).on('delete', ring).on('connected', ring);
   try {
     await controller.recover();
-    while (!controller.signal.aborted) {
+    while (!signal.aborted) {
       const changed = await runQueued(controller);
       if (!changed && options.autoRebalance) await rebalanceIfUneven(controller, options);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, options.checkEveryMs);
-        wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-        controller.signal.addEventListener('abort', wake, { once: true });
-      });
+      await changes.wait(options.checkEveryMs, signal);
       // Events come in bursts (a migration writes several keys): look once they settle.
-      await abortableSleep(50, controller.signal, 'debounce').catch(() => undefined);
+      await abortableSleep(50, signal, 'debounce').catch(() => undefined);
     }
   } finally {
     await watcher.cancel().catch(() => undefined);
@@ -90,6 +83,35 @@ async function actWhileLeader(controller: Controller, options: StandingOptions):
 
 /** Finished requests kept in etcd for the commands that wait on them, and for people. */
 const KEEP_FINISHED_REQUESTS = 200;
+
+/** Remembers that etcd changed, so that a change while the controller was busy is not missed. */
+class ChangeBell {
+  private rung = false;
+  private wake: (() => void) | undefined;
+
+  ring(): void {
+    this.rung = true;
+    this.wake?.();
+  }
+
+  /** Resolves at the next ring (at once if one came since the last wait), after `ms`, or on abort. */
+  async wait(ms: number, signal: AbortSignal): Promise<void> {
+    if (!this.rung && !signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', done);
+          this.wake = undefined;
+          resolve();
+        };
+        const timer = setTimeout(done, ms);
+        signal.addEventListener('abort', done, { once: true });
+        this.wake = done;
+      });
+    }
+    this.rung = false;
+  }
+}
 
 /** Runs every pending request; true when one ran. */
 async function runQueued(controller: Controller): Promise<boolean> {
