@@ -6,6 +6,7 @@ import {
   awaitRequest,
   connectEtcd,
   currentLeader,
+  initCluster,
   readClusterState,
   readTopology,
   runStandingController,
@@ -13,7 +14,7 @@ import {
   submitRequest,
 } from '../src/cluster';
 import { RoutingClient } from '../src/client';
-import { ErrorReasons, MAX_SLOT, type SlotRange, hasReason } from '../src/core';
+import { ErrorReasons, MAX_SLOT, type SlotRange, hasReason, isShardsnapError } from '../src/core';
 import { cliJson } from './helpers/cli';
 import { type TestEtcd, startEtcd } from './helpers/etcd';
 import { nodeFor, waitFor } from './helpers/harness';
@@ -48,7 +49,6 @@ async function cluster(t: ExecutionContext, count: number): Promise<InProcessClu
   t.teardown(() => conn.close());
   const keys = new ClusterKeys(name);
   await waitFor(async () => (await readClusterState(conn, keys)).nodes.size === count, 10_000);
-  const { initCluster } = await import('../src/cluster');
   await initCluster(conn, keys, 'n1');
   const n1 = nodes.get('n1') as TestNode;
   t.truthy(await waitFor(() => n1.node.ownership.owned().length === 1, 5_000));
@@ -416,4 +416,54 @@ test('finished migration records beyond keepFinished are forgotten by the next c
     after.map((r) => r.id),
     [newest?.id],
   );
+});
+
+test('a node with slots of its own joins only a cluster without a topology, and init must name it; a forced install cannot seed a cluster node', async (t) => {
+  const c = await cluster(t, 1);
+  const n1 = c.nodes.get('n1') as TestNode;
+  // A lone node that owns every slot.
+  const lone = await nodeFor(t, {});
+  await lone.client.write({
+    mutations: [{ op: 'set', key: Buffer.from('k'), value: Buffer.from('v'), expireAtMs: 0 }],
+  });
+  const dataDir = lone.dataDir;
+  await lone.node.stop();
+  const refused = await nodeFor(t, {
+    dataDir,
+    nodeId: 'old',
+    cluster: { etcd: c.etcd.endpoints, name: c.name, leaseTtlSeconds: 3 },
+  }).catch((error: unknown) => error);
+  t.true(isShardsnapError(refused, 'failed_precondition'), String(refused));
+  t.regex(String((refused as Error).message), /already has a topology/);
+
+  // Into a fresh cluster it may go; init naming another node is refused while it owns slots.
+  const other = `${c.name}b`;
+  const joined = await nodeFor(t, {
+    dataDir,
+    nodeId: 'old',
+    cluster: { etcd: c.etcd.endpoints, name: other, leaseTtlSeconds: 3 },
+  });
+  const blank = await nodeFor(t, {
+    nodeId: 'fresh',
+    cluster: { etcd: c.etcd.endpoints, name: other, leaseTtlSeconds: 3 },
+  });
+  const conn = connectEtcd(c.etcd.endpoints);
+  t.teardown(() => conn.close());
+  const keys = new ClusterKeys(other);
+  await waitFor(async () => (await readClusterState(conn, keys)).nodes.size === 2, 10_000);
+  const wrongInit = await initCluster(conn, keys, 'fresh').catch((error: unknown) => error);
+  t.regex(String((wrongInit as Error).message), /node old owns slots 0-16383/);
+  await initCluster(conn, keys, 'old');
+  t.truthy(await waitFor(() => blank.node.topology().version === 1, 5_000));
+  t.deepEqual(blank.node.ownership.owned(), [], 'the blank node took nothing');
+  t.deepEqual(joined.node.ownership.owned(), [ALL]);
+
+  // An install with force, which seeds a lone empty node, is refused in a cluster.
+  const file = `${n1.dataDir}/seed.snap`;
+  await joined.client.fetchToFile({ out: file });
+  const forced = await blank.client
+    .installFile({ path: file, force: true })
+    .catch((error: unknown) => error);
+  t.true(isShardsnapError(forced, 'failed_precondition'), String(forced));
+  t.deepEqual(blank.node.ownership.owned(), []);
 });

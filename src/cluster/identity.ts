@@ -1,10 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { failedPrecondition } from '../core';
+import { type SlotRange, failedPrecondition, formatSlotRanges } from '../core';
+import { connectEtcd } from './etcd';
+import { ClusterKeys, hostDerivedName, validName } from './keys';
+import { readTopology } from './topology-store';
 import { writeFileDurably } from '../ownership';
-import { validName } from './keys';
 
 export const CLUSTER_FILE = 'cluster.json';
 
@@ -17,7 +17,7 @@ export async function clusterIdentity(
   dataDir: string,
   cluster: string,
   requestedId: string | undefined,
-): Promise<string> {
+): Promise<ClusterIdentity> {
   const file = join(dataDir, CLUSTER_FILE);
   const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return undefined;
@@ -41,13 +41,45 @@ export async function clusterIdentity(
         `this data dir is node ${recorded.nodeId} of cluster ${cluster} (see ${file}); --node-id ${requestedId} would rename it`,
       );
     }
-    return recorded.nodeId;
+    return { nodeId: recorded.nodeId, firstJoin: false, record: () => Promise.resolve() };
   }
-  const nodeId = validName(
-    requestedId ??
-      `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${randomBytes(3).toString('hex')}`,
-    'node id',
-  );
-  await writeFileDurably(file, `${JSON.stringify({ cluster, nodeId }, null, 2)}\n`);
-  return nodeId;
+  const nodeId = validName(requestedId ?? hostDerivedName(), 'node id');
+  return {
+    nodeId,
+    firstJoin: true,
+    record: () => writeFileDurably(file, `${JSON.stringify({ cluster, nodeId }, null, 2)}\n`),
+  };
+}
+
+export interface ClusterIdentity {
+  nodeId: string;
+  /** No cluster.json yet: this start joins the cluster. */
+  firstJoin: boolean;
+  /** Writes cluster.json (once the join is allowed). */
+  record(): Promise<void>;
+}
+
+/**
+ * A data dir that already owns slots may join only a cluster without a topology (it then
+ * becomes the node `cluster init` names): joining one whose topology gives those slots to
+ * others would make two nodes serve them.
+ */
+export async function checkFirstJoin(
+  endpoints: string,
+  cluster: string,
+  nodeId: string,
+  owned: readonly SlotRange[],
+): Promise<void> {
+  const conn = connectEtcd(endpoints);
+  try {
+    const { topology } = await readTopology(conn, new ClusterKeys(cluster));
+    if (topology.version > 0) {
+      throw failedPrecondition(
+        `this data dir owns slots ${formatSlotRanges(owned)} from before it joined cluster ${cluster}, ` +
+          `which already has a topology (version ${topology.version}): start node ${nodeId} with an empty data dir and move slots to it`,
+      );
+    }
+  } finally {
+    conn.close();
+  }
 }

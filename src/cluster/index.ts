@@ -13,7 +13,7 @@ export { type MigrationRecord, listMigrations } from './migration-records';
 export { type NodeInfo, listNodes } from './node-info';
 export { currentLeader, type LeaderIdentity } from './leader-lease';
 export { ClusterMember, type AssignedRange, type MemberOptions } from './member';
-export { clusterIdentity } from './identity';
+export { checkFirstJoin, clusterIdentity, type ClusterIdentity } from './identity';
 export {
   Controller,
   type ClusterState,

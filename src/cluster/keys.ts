@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { invalidArgument } from '../core';
 
 /** Names of clusters, nodes and controllers: safe in an etcd key and a log line. */
@@ -10,6 +12,12 @@ export function validName(value: string, what: string): string {
     );
   }
   return value;
+}
+
+/** A default name for this process's node or controller: the host name and a random suffix. */
+export function hostDerivedName(prefix = ''): string {
+  const host = hostname().replace(/[^A-Za-z0-9._-]/g, '-');
+  return validName(`${prefix}${host}-${randomBytes(3).toString('hex')}`, 'name');
 }
 
 /** Where one cluster keeps its state in etcd (see docs/design/cluster.md). */

@@ -48,6 +48,11 @@ export class LeaderLease {
       if (kv.create_revision !== token)
         this.lostController.abort(this.lostError('another controller took it'));
     });
+    // A watch etcd cancels (a compacted revision after a disconnect) cannot say any more
+    // whether the lead is still ours: give it up; the fence kept every write safe anyway.
+    watcher?.on('error', (err) =>
+      this.lostController.abort(this.lostError(`the leader key's watch failed: ${err.message}`)),
+    );
   }
 
   static async campaign(
@@ -78,7 +83,11 @@ export class LeaderLease {
         if (succeeded) {
           const watcher = await etcdCall(conn, 'watching the leader key', () =>
             conn.client.watch().key(keys.leader).create(),
-          );
+          ).catch(async (error: unknown) => {
+            // The key is ours: let it go now rather than make others wait out its TTL.
+            await lease.revoke().catch(() => undefined);
+            throw error;
+          });
           return new LeaderLease(conn, keys, lease, identity, revision, watcher);
         }
       } catch (error) {

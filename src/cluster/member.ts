@@ -2,7 +2,7 @@ import type { Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { SLOT_COUNT, type SlotRange, asError, formatSlotRanges } from '../core';
 import type { Ownership } from '../ownership';
-import { type EtcdConnection, connectEtcd, etcdCall } from './etcd';
+import { type EtcdConnection, connectEtcd } from './etcd';
 import { ClusterKeys } from './keys';
 import { type NodeInfo, listNodes } from './node-info';
 import { NodeRegistration } from './node-registration';
@@ -49,7 +49,7 @@ export class ClusterMember {
   private again = false;
   private closed = false;
   /** Slots where this node and the topology disagree, as last seen (logged once per version). */
-  disagreement: { ownedNotAssigned: SlotRange[]; assignedNotOwned: SlotRange[] } = {
+  private disagreement: { ownedNotAssigned: SlotRange[]; assignedNotOwned: SlotRange[] } = {
     ownedNotAssigned: [],
     assignedNotOwned: [],
   };
@@ -111,6 +111,7 @@ export class ClusterMember {
     this.refresh();
   }
 
+  /** Watches the topology and the nodes; a watch that fails is made again (polling covers the gap). */
   private async watch(): Promise<void> {
     try {
       const watcher = await this.conn.client.watch().prefix(this.keys.prefix).create();
@@ -119,12 +120,30 @@ export class ClusterMember {
         return;
       }
       this.watcher = watcher;
-      const poke = (): void => this.refresh();
-      watcher.on('put', poke).on('delete', poke).on('connected', poke);
-      watcher.on('error', (err) => this.options.logger.debug({ err }, 'topology watch error'));
+      const { topology, nodes } = this.keys;
+      // Migration records and requests change often and tell a node nothing.
+      const poke = (kv: { key: Buffer }): void => {
+        const key = kv.key.toString();
+        if (key === topology || key.startsWith(nodes)) this.refresh();
+      };
+      watcher
+        .on('put', poke)
+        .on('delete', poke)
+        .on('connected', () => this.refresh());
+      watcher.on('error', (err) => {
+        this.options.logger.warn({ err }, 'the topology watch failed; watching again');
+        void watcher.cancel().catch(() => undefined);
+        this.rewatchLater();
+      });
     } catch (error) {
-      this.options.logger.warn({ err: error }, 'cannot watch the topology; polling it');
+      this.options.logger.warn({ err: error }, 'cannot watch the topology yet; polling it');
+      this.rewatchLater();
     }
+  }
+
+  private rewatchLater(): void {
+    if (this.closed) return;
+    setTimeout(() => void this.watch(), POLL_MS).unref();
   }
 
   /** Reads the topology and nodes again (coalesced: one read in flight, one queued). */
@@ -147,12 +166,6 @@ export class ClusterMember {
       });
   }
 
-  /** Waits for a read of etcd that started after this call (tests, and Topology freshness). */
-  async sync(): Promise<void> {
-    await this.refreshing;
-    await etcdCall(this.conn, 'syncing the topology', () => this.readAndApply());
-  }
-
   private async readAndApply(): Promise<void> {
     const [{ topology }, nodes] = await Promise.all([
       readTopology(this.conn, this.keys),
@@ -170,8 +183,7 @@ export class ClusterMember {
     const { ownership, logger } = this.options;
     const me = this.nodeId;
     const mine = rangesOfNode(topology, me);
-    if (mine.length > 0 && ownership.isBlank()) {
-      await ownership.adopt(mine);
+    if (mine.length > 0 && (await ownership.adoptIfBlank(mine))) {
       logger.info(
         { slots: formatSlotRanges(mine), version: topology.version },
         'took the slots the topology assigns to this node',

@@ -1,6 +1,6 @@
 import type { Lease } from 'etcd3';
 import { abortableSleep, asError } from '../core';
-import type { EtcdConnection } from './etcd';
+import { type EtcdConnection, etcdCall } from './etcd';
 import type { ClusterKeys } from './keys';
 import type { NodeInfo } from './node-info';
 import { commitIf, putOp } from './txn';
@@ -58,14 +58,16 @@ export class NodeRegistration {
     const lease = this.conn.client.lease(this.ttlSeconds);
     this.lease = lease;
     let onLost: (error: Error) => void = () => undefined;
+    let onStop: () => void = () => undefined;
     const lost = new Promise<void>((resolve, reject) => {
       onLost = reject;
-      this.stopping.signal.addEventListener('abort', () => resolve(), { once: true });
-    });
+      onStop = resolve;
+      this.stopping.signal.addEventListener('abort', onStop, { once: true });
+    }).finally(() => this.stopping.signal.removeEventListener('abort', onStop));
     void lost.catch(() => undefined);
     lease.on('lost', (error) => onLost(error));
     try {
-      const leaseId = await lease.grant();
+      const leaseId = await etcdCall(this.conn, 'granting the node lease', () => lease.grant());
       const { succeeded } = await commitIf(
         this.conn,
         `registering node ${this.info.id}`,
@@ -77,11 +79,13 @@ export class NodeRegistration {
         this.registered = false;
         await lease.revoke().catch(() => undefined);
         this.events.onRemoved();
+        onStop();
         return { lost: Promise.resolve() };
       }
       this.registered = true;
       this.events.onRegistered(leaseId);
     } catch (error) {
+      onStop();
       lease.release();
       throw error;
     }

@@ -78,7 +78,7 @@ export const ErrorReasons = {
   shuttingDown: 'SHUTTING_DOWN',
   /** metadata: migration_id. A migration with this id is running or finished on the node. */
   migrationExists: 'MIGRATION_EXISTS',
-  /** metadata: holder, since. Another controller holds the cluster's leader lease. */
+  /** metadata: holder, purpose, since_ms. Another controller holds the cluster's leader lease. */
   controllerBusy: 'CONTROLLER_BUSY',
   /** metadata: expected, actual. The topology changed since the change was planned. */
   topologyChanged: 'TOPOLOGY_CHANGED',

@@ -76,3 +76,13 @@ export function parseSlotRanges(text: string): SlotRange[] {
 export function formatSlotRanges(ranges: readonly SlotRange[]): string {
   return ranges.map((r) => (r.start === r.end ? `${r.start}` : `${r.start}-${r.end}`)).join(',');
 }
+
+/** Whether any slot of `a` is in `b`. */
+export function slotRangesOverlap(a: readonly SlotRange[], b: readonly SlotRange[]): boolean {
+  return a.some((x) => b.some((y) => x.start <= y.end && y.start <= x.end));
+}
+
+/** Whether every slot of `inner` is in `outer` (each as normalized, merged ranges). */
+export function slotRangesCover(outer: readonly SlotRange[], inner: readonly SlotRange[]): boolean {
+  return inner.every((i) => outer.some((o) => o.start <= i.start && i.end <= o.end));
+}

@@ -9,6 +9,7 @@ import {
   formatSlotRanges,
   invalidArgument,
   notFound,
+  slotRangesOverlap,
 } from '../core';
 import type { Ownership } from '../ownership';
 import type { Store } from '../store';
@@ -16,7 +17,6 @@ import { MigrationJob } from './migration-job';
 import type { MigrationTuning } from './tuning';
 import { resolveImport } from './recover';
 import type { ClientSecurity } from '../wire/security';
-import { overlaps } from './source-handoff';
 
 export interface MigrationRegistryDeps {
   store: Store;
@@ -71,14 +71,14 @@ export class MigrationRegistry {
       );
     }
     for (const job of this.jobs.values()) {
-      if (!job.finished && overlaps(job.request.slots, slots)) {
+      if (!job.finished && slotRangesOverlap(job.request.slots, slots)) {
         throw failed(
           `slots ${formatSlotRanges(slots)} overlap migration ${job.request.id} in progress`,
         );
       }
     }
     for (const record of ownership.imports()) {
-      if (overlaps(record.slots, slots)) {
+      if (slotRangesOverlap(record.slots, slots)) {
         throw failed(
           `slots ${formatSlotRanges(slots)} overlap unfinished import ${record.id} (${record.phase}); it is being settled`,
         );

@@ -7,6 +7,7 @@ import {
   failedPrecondition,
   formatSlotRanges,
   invalidArgument,
+  slotRangesOverlap,
 } from '../core';
 import type { Ownership } from '../ownership';
 import { type Store, dropSlots } from '../store';
@@ -90,7 +91,7 @@ export class SourceHandoffs {
       );
     }
     for (const other of this.active.values()) {
-      if (overlaps(other.slots, slots)) {
+      if (slotRangesOverlap(other.slots, slots)) {
         throw failed(`slots ${formatSlotRanges(slots)} overlap handoff ${other.id} in progress`);
       }
     }
@@ -255,8 +256,4 @@ export class SourceHandoffs {
     await Promise.allSettled(committing);
     await Promise.all([...this.cleanups]);
   }
-}
-
-export function overlaps(a: readonly SlotRange[], b: readonly SlotRange[]): boolean {
-  return a.some((x) => b.some((y) => x.start <= y.end && y.start <= x.end));
 }

@@ -7,6 +7,7 @@ import {
   invalidArgument,
   notFound,
   slotOf,
+  slotRangesOverlap,
 } from '../core';
 import { failedPrecondition, moved, notServed, tryAgain } from './errors';
 import { InFlight } from './in-flight';
@@ -53,6 +54,8 @@ export class Ownership {
   private constructor(
     private readonly file: string,
     state: OwnershipState,
+    /** In a cluster, slots come from the topology: no seeding by a forced install. */
+    private readonly inCluster = false,
   ) {
     this.state = state;
     this.ownedRanges = rangesOf(state.owned);
@@ -71,16 +74,17 @@ export class Ownership {
   static async load(
     dataDir: string,
     initial?: readonly SlotRange[],
-    options: { emptyWhenNew?: boolean } = {},
+    options: { inCluster?: boolean } = {},
   ): Promise<Ownership> {
+    const inCluster = options.inCluster ?? false;
     const file = ownershipFile(dataDir);
     const wanted = initial === undefined ? undefined : normalizeRanges(initial);
     const stored = await readOwnershipFile(file);
     if (!stored) {
       // A node joining a cluster owns nothing until the topology gives it slots.
-      const state = initialState(wanted ?? (options.emptyWhenNew ? [] : ALL_SLOTS));
+      const state = initialState(wanted ?? (inCluster ? [] : ALL_SLOTS));
       await persist(file, state);
-      return new Ownership(file, state);
+      return new Ownership(file, state, inCluster);
     }
     const recorded = rangesOf(stored.owned);
     if (wanted && !sameRanges(wanted, recorded)) {
@@ -89,7 +93,7 @@ export class Ownership {
           `according to ${file} (${describeRanges(recorded)}); start it without --slots to keep them`,
       );
     }
-    return new Ownership(file, stored);
+    return new Ownership(file, stored, inCluster);
   }
 
   owned(): SlotRange[] {
@@ -198,7 +202,7 @@ export class Ownership {
           `cannot import slots ${describeRanges(ranges)}: this node already owns ${describeRanges(owned)}`,
         );
       }
-      const other = s.imports.find((r) => overlaps(r.slots, ranges));
+      const other = s.imports.find((r) => slotRangesOverlap(r.slots, ranges));
       if (other) {
         throw failedPrecondition(
           `cannot import slots ${describeRanges(ranges)}: import ${other.id} of slots ${describeRanges(other.slots)} is in progress`,
@@ -248,6 +252,11 @@ export class Ownership {
    * import under way, or is being seeded already.
    */
   claimSeed(): () => void {
+    if (this.inCluster) {
+      throw failedPrecondition(
+        "this node is in a cluster: its slots come from the cluster's topology (cluster init, move, rebalance), not from a forced install",
+      );
+    }
     const owned = rangesOf(this.state.owned);
     if (owned.length > 0 || this.state.imports.length > 0 || this.seeding) {
       throw failedPrecondition(
@@ -285,6 +294,23 @@ export class Ownership {
     });
   }
 
+  /**
+   * Takes `slots` if this node is blank (see isBlank), checked and changed in one step;
+   * resolves whether it did. How a cluster node takes what the topology first gives it.
+   */
+  async adoptIfBlank(slots: readonly SlotRange[]): Promise<boolean> {
+    const ranges = normalizeRanges(slots);
+    let adopted = false;
+    await this.mutate((s) => {
+      if (this.seeding || !isBlankState(s) || ranges.length === 0) return false;
+      setRanges(s.owned, ranges, true);
+      fillOwners(s, ranges, undefined);
+      adopted = true;
+      return true;
+    });
+    return adopted;
+  }
+
   /** Forgets an import (idempotent); the owner hints stay, the source still owns the slots. */
   async abandonImport(id: string): Promise<void> {
     await this.mutate((s) => {
@@ -302,14 +328,7 @@ export class Ownership {
    * topology may not have caught up with that yet.
    */
   isBlank(): boolean {
-    const s = this.state;
-    return (
-      !this.seeding &&
-      this.ownedRanges.length === 0 &&
-      s.imports.length === 0 &&
-      s.transfers.length === 0 &&
-      !s.cleanup.includes(1)
-    );
+    return !this.seeding && isBlankState(this.state);
   }
 
   imports(): ImportRecord[] {
@@ -399,6 +418,15 @@ async function persist(file: string, state: OwnershipState): Promise<void> {
   }
 }
 
+function isBlankState(s: OwnershipState): boolean {
+  return (
+    !s.owned.includes(1) &&
+    s.imports.length === 0 &&
+    s.transfers.length === 0 &&
+    !s.cleanup.includes(1)
+  );
+}
+
 function findImport(state: OwnershipState, id: string): ImportRecord {
   const record = state.imports.find((r) => r.id === id);
   if (!record) throw notFound(`no import ${id} is recorded on this node`);
@@ -425,8 +453,4 @@ function requireText(value: string, what: string): void {
 
 function sameRanges(a: readonly SlotRange[], b: readonly SlotRange[]): boolean {
   return a.length === b.length && a.every((r, i) => r.start === b[i]?.start && r.end === b[i]?.end);
-}
-
-function overlaps(a: readonly SlotRange[], b: readonly SlotRange[]): boolean {
-  return a.some((x) => b.some((y) => x.start <= y.end && y.start <= x.end));
 }

@@ -34,7 +34,7 @@ import { type TransferLimits, transferLimits } from './transfer-limits';
 import type { Transfers } from './transfers';
 import type { NodeContext } from './node-context';
 import { shardService } from './shard-service';
-import { ClusterMember, clusterIdentity } from '../cluster';
+import { type ClusterIdentity, ClusterMember, checkFirstJoin, clusterIdentity } from '../cluster';
 import { type TopologyAnswer, standaloneTopology } from './topology-answer';
 import { chunkSerializer } from './chunk-serializer';
 import { addIntrospection } from './introspection';
@@ -142,10 +142,12 @@ export class ShardNode implements NodeContext {
 
   static async start(options: StartOptions): Promise<ShardNode> {
     const config = resolveConfig(options);
+    let identity: ClusterIdentity | undefined;
     if (config.cluster) {
       // The topology names nodes by id: in a cluster the id is the data dir's, for good.
       await mkdir(config.dataDir, { recursive: true });
-      config.nodeId = await clusterIdentity(config.dataDir, config.cluster.name, options.nodeId);
+      identity = await clusterIdentity(config.dataDir, config.cluster.name, options.nodeId);
+      config.nodeId = identity.nodeId;
     }
     const logger = (options.logger ?? pino({ level: config.logLevel }, pino.destination(2))).child({
       nodeId: config.nodeId,
@@ -214,8 +216,19 @@ export class ShardNode implements NodeContext {
           logger.warn({ err }, message),
         );
       const ownership = await Ownership.load(config.dataDir, config.slots, {
-        emptyWhenNew: config.cluster !== undefined,
+        inCluster: config.cluster !== undefined,
       });
+      if (identity && config.cluster) {
+        if (identity.firstJoin && !ownership.isBlank()) {
+          await checkFirstJoin(
+            config.cluster.etcd,
+            config.cluster.name,
+            identity.nodeId,
+            ownership.owned(),
+          );
+        }
+        await identity.record();
+      }
       await catalog.load();
       const strategies = options.strategies ?? defaultStrategies();
       // Before anything can write: the log must see every change after its start seq.

@@ -1,4 +1,6 @@
 import { type Command, Option } from 'commander';
+// The topology helpers are light (no etcd client): loaded with the command line.
+import { slotCounts } from '../../cluster/topology';
 import { ErrorReasons, type SlotRange, formatSlotRanges, hasReason } from '../../core';
 import type {
   ClusterKeys,
@@ -241,9 +243,7 @@ function runJson(result: OperationResult & { request?: string }): object {
 
 function statusJson(state: ClusterState): object {
   const { topology } = state.topology;
-  const counts = new Map<string, number>();
-  for (const a of topology.slots)
-    counts.set(a.node, (counts.get(a.node) ?? 0) + a.end - a.start + 1);
+  const counts = slotCounts(topology);
   const ids = new Set([...state.nodes.keys(), ...counts.keys()]);
   return {
     ok: true,
@@ -333,6 +333,7 @@ export function registerCluster(program: Command): void {
         try {
           const topology = await initCluster(conn, keys, options.node, {
             waitMs: flags.connectTimeout ?? 0,
+            security: await clientSecurity(flags),
           });
           emit(
             globals(command),

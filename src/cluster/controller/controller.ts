@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import {
   ErrorCodes,
-  type ShardsnapError,
+  ShardsnapError,
   ErrorReasons,
   hasReason,
   isShardsnapError,
@@ -13,11 +12,12 @@ import {
   formatSlotRanges,
   invalidArgument,
   normalizeSlotRanges,
+  slotRangesOverlap,
   unavailable,
 } from '../../core';
 import type { ClientSecurity } from '../../wire/security';
-import { type EtcdConnection, connectEtcd } from '../etcd';
-import { ClusterKeys, validName } from '../keys';
+import { type EtcdConnection, connectEtcd, etcdCall } from '../etcd';
+import { ClusterKeys, hostDerivedName, validName } from '../keys';
 import { LeaderLease } from '../leader-lease';
 import { type MigrationRecord, encodeMigration, listMigrations } from '../migration-records';
 import { type NodeInfo, listNodes, listRemoved } from '../node-info';
@@ -162,11 +162,7 @@ export class Controller {
     const keys = new ClusterKeys(options.cluster);
     const conn = connectEtcd(options.endpoints);
     try {
-      const id = validName(
-        options.id ??
-          `ctl-${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${randomBytes(3).toString('hex')}`,
-        'controller id',
-      );
+      const id = validName(options.id ?? hostDerivedName('ctl-'), 'controller id');
       const lease = await LeaderLease.campaign(
         conn,
         keys,
@@ -212,8 +208,17 @@ export class Controller {
           { migration: record.id },
           'settling a migration left by a previous controller',
         );
-        const result = await this.settle(record);
-        outcome[result === 'committed' ? 'committed' : 'aborted']++;
+        try {
+          const result = await this.settle(record);
+          outcome[result === 'committed' ? 'committed' : 'aborted']++;
+        } catch (error) {
+          // Its slots stay in doubt (steps touching them are refused); the rest can move.
+          if (this.lease.lost.aborted) throw error;
+          this.log.warn(
+            { err: asError(error), migration: record.id },
+            'a migration left by a previous controller cannot be settled yet',
+          );
+        }
       }),
     );
     return outcome;
@@ -298,7 +303,9 @@ export class Controller {
   }
 
   private async deregister(node: string, info: NodeInfo | undefined): Promise<void> {
-    const kv = await this.conn.client.get(this.keys.node(node)).exec();
+    const kv = await etcdCall(this.conn, `reading node ${node}`, () =>
+      this.conn.client.get(this.keys.node(node)).exec(),
+    );
     const leaseId = kv.kvs[0]?.lease;
     const { succeeded } = await commitIf(
       this.conn,
@@ -339,11 +346,16 @@ export class Controller {
     let failure: unknown;
     let first = true;
     const attempts = new Map<MoveStep, number>();
+    const busyTargets = new Set<string>();
     const worker = async (): Promise<void> => {
       for (;;) {
         if (failure !== undefined) return;
-        const step = queue.shift();
+        // Never two at once to one target: each installs and catches up on its own.
+        const index = queue.findIndex((s) => !busyTargets.has(s.to));
+        const step = queue[index];
         if (!step) return;
+        queue.splice(index, 1);
+        busyTargets.add(step.to);
         try {
           // Only the first record carries the operator's plan; the rest build on our own commits.
           const base = first && plannedOn ? plannedOn : undefined;
@@ -365,12 +377,11 @@ export class Controller {
             queue.push(step);
             continue;
           }
-          failure ??= unavailable(
-            `migration ${record.id} of slots ${formatSlotRanges(record.slots)} to ${record.to} did not complete: ${outcome.record.error ?? 'rolled back'}`,
-            { cause: outcome.cause },
-          );
+          failure ??= didNotComplete(record, outcome);
         } catch (error) {
           failure ??= error;
+        } finally {
+          busyTargets.delete(step.to);
         }
       }
     };
@@ -432,7 +443,7 @@ export class Controller {
       throw topologyChanged(base.topology.version, state.topology.topology.version, false);
     }
     const busy = state.migrations.find(
-      (r) => r.state === 'running' && overlaps(r.slots, step.slots),
+      (r) => r.state === 'running' && slotRangesOverlap(r.slots, step.slots),
     );
     if (busy) {
       throw failedPrecondition(
@@ -489,6 +500,7 @@ export class Controller {
   private async finish(
     record: MigrationRecord,
   ): Promise<{ record: MigrationRecord; cause?: unknown }> {
+    await this.confirmUntouched(record);
     try {
       const status = await driveMigration(this, record, {
         maxPauseMs: this.options.maxPauseMs,
@@ -527,6 +539,25 @@ export class Controller {
     }
   }
 
+  /**
+   * Right before the target is asked to start: this controller still leads and nobody
+   * settled the record meanwhile (it is still the version written). A controller that
+   * stalled past its lease between recording and starting a migration would otherwise
+   * start one its successor has already marked aborted.
+   */
+  private async confirmUntouched(record: MigrationRecord): Promise<void> {
+    const { succeeded } = await commitIf(
+      this.conn,
+      `confirming the lead before migration ${record.id}`,
+      [
+        ...this.lease.fence,
+        { key: this.keys.migration(record.id), target: 'Version', op: '==', value: 1 },
+      ],
+      [],
+    );
+    if (!succeeded) throw this.notLeader();
+  }
+
   /** Asks the nodes what became of a migration, then commits or aborts its record. */
   settle(record: MigrationRecord): Promise<'committed' | 'aborted'> {
     return settleMigration(this, record, {
@@ -561,11 +592,7 @@ export class Controller {
           what: `committing migration ${record.id}`,
         });
       } catch (error) {
-        if (
-          asError(error) &&
-          (error as { reason?: string }).reason === ErrorReasons.topologyChanged
-        )
-          continue;
+        if (hasReason(error, ErrorReasons.topologyChanged)) continue;
         throw error;
       }
       this.options.onEvent?.({ kind: 'committed', record: done, version: next.version });
@@ -635,6 +662,22 @@ export class Controller {
   }
 }
 
+/** Why a run stopped: the migration's own error, its code kept (a refusal stays one). */
+function didNotComplete(
+  record: MigrationRecord,
+  outcome: { record: MigrationRecord; cause?: unknown },
+): ShardsnapError {
+  const cause = outcome.cause;
+  const message = `migration ${record.id} of slots ${formatSlotRanges(record.slots)} to ${record.to} did not complete: ${outcome.record.error ?? 'rolled back'}`;
+  if (!isShardsnapError(cause)) return unavailable(message, { cause });
+  return new ShardsnapError(cause.code, message, {
+    cause,
+    reason: cause.reason,
+    metadata: cause.metadata,
+    ...(cause.retryAfterMs === undefined ? {} : { retryAfterMs: cause.retryAfterMs }),
+  });
+}
+
 /** The oldest of `records` (by their last update) beyond the newest `keep`. */
 export function oldestBeyond<T extends { updatedAtMs: number }>(
   records: readonly T[],
@@ -671,8 +714,4 @@ export async function rebalancePlan(
     live,
     await slotWeights(state, live, security),
   );
-}
-
-function overlaps(a: readonly SlotRange[], b: readonly SlotRange[]): boolean {
-  return a.some((x) => b.some((y) => x.start <= y.end && y.start <= x.end));
 }

@@ -1,7 +1,9 @@
-import { MAX_SLOT, abortableSleep, failedPrecondition } from '../../core';
+import { MAX_SLOT, abortableSleep, failedPrecondition, formatSlotRanges } from '../../core';
+import { ShardsnapClient } from '../../client';
+import type { ClientSecurity } from '../../wire/security';
 import type { EtcdConnection } from '../etcd';
 import type { ClusterKeys } from '../keys';
-import { listNodes } from '../node-info';
+import { type NodeInfo, listNodes } from '../node-info';
 import { type Topology, encodeTopology } from '../topology';
 import { readTopology } from '../topology-store';
 import { commitIf, putOp } from '../txn';
@@ -15,8 +17,9 @@ export async function initCluster(
   conn: EtcdConnection,
   keys: ClusterKeys,
   node: string,
-  options: { waitMs?: number } = {},
+  options: { waitMs?: number; security?: ClientSecurity } = {},
 ): Promise<Topology> {
+  const { security } = options;
   const giveUpAt = Date.now() + (options.waitMs ?? 0);
   while (!(await listNodes(conn, keys)).has(node)) {
     if (Date.now() >= giveUpAt) {
@@ -26,6 +29,7 @@ export async function initCluster(
     }
     await abortableSleep(200, undefined, 'waiting for the node to register');
   }
+  await requireOthersOwnNothing(await listNodes(conn, keys), node, security);
   const topology: Topology = {
     version: 1,
     cluster: keys.cluster,
@@ -47,3 +51,30 @@ export async function initCluster(
   }
   return topology;
 }
+
+/**
+ * A node that joined with slots of its own (a lone node turned cluster member) would keep
+ * serving them beside the node given every slot: init is refused then.
+ */
+async function requireOthersOwnNothing(
+  nodes: Map<string, NodeInfo>,
+  chosen: string,
+  security: ClientSecurity | undefined,
+): Promise<void> {
+  for (const [id, info] of nodes) {
+    if (id === chosen) continue;
+    const client = new ShardsnapClient(info.address, { security: security ?? {} });
+    try {
+      const { owned } = await client.topology({}, { deadlineMs: ASK_MS });
+      if (owned.length > 0) {
+        throw failedPrecondition(
+          `node ${id} owns slots ${formatSlotRanges(owned)} of its own: init names the node that holds the data (${id}), or that node must join with an empty data dir`,
+        );
+      }
+    } finally {
+      client.close();
+    }
+  }
+}
+
+const ASK_MS = 5_000;

@@ -1,16 +1,18 @@
 import {
   ErrorCodes,
   ErrorReasons,
-  type SlotRange,
   asError,
   hasReason,
   isShardsnapError,
+  slotRangesCover,
+  slotRangesOverlap,
   unavailable,
 } from '../../core';
 import { ShardsnapClient } from '../../client';
 import { TERMINAL_PHASES } from '../../migration';
 import type { ClientSecurity } from '../../wire/security';
 import type { MigrationRecord } from '../migration-records';
+import { listNodes } from '../node-info';
 import type { Controller } from './controller';
 
 /** One node call while settling: short, so that a dead node does not stall the loop. */
@@ -31,12 +33,22 @@ export async function settleMigration(
   record: MigrationRecord,
   options: { security: ClientSecurity | undefined; timeoutMs: number },
 ): Promise<'committed' | 'aborted'> {
-  const security = options.security ?? {};
-  const target = new ShardsnapClient(record.toAddress, { security });
-  const source = new ShardsnapClient(record.fromAddress, { security });
+  const clients = new Map<string, ShardsnapClient>();
+  const clientOf = (address: string): ShardsnapClient => {
+    let client = clients.get(address);
+    if (!client) {
+      client = new ShardsnapClient(address, { security: options.security ?? {} });
+      clients.set(address, client);
+    }
+    return client;
+  };
   const giveUpAt = Date.now() + options.timeoutMs;
   try {
     for (;;) {
+      // A node that restarted elsewhere (a new address) is asked where it is now.
+      const nodes = await listNodes(controller.conn, controller.keys).catch(() => undefined);
+      const target = clientOf(nodes?.get(record.to)?.address ?? record.toAddress);
+      const source = clientOf(nodes?.get(record.from)?.address ?? record.fromAddress);
       let verdict = await judge(record, target, source);
       try {
         if (verdict.kind === 'committed') {
@@ -60,8 +72,7 @@ export async function settleMigration(
       await controller.pause(POLL_MS);
     }
   } finally {
-    target.close();
-    source.close();
+    for (const client of clients.values()) client.close();
   }
 }
 
@@ -80,7 +91,7 @@ async function judge(
     if (!isShardsnapError(error, ErrorCodes.notFound)) {
       return {
         kind: 'wait',
-        why: `target ${record.toAddress} unreachable: ${asError(error).message}`,
+        why: `target ${target.address} unreachable: ${asError(error).message}`,
       };
     }
   }
@@ -90,29 +101,21 @@ async function judge(
   } catch (error) {
     return {
       kind: 'wait',
-      why: `target ${record.toAddress} unreachable: ${asError(error).message}`,
+      why: `target ${target.address} unreachable: ${asError(error).message}`,
     };
   }
-  if (covers(targetView.owned, record.slots)) return { kind: 'committed' };
-  if (intersects(targetView.importing, record.slots)) {
+  if (slotRangesCover(targetView.owned, record.slots)) return { kind: 'committed' };
+  if (slotRangesOverlap(targetView.importing, record.slots)) {
     return { kind: 'wait', why: 'the target is still settling its import' };
   }
   try {
     const sourceView = await source.topology({}, { deadlineMs: ASK_MS });
-    if (covers(sourceView.owned, record.slots)) return { kind: 'aborted' };
+    if (slotRangesCover(sourceView.owned, record.slots)) return { kind: 'aborted' };
   } catch (error) {
     return {
       kind: 'wait',
-      why: `source ${record.fromAddress} unreachable: ${asError(error).message}`,
+      why: `source ${source.address} unreachable: ${asError(error).message}`,
     };
   }
   return { kind: 'wait', why: 'neither node owns all of the slots (a handoff in doubt)' };
-}
-
-function covers(owned: readonly SlotRange[], wanted: readonly SlotRange[]): boolean {
-  return wanted.every((w) => owned.some((o) => o.start <= w.start && w.end <= o.end));
-}
-
-function intersects(a: readonly SlotRange[], b: readonly SlotRange[]): boolean {
-  return a.some((x) => b.some((y) => x.start <= y.end && y.start <= x.end));
 }

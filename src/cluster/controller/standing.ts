@@ -1,4 +1,11 @@
-import { ErrorCodes, ShardsnapError, abortableSleep, asError, isShardsnapError } from '../../core';
+import {
+  ErrorCodes,
+  ErrorReasons,
+  ShardsnapError,
+  abortableSleep,
+  asError,
+  hasReason,
+} from '../../core';
 import { etcdCall } from '../etcd';
 import { type OperationRequest, type OperationResult, listRequests } from '../requests';
 import { putOp, commitIf } from '../txn';
@@ -6,6 +13,7 @@ import {
   Controller,
   type ControllerOptions,
   type RunSummary,
+  liveNodes,
   oldestBeyond,
   rebalancePlan,
 } from './controller';
@@ -67,11 +75,19 @@ async function actWhileLeader(controller: Controller, options: StandingOptions):
   );
   const ring = (): void => changes.ring();
   watcher.on('put', ring).on('delete', ring).on('connected', ring);
+  // A failed watch leaves the periodic look (checkEveryMs); it must not end the process.
+  watcher.on('error', (err) => {
+    options.log?.warn({ err }, 'the watch of the cluster failed; looking every check interval');
+    ring();
+  });
+  // The live nodes at the last automatic rebalance; undefined: none yet since taking the lead.
+  let members: string | undefined;
   try {
     await controller.recover();
     while (!signal.aborted) {
       const changed = await runQueued(controller);
-      if (!changed && options.autoRebalance) await rebalanceIfUneven(controller, options);
+      if (!changed && options.autoRebalance)
+        members = await rebalanceOnJoinOrLeave(controller, options, members);
       await changes.wait(options.checkEveryMs, signal);
       // Events come in bursts (a migration writes several keys): look once they settle.
       await abortableSleep(50, signal, 'debounce').catch(() => undefined);
@@ -168,16 +184,27 @@ function execute(
   }
 }
 
-async function rebalanceIfUneven(controller: Controller, options: StandingOptions): Promise<void> {
+/**
+ * Spreads the slots by count when the set of live nodes changed since the last time (and
+ * once on taking the lead): moves an operator made between joins and leaves are kept.
+ * Resolves the set it acted on (unchanged when the rebalance must be tried again).
+ */
+async function rebalanceOnJoinOrLeave(
+  controller: Controller,
+  options: StandingOptions,
+  members: string | undefined,
+): Promise<string | undefined> {
   const state = await controller.state();
-  if (state.topology.topology.version === 0) return;
-  if ((await rebalancePlan(state, 'slots')).length === 0) return;
+  const live = liveNodes(state).join(',');
+  if (state.topology.topology.version === 0 || live === members) return members;
+  if ((await rebalancePlan(state, 'slots')).length === 0) return live;
   try {
     await controller.rebalance();
+    return live;
   } catch (error) {
-    if (controller.signal.aborted || isShardsnapError(error, ErrorCodes.failedPrecondition))
-      throw error;
+    if (controller.signal.aborted || hasReason(error, ErrorReasons.notLeader)) throw error;
     options.log?.warn({ err: asError(error) }, 'automatic rebalance failed; trying again later');
+    return members;
   }
 }
 
