@@ -12,7 +12,14 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
 import { type ShardStats, ShardsnapClient, type Topology as NodeView } from '../../src/client';
 import { syntheticBatches } from '../../src/client';
-import { MAX_SLOT, type Mutation, type SlotRange, formatSlotRanges } from '../../src/core';
+import { slotCounts } from '../../src/cluster';
+import {
+  MAX_SLOT,
+  type Mutation,
+  type SlotRange,
+  formatSlotRanges,
+  normalizeSlotRanges,
+} from '../../src/core';
 import type { MemoryStore } from '../../src/store';
 import { BIN, type SpawnedServe, spawnServe } from './cli';
 import { type TestEtcd, startEtcd } from './etcd';
@@ -304,14 +311,10 @@ export function describeRun(run: CliRun): string {
 
 /** Ranges merged and sorted, so that two ways of writing the same slots compare equal. */
 export function mergeRanges(ranges: ReadonlyArray<{ start: number; end: number }>): SlotRange[] {
-  const sorted = ranges.map(({ start, end }) => ({ start, end })).sort((a, b) => a.start - b.start);
-  const merged: SlotRange[] = [];
-  for (const r of sorted) {
-    const last = merged[merged.length - 1];
-    if (last && r.start <= last.end + 1) last.end = Math.max(last.end, r.end);
-    else merged.push(r);
-  }
-  return merged;
+  // Empty stays empty here (no slots), unlike a request's "every slot".
+  return ranges.length === 0
+    ? []
+    : normalizeSlotRanges(ranges.map(({ start, end }) => ({ start, end })));
 }
 
 export function sameRanges(
@@ -328,10 +331,9 @@ export function rangesOf(topology: TopologyDoc | undefined, node: string): SlotR
 
 /** Slots per node in the topology. */
 export function slotCountsOf(topology: TopologyDoc | undefined): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const a of topology?.slots ?? [])
-    counts[a.node] = (counts[a.node] ?? 0) + a.end - a.start + 1;
-  return counts;
+  return Object.fromEntries(
+    slotCounts({ version: 0, cluster: '', updatedAtMs: 0, slots: topology?.slots ?? [] }),
+  );
 }
 
 /** What one look at the cluster found; `problems` is empty when it has converged. */
