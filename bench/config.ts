@@ -3,7 +3,15 @@ import { DEFAULT_WRITER_RATE } from './redis-cluster';
 import { MiB, envInt } from './util';
 
 export type Suite =
-  'memory' | 'rocksdb' | 'split' | 'keyspace' | 'transfer' | 'limits' | 'decode' | 'durability';
+  | 'memory'
+  | 'rocksdb'
+  | 'split'
+  | 'keyspace'
+  | 'transfer'
+  | 'limits'
+  | 'decode'
+  | 'durability'
+  | 'rebalance';
 
 export const SUITES: readonly Suite[] = [
   'memory',
@@ -14,6 +22,7 @@ export const SUITES: readonly Suite[] = [
   'limits',
   'decode',
   'durability',
+  'rebalance',
 ];
 
 /** Backends of the split section: row 11 memory → memory, row 12 rocksdb → rocksdb. */
@@ -29,11 +38,15 @@ export interface KeyspaceSet {
 
 export const DEFAULT_KEYSPACE_SETS = '1000000x1000,10000000x100';
 
+/** `cluster rebalance --parallel` of rows 36-38: the fastest of 1, 2 and 3 at 100k keys. */
+export const DEFAULT_REBALANCE_PARALLEL = 2;
+
 export interface BenchConfig {
   /**
    * BENCH_SUITES (or `--only a,b` on the command line): which sections run (rows 1-6
    * memory, rows 7-10 rocksdb, rows 11-12 split, rows 13-18 keyspace, rows 19-24
-   * transfer, rows 25-30 limits); default all of them.
+   * transfer, rows 25-30 limits, row 31 decode, rows 32-35 durability, rows 36-38
+   * rebalance); default all of them.
    */
   suites: Suite[];
   /** BENCH_KEYS: string keys in the dataset of the memory section. */
@@ -86,6 +99,21 @@ export interface BenchConfig {
   durabilityRuns: number;
   /** Upper bound of any single step of the durability section, ms. */
   durabilityStepTimeoutMs: number;
+  /** BENCH_REBALANCE_KEYS: string keys on the first node of the rebalance section (and in Redis). */
+  rebalanceKeys: number;
+  /** BENCH_REBALANCE_NODES: nodes (and Redis masters) the first one's slots are spread over. */
+  rebalanceNodes: number;
+  /**
+   * BENCH_REBALANCE_PARALLEL: `cluster rebalance --parallel` values, one rebalance on a fresh
+   * cluster each; rows 36-38 report the first, the notes every one.
+   */
+  rebalanceParallel: number[];
+  /** BENCH_REBALANCE_WRITER_RATE: writes a second of the steady writer (both sides); 0 = back to back. */
+  rebalanceWriterRate: number;
+  /** BENCH_REBALANCE_MAX_PAUSE: `cluster rebalance --max-pause` in ms; 0 (default) passes none. */
+  rebalanceMaxPauseMs: number;
+  /** Upper bound of any single step of the rebalance section, ms. */
+  rebalanceStepTimeoutMs: number;
 }
 
 /** Generous: 1 MiB/s would be pathological on any machine; at least two minutes. */
@@ -119,6 +147,22 @@ export function parseKeyspaceSets(name: string, text: string): KeyspaceSet[] {
     });
   if (sets.length === 0) throw new Error(`${name}: no dataset given`);
   return sets;
+}
+
+/** `2` or `1,2,3`: positive integers, comma-separated, in the order given. */
+export function parseIntList(name: string, text: string): number[] {
+  const values = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((item) => {
+      const n = Number(item.replace(/_/g, ''));
+      if (!Number.isSafeInteger(n) || n < 1)
+        throw new Error(`${name}: "${item}" is not a positive integer`);
+      return n;
+    });
+  if (values.length === 0) throw new Error(`${name}: no value given`);
+  return values;
 }
 
 /** Comma-separated names out of `known`, in the order of `known`; all when empty. */
@@ -167,6 +211,7 @@ export function readConfig(argv: readonly string[] = process.argv.slice(2)): Ben
   const runs = envInt('BENCH_RUNS', 3);
   const rocksdbKeys = envInt('BENCH_ROCKSDB_KEYS', 1_000_000);
   const splitKeys = envInt('BENCH_SPLIT_KEYS', 1_000_000);
+  const rebalanceKeys = envInt('BENCH_REBALANCE_KEYS', 1_000_000);
   return {
     suites: readSuites(argv),
     keys,
@@ -204,6 +249,15 @@ export function readConfig(argv: readonly string[] = process.argv.slice(2)): Ben
       envInt('BENCH_DURABILITY_KEYS', 1_000_000),
       envInt('BENCH_DURABILITY_VALUE_SIZE', 1000),
     ),
+    rebalanceKeys,
+    rebalanceNodes: envInt('BENCH_REBALANCE_NODES', 4, 2),
+    rebalanceParallel: parseIntList(
+      'BENCH_REBALANCE_PARALLEL',
+      process.env.BENCH_REBALANCE_PARALLEL?.trim() || String(DEFAULT_REBALANCE_PARALLEL),
+    ),
+    rebalanceWriterRate: envInt('BENCH_REBALANCE_WRITER_RATE', DEFAULT_WRITER_RATE, 0),
+    rebalanceMaxPauseMs: envInt('BENCH_REBALANCE_MAX_PAUSE', 0, 0),
+    rebalanceStepTimeoutMs: stepTimeout(rebalanceKeys, valueSize),
   };
 }
 
@@ -263,6 +317,10 @@ export const TARGETS = {
   durabilityRestartRatio: 1,
   /** 35: bytes and time of a delta of 1% of the keys / of the full snapshot. */
   durabilityDeltaRatio: 0.05,
+  /** 36: `redis-cli --cluster rebalance` seconds / `shardsnap cluster rebalance` seconds, 1 → 4 nodes. */
+  rebalanceSpeedup: 10,
+  /** 37-38: the longest handoff pause (source) and the longest gap between the writer's acks. */
+  rebalancePauseMs: 50,
 } as const;
 
 /** 1/8 of the 16384 slots. */

@@ -32,7 +32,6 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { ShardsnapClient } from '../src/client/client';
-import { loadSynthetic } from '../src/client/load';
 import { keyName } from '../src/client/synthetic';
 import { isStopping, removeDir, stopTrackedProcesses } from './cleanup';
 import { type BenchConfig, TARGETS } from './config';
@@ -52,6 +51,7 @@ import {
   sleep,
   withTimeout,
 } from './util';
+import { loadLogged } from './load-logged';
 
 const GiB = 1024 * MiB;
 /** Rows 25 and 26: `--max-send-rate` of the serving node, MiB/s. */
@@ -118,24 +118,15 @@ async function seed(config: BenchConfig, tmp: string): Promise<Seeded> {
   const node = await startNodeProcess({ name: 'bench-l-seed', dataDir });
   const client = new ShardsnapClient(node.address);
   try {
-    let nextLog = 0;
-    const loaded = await withTimeout(
-      loadSynthetic(client, {
-        keys: config.limitsKeys,
-        valueSize: config.valueSize,
-        types: 'string',
-        seed: config.seed,
-        concurrency: 4,
-        onProgress: (done) => {
-          if (done >= nextLog) {
-            log(`  seed: loaded ${formatCount(done)} / ${formatCount(config.limitsKeys)} keys`);
-            nextLog += Math.max(1, Math.ceil(config.limitsKeys / 3));
-          }
-        },
-      }),
-      config.limitsStepTimeoutMs,
-      'loading the seed node',
-    );
+    const loaded = await loadLogged(client, {
+      keys: config.limitsKeys,
+      valueSize: config.valueSize,
+      seed: config.seed,
+      timeoutMs: config.limitsStepTimeoutMs,
+      what: 'loading the seed node',
+      logPrefix: `  seed: `,
+      steps: 3,
+    });
     const created = await client.createSnapshot();
     const info = await withTimeout(
       client.waitReady({ snapshotId: created.id }),

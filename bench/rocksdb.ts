@@ -11,7 +11,6 @@ import { createReadStream } from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ShardsnapClient } from '../src/client/client';
-import { loadSynthetic } from '../src/client/load';
 import type { Mutation } from '../src/core';
 import type { SnapshotInfo__Output } from '../src/generated/shardsnap/v1/SnapshotInfo';
 import { RecordsDecoder } from '../src/snapshot/records-decoder';
@@ -33,6 +32,7 @@ import {
   sleep,
   withTimeout,
 } from './util';
+import { loadLogged } from './load-logged';
 
 export const ROCKSDB_ROWS: Record<number, [string, string]> = {
   7: ['rocksdb: create checkpoint snapshot (RPC)', `ratio ≤ ${TARGETS.checkpointRatio}`],
@@ -162,24 +162,14 @@ export async function setupRocksDb(
   try {
     await client.stats();
     log(`node R (rocksdb, pid ${node.pid}) on ${node.address}`);
-    let nextLog = 0;
-    const loaded = await withTimeout(
-      loadSynthetic(client, {
-        keys,
-        valueSize: config.valueSize,
-        types: 'string',
-        seed: config.seed,
-        concurrency: 4,
-        onProgress: (done) => {
-          if (done >= nextLog) {
-            log(`  loaded ${formatCount(done)} / ${formatCount(keys)} keys`);
-            nextLog += Math.max(1, Math.ceil(keys / 5));
-          }
-        },
-      }),
-      timeoutMs,
-      'loading the rocksdb dataset',
-    );
+    const loaded = await loadLogged(client, {
+      keys: keys,
+      valueSize: config.valueSize,
+      seed: config.seed,
+      timeoutMs: timeoutMs,
+      what: 'loading the rocksdb dataset',
+      logPrefix: `  `,
+    });
     const stats = await client.stats();
     if (Number(stats.keyCount) !== keys)
       throw new Error(`node R holds ${stats.keyCount} keys after loading ${keys}`);

@@ -1,7 +1,7 @@
 /**
  * shardsnap benchmark harness (`make bench`). See docs/BENCHMARKS.md.
  *
- * Eight sections, chosen with BENCH_SUITES or `--only` (default all eight):
+ * Nine sections, chosen with BENCH_SUITES or `--only` (default all nine):
  *
  * - memory (rows 1-6): starts a memory node as a separate process, loads BENCH_KEYS string
  *   keys of BENCH_VALUE_SIZE random bytes, and measures fetch throughput, create + fetch vs
@@ -32,6 +32,10 @@
  *   log (everysec vs none; always vs Redis `appendfsync always`), restart of a
  *   BENCH_DURABILITY_KEYS node from its local snapshot and WAL tail vs Redis loading an
  *   AOF with an RDB preamble, and a delta of 1% of the keys vs a full snapshot.
+ * - rebalance (rows 36-38, bench/rebalance.ts): BENCH_REBALANCE_KEYS keys on the first of
+ *   BENCH_REBALANCE_NODES memory nodes clustered through a local etcd, spread over all of
+ *   them by `shardsnap cluster rebalance` under a steady writer, against `redis-cli
+ *   --cluster rebalance` of the same data in a Redis Cluster of as many masters.
  *
  * `node ... dist/bench/run.js --only split` runs only the split section.
  *
@@ -43,7 +47,6 @@ import { mkdir, mkdtemp } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ShardsnapClient } from '../src/client/client';
-import { loadSynthetic } from '../src/client/load';
 import {
   cleanupAll,
   installCleanupHandlers,
@@ -82,7 +85,9 @@ import { TRANSFER_ROWS, transferSuite } from './transfer';
 import { LIMITS_ROWS, limitsSuite } from './limits';
 import { DECODE_ROWS, decodeSuite } from './decode';
 import { DURABILITY_ROWS, durabilitySuite } from './durability';
-import { REPO_ROOT, formatBytes, formatCount, formatMs, log, withTimeout } from './util';
+import { REBALANCE_ROWS, rebalanceSuite } from './rebalance';
+import { REPO_ROOT, formatBytes, formatCount, formatMs, log } from './util';
+import { loadLogged } from './load-logged';
 
 const ROW_NAMES: Record<number, [string, string]> = {
   1: ['fetch READY full snapshot → verified file', 'ratio ≥ 0.35'],
@@ -98,6 +103,7 @@ const ROW_NAMES: Record<number, [string, string]> = {
   ...LIMITS_ROWS,
   ...DECODE_ROWS,
   ...DURABILITY_ROWS,
+  ...REBALANCE_ROWS,
 };
 
 function errorRow(n: number, error: unknown): Row {
@@ -170,24 +176,14 @@ async function setup(
   const a = new ShardsnapClient(nodeA.address);
   await a.stats();
   const rssEmpty = readRss(nodeA.pid);
-  let nextLog = 0;
-  const loaded = await withTimeout(
-    loadSynthetic(a, {
-      keys: config.keys,
-      valueSize: config.valueSize,
-      types: 'string',
-      seed: config.seed,
-      concurrency: 4,
-      onProgress: (done) => {
-        if (done >= nextLog) {
-          log(`  loaded ${formatCount(done)} / ${formatCount(config.keys)} keys`);
-          nextLog += Math.max(1, Math.ceil(config.keys / 5));
-        }
-      },
-    }),
-    config.stepTimeoutMs,
-    'loading the dataset',
-  );
+  const loaded = await loadLogged(a, {
+    keys: config.keys,
+    valueSize: config.valueSize,
+    seed: config.seed,
+    timeoutMs: config.stepTimeoutMs,
+    what: 'loading the dataset',
+    logPrefix: `  `,
+  });
   const stats = await a.stats();
   if (Number(stats.keyCount) !== config.keys)
     throw new Error(`node A holds ${stats.keyCount} keys after loading ${config.keys}`);
@@ -342,6 +338,14 @@ async function main(): Promise<number> {
       ? `BENCH_KEYSPACE_SETS=${config.keyspaceSets.map((s) => `${s.keys}x${s.valueSize}`).join(',')} ` +
         `BENCH_KEYSPACE_RUNS=${config.keyspaceRuns} `
       : '') +
+    (config.suites.includes('rebalance')
+      ? `BENCH_REBALANCE_KEYS=${config.rebalanceKeys} BENCH_REBALANCE_NODES=${config.rebalanceNodes} ` +
+        `BENCH_REBALANCE_PARALLEL=${config.rebalanceParallel.join(',')} ` +
+        `BENCH_REBALANCE_WRITER_RATE=${config.rebalanceWriterRate} ` +
+        (config.rebalanceMaxPauseMs > 0
+          ? `BENCH_REBALANCE_MAX_PAUSE=${config.rebalanceMaxPauseMs} `
+          : '')
+      : '') +
     `node ${process.execArgv.join(' ')} ${process.argv
       .slice(1)
       .map((p) => p.replace(`${REPO_ROOT}/`, ''))
@@ -369,6 +373,11 @@ async function main(): Promise<number> {
   if (config.suites.includes('durability'))
     sizes.push(
       `durability: ${formatCount(config.durabilityWriteKeys)} writes, ${formatCount(config.durabilityKeys)} keys × ${config.durabilityValueSize} B`,
+    );
+  if (config.suites.includes('rebalance'))
+    sizes.push(
+      `rebalance: ${formatCount(config.rebalanceKeys)} keys × ${config.valueSize} B, 1 → ${config.rebalanceNodes} nodes, ` +
+        `--parallel ${config.rebalanceParallel.join('/')}, ${formatCount(config.rebalanceWriterRate)} writes/s`,
     );
   log(
     config.suites.some((suite) => suite === 'memory' || suite === 'rocksdb')
@@ -400,6 +409,14 @@ async function main(): Promise<number> {
         await limitsSuite(config, dir, (n, body) => attempt(n, rows, errors, body));
       else if (suite === 'durability')
         await durabilitySuite(config, dir, (n, body) => attempt(n, rows, errors, body), errors);
+      else if (suite === 'rebalance')
+        await rebalanceSuite(
+          config,
+          dir,
+          (n, body) => attempt(n, rows, errors, body),
+          errors,
+          results,
+        );
       else await decodeSuite((n, body) => attempt(n, rows, errors, body));
     }
   } finally {

@@ -19,7 +19,6 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { ShardsnapClient } from '../src/client/client';
 import { Connection } from '../src/wire/connection';
-import { loadSynthetic } from '../src/client/load';
 import { migrateSlots } from '../src/client/migrate';
 import { keyName } from '../src/client/synthetic';
 import { type SlotRange, slotOf } from '../src/core';
@@ -48,6 +47,7 @@ import {
   sleep,
   withTimeout,
 } from './util';
+import { loadLogged } from './load-logged';
 
 const TARGET_TEXT = `≥ ${TARGETS.splitSpeedup}× reshard, pause ≤ ${TARGETS.splitPauseMs} ms`;
 
@@ -339,25 +339,15 @@ async function loadSource(
   try {
     await client.stats();
     log(`  source (${backend}, pid ${node.pid}) on ${node.address}`);
-    let nextLog = 0;
     const keys = config.splitKeys;
-    const loaded = await withTimeout(
-      loadSynthetic(client, {
-        keys,
-        valueSize: config.valueSize,
-        types: 'string',
-        seed: config.seed,
-        concurrency: 4,
-        onProgress: (done) => {
-          if (done >= nextLog) {
-            log(`    loaded ${formatCount(done)} / ${formatCount(keys)} keys`);
-            nextLog += Math.max(1, Math.ceil(keys / 5));
-          }
-        },
-      }),
-      config.splitStepTimeoutMs,
-      'loading the split source',
-    );
+    const loaded = await loadLogged(client, {
+      keys: keys,
+      valueSize: config.valueSize,
+      seed: config.seed,
+      timeoutMs: config.splitStepTimeoutMs,
+      what: 'loading the split source',
+      logPrefix: `    `,
+    });
     const stats = await client.stats();
     if (Number(stats.keyCount) !== keys)
       throw new Error(`the source holds ${stats.keyCount} keys after loading ${keys}`);

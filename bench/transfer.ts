@@ -11,7 +11,6 @@ import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ShardsnapClient } from '../src/client/client';
-import { loadSynthetic } from '../src/client/load';
 import type { SnapshotChunk__Output } from '../src/generated/shardsnap/v1/SnapshotChunk';
 import { Connection } from '../src/wire/connection';
 import { isStopping, stopProcess, stopTrackedProcesses, trackProcess, removeDir } from './cleanup';
@@ -29,6 +28,7 @@ import {
   mibPerSecond,
   withTimeout,
 } from './util';
+import { loadLogged } from './load-logged';
 
 const ONE_WAY_DELAY_MS = 10;
 /** Row 23's path limits each connection to this, as many WAN paths limit each flow. */
@@ -145,24 +145,15 @@ async function loadAndSnapshot(
 ): Promise<Artifact> {
   const client = new ShardsnapClient(node.address);
   await client.stats();
-  let nextLog = 0;
-  const loaded = await withTimeout(
-    loadSynthetic(client, {
-      keys: config.transferKeys,
-      valueSize: config.valueSize,
-      types: 'string',
-      seed: config.seed,
-      concurrency: 4,
-      onProgress: (done) => {
-        if (done >= nextLog) {
-          log(`  ${label}: loaded ${formatCount(done)} / ${formatCount(config.transferKeys)} keys`);
-          nextLog += Math.max(1, Math.ceil(config.transferKeys / 4));
-        }
-      },
-    }),
-    config.transferStepTimeoutMs,
-    `loading ${label}`,
-  );
+  const loaded = await loadLogged(client, {
+    keys: config.transferKeys,
+    valueSize: config.valueSize,
+    seed: config.seed,
+    timeoutMs: config.transferStepTimeoutMs,
+    what: `loading ${label}`,
+    logPrefix: `  ${label}: `,
+    steps: 4,
+  });
   const created = await client.createSnapshot();
   const info = await withTimeout(
     client.waitReady({ snapshotId: created.id }),
