@@ -114,6 +114,12 @@ export interface BenchConfig {
   rebalanceMaxPauseMs: number;
   /** Upper bound of any single step of the rebalance section, ms. */
   rebalanceStepTimeoutMs: number;
+  /** BENCH_REBALANCE_BASELINE=0: skip the Redis side (rows 36-38 then have no baseline). */
+  rebalanceBaseline: boolean;
+  /** BENCH_REBALANCE_NODE_FLAGS: more Node flags for the nodes, e.g. `--cpu-prof --cpu-prof-dir=DIR`. */
+  rebalanceNodeFlags: string[];
+  /** BENCH_REBALANCE_SERVE_ARGS: more `shardsnap serve` options for the nodes, e.g. `--no-wal`. */
+  rebalanceServeArgs: string[];
 }
 
 /** Generous: 1 MiB/s would be pathological on any machine; at least two minutes. */
@@ -258,6 +264,9 @@ export function readConfig(argv: readonly string[] = process.argv.slice(2)): Ben
     rebalanceWriterRate: envInt('BENCH_REBALANCE_WRITER_RATE', DEFAULT_WRITER_RATE, 0),
     rebalanceMaxPauseMs: envInt('BENCH_REBALANCE_MAX_PAUSE', 0, 0),
     rebalanceStepTimeoutMs: stepTimeout(rebalanceKeys, valueSize),
+    rebalanceBaseline: envInt('BENCH_REBALANCE_BASELINE', 1, 0) !== 0,
+    rebalanceNodeFlags: (process.env.BENCH_REBALANCE_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
+    rebalanceServeArgs: (process.env.BENCH_REBALANCE_SERVE_ARGS ?? '').split(/\s+/).filter(Boolean),
   };
 }
 

@@ -136,6 +136,8 @@ export interface RebalanceResult {
   maxPauseMs: number;
   /** 1-minute load average when this run's cluster was started (the machine is shared). */
   loadavg1mAtStart: number;
+  /** From the end of the load until every node was quiet (see `untilQuiet`). */
+  quietAfterLoadMs: number;
   load: { keys: number; bytes: number; ms: number; keysPerSec: number };
   rssBytes: Record<string, number>;
 }
@@ -219,7 +221,12 @@ interface Cluster {
 }
 
 /** etcd, then nodes n1..nN registered in it, then every slot given to n1. */
-async function startCluster(count: number, dir: string, cluster: Partial<Cluster>): Promise<void> {
+async function startCluster(
+  count: number,
+  dir: string,
+  options: { nodeFlags: readonly string[]; serveArgs: readonly string[] },
+  cluster: Partial<Cluster>,
+): Promise<void> {
   const etcd = await startEtcd();
   cluster.etcd = etcd;
   log(`  etcd (pid ${etcd.pid}) on ${etcd.endpoints}`);
@@ -229,7 +236,8 @@ async function startCluster(count: number, dir: string, cluster: Partial<Cluster
     const node = await startNodeProcess({
       name: `n${k}`,
       dataDir: join(dir, `n${k}`),
-      extraArgs: ['--etcd', etcd.endpoints, '--cluster', CLUSTER],
+      extraArgs: ['--etcd', etcd.endpoints, '--cluster', CLUSTER, ...options.serveArgs],
+      nodeFlags: options.nodeFlags,
     });
     cluster.nodes.push(node);
     cluster.clients.set(node.name, new ShardsnapClient(node.address));
@@ -278,6 +286,33 @@ async function loadFirst(
     ms: loaded.elapsedMs,
     keysPerSec: loaded.keys / (loaded.elapsedMs / 1000),
   };
+}
+
+/** A node using less than this share of one core over `QUIET_WINDOW_MS` is quiet. */
+const QUIET_CPU_SHARE = 0.05;
+const QUIET_WINDOW_MS = 500;
+
+/**
+ * Waits until every node is quiet: a loaded node's write-ahead log grew by the whole
+ * dataset, so it takes local snapshots of it in the background once it passes
+ * `--local-snapshot-wal-bytes`, which would otherwise run during the rebalance (the Redis
+ * side, without persistence, has no such work after its load). Returns the time it took.
+ */
+async function untilQuiet(nodes: readonly NodeProcess[]): Promise<number> {
+  return until('every node quiet after the load', SETTLE_MS * 5, async () => {
+    const before = nodes.map((n) => processCpuMs(n.pid));
+    await sleep(QUIET_WINDOW_MS);
+    const busy = nodes
+      .map((n, i) => ({
+        name: n.name,
+        share: (processCpuMs(n.pid) - (before[i] ?? 0)) / QUIET_WINDOW_MS,
+      }))
+      .filter((n) => !(n.share < QUIET_CPU_SHARE));
+    return (
+      busy.length === 0 ||
+      `busy: ${busy.map((n) => `${n.name} ${(n.share * 100).toFixed(0)}% of a core`).join(', ')}`
+    );
+  });
 }
 
 // ------------------------------------------------------------------------- rebalance
@@ -365,10 +400,20 @@ async function runRebalance(
   let writer: SplitWriter | undefined;
   const loadAtStart = loadavg()[0] ?? NaN;
   try {
-    await startCluster(count, dir, cluster);
+    await startCluster(
+      count,
+      dir,
+      { nodeFlags: config.rebalanceNodeFlags, serveArgs: config.rebalanceServeArgs },
+      cluster,
+    );
     const { etcd, nodes, clients } = cluster as Cluster;
     const first = nodes[0] as NodeProcess;
     const load = await loadFirst(config, clients.get('n1') as ShardsnapClient);
+
+    const quietMs = await untilQuiet(nodes);
+    log(
+      `  nodes quiet ${formatMs(quietMs)} after the load (n1's local snapshots of the load done)`,
+    );
 
     const pool = writerPool(keys);
     // n1 is the seed; its Topology answer names every node, and is asked again after a MOVED.
@@ -519,6 +564,7 @@ async function runRebalance(
       },
       maxPauseMs: maxPause,
       loadavg1mAtStart: loadAtStart,
+      quietAfterLoadMs: quietMs,
       load,
       rssBytes,
     };
@@ -589,7 +635,7 @@ function describeOurs(r: RebalanceResult): string {
   return (
     `ours --parallel ${r.parallel}${r.maxPauseMs > 0 ? ` --max-pause ${r.maxPauseMs}` : ''}: ${formatCount(r.keysMoved)} keys, ${formatBytes(r.bytesMoved)} in ${secondsText(r.cliMs)} ` +
     `= ${r.mibPerSec.toFixed(1)} MiB/s (controller ${secondsText(r.controllerMs)}, artifacts ${formatBytes(r.artifactBytes)}); ` +
-    `${perMigration}; CPU s over the ${sec(c.wallMs)} s × ${c.cores} cores: ` +
+    `${perMigration}; started once the nodes were quiet, ${formatMs(r.quietAfterLoadMs)} after the load; CPU s over the ${sec(c.wallMs)} s × ${c.cores} cores: ` +
     `${Object.entries(c.nodes)
       .map(([id, ms]) => `${id} ${sec(ms)} (main ${sec(c.nodeThreads[id]?.main ?? NaN)})`)
       .join(
@@ -732,7 +778,7 @@ export async function rebalanceSuite(
     let redis: RedisRebalanceResult | undefined;
     let redisError: string | undefined;
     const redisLoad = loadavg()[0] ?? NaN;
-    if (!redisMissing && !isStopping()) {
+    if (!redisMissing && config.rebalanceBaseline && !isStopping()) {
       log(`measurements 36-38 baseline: redis-cli --cluster rebalance`);
       try {
         redis = await redisRebalance({
@@ -752,7 +798,10 @@ export async function rebalanceSuite(
       }
     }
     const failed = (): Promise<Row> => Promise.reject(oursError ?? new Error('did not run'));
-    const why = redisMissing ?? (redisError ? `ERROR: ${redisError}` : undefined);
+    const why =
+      redisMissing ??
+      (redisError ? `ERROR: ${redisError}` : undefined) ??
+      (config.rebalanceBaseline ? undefined : 'baseline skipped (BENCH_REBALANCE_BASELINE=0)');
     await attempt(36, () =>
       ours.length > 0 ? Promise.resolve(timeRow(ours, redis, why)) : failed(),
     );
