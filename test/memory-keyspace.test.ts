@@ -215,6 +215,40 @@ test('compaction moves live records out of sparse segments and keeps every value
   t.is(keyspace.keyCount, 10_000);
 });
 
+test('the sweep compacts the arena only while no view is open and no install is staged', async (t) => {
+  const store = new MemoryStore({ expirySweep: { intervalMs: 60_000, recordsPerStep: 65_536 } });
+  t.teardown(() => store.close());
+  const sweep = (store as unknown as { sweep: { step(): number } }).sweep;
+  const keys = [...Array(60_000).keys()].map((i) => Buffer.from(`key:${i}`));
+  for (let at = 0; at < keys.length; at += 1000)
+    await store.write(
+      keys
+        .slice(at, at + 1000)
+        .map((key) => ({ op: 'set', key, value: Buffer.alloc(1000, 7), expireAtMs: 0 })),
+    );
+  // Three keys of four removed: every segment is a quarter full.
+  const removed = keys.filter((_, i) => i % 4 !== 0);
+  for (let at = 0; at < removed.length; at += 1000)
+    await store.write(removed.slice(at, at + 1000).map((key) => ({ op: 'del', key })));
+  const fragmented = store.memoryUsage().arenaBytes;
+  t.true(store.memoryUsage().liveBytes * 3 < fragmented);
+
+  const view = await store.openView([]);
+  for (let i = 0; i < 20; i++) sweep.step();
+  t.is(store.memoryUsage().arenaBytes, fragmented, 'no compaction while a view is open');
+  view.close();
+  const install = await store.beginInstall({ slots: [{ start: 0, end: 0 }], full: false, seq: 0 });
+  for (let i = 0; i < 20; i++) sweep.step();
+  t.is(store.memoryUsage().arenaBytes, fragmented, 'no compaction while an install is staged');
+  await install.abort();
+  for (let i = 0; i < 20; i++) sweep.step();
+  t.true(
+    store.memoryUsage().arenaBytes < fragmented / 2,
+    `compacted once both ended: ${store.memoryUsage().arenaBytes} of ${fragmented}`,
+  );
+  t.is((await store.stats()).keyCount, 15_000);
+});
+
 test('the expiry sweep removes expired keys in bounded steps; an open view still sees them', async (t) => {
   let now = 1_000_000;
   const store = new MemoryStore({

@@ -14,7 +14,8 @@ export const DEFAULT_EXPIRY_SWEEP: ExpirySweepOptions = { intervalMs: 100, recor
  * examines the next `recordsPerStep` record ids in a circular walk over the record table
  * and removes the keys whose expiry has passed (a key read after its expiry is already
  * absent; this gives back its memory and takes it out of counts, snapshots and digests).
- * The same step moves a bounded number of records out of sparse arena segments.
+ * The same step moves a bounded number of records out of sparse arena segments, unless
+ * `mayCompact` says to wait.
  */
 export class ExpirySweep {
   private cursor = 0;
@@ -27,6 +28,12 @@ export class ExpirySweep {
     private readonly removeExpired: (id: number) => void,
     /** Called after a step that removed keys (the store logs them as one record). */
     private readonly stepDone: () => void = () => undefined,
+    /**
+     * False while compaction should wait: copying live records only gives memory back,
+     * and while a snapshot is read or an install staged it would compete with the
+     * transfer for the event loop (and copy records the view or install is about to drop).
+     */
+    private readonly mayCompact: () => boolean = () => true,
   ) {
     this.timer = setInterval(() => this.step(), options.intervalMs);
     this.timer.unref();
@@ -49,7 +56,7 @@ export class ExpirySweep {
     }
     this.cursor = end;
     if (removed > 0) this.stepDone();
-    this.keyspace.compactStep(this.options.recordsPerStep * 4);
+    if (this.mayCompact()) this.keyspace.compactStep(this.options.recordsPerStep * 4);
     return removed;
   }
 

@@ -87,6 +87,7 @@ export class MemoryStore implements Store {
       this.now,
       (id) => this.removeExpired(id),
       () => this.logExpired(),
+      () => this.views.size === 0 && this.staging === 0,
     );
   }
 
