@@ -448,6 +448,45 @@ test('bad records are refused without failing the log; a closed log refuses appe
   t.true(isShardsnapError(closed) && closed.reason === ErrorReasons.storeClosed, String(closed));
 });
 
+test('a payload is released once, after it was copied into the write or when refused', async (t) => {
+  const dir = await tempDirFor(t, 'wal-');
+  const { wal } = await openFor(t, { dir, fsync: 'never' });
+  const released: number[] = [];
+  const owned = (seq: number, bytes: number): WalRecord => {
+    const payload = Buffer.alloc(bytes, seq % 251);
+    return {
+      seq,
+      kind: 1,
+      payload,
+      release: () => {
+        released.push(seq);
+        // The owner reuses its buffer at once: the log must already have copied it.
+        payload.fill(0xee);
+      },
+    };
+  };
+  // Batches of every size: small, several in one turn, and one past the kept encode buffer.
+  const sizes = [10, 100_000, 3_000_000, 9_000_000, 20, 1];
+  const appends = sizes.map((bytes, i) => wal.append(owned(i + 1, bytes)));
+  t.deepEqual(released, [], 'nothing released before the batch is encoded');
+  await Promise.all(appends);
+  await wal.append(owned(7, 2_000_000));
+  t.deepEqual(
+    released.sort((a, b) => a - b),
+    [1, 2, 3, 4, 5, 6, 7],
+  );
+  const refused = await t.throwsAsync(wal.append(owned(3, 5)));
+  t.true(isShardsnapError(refused, ErrorCodes.invalidArgument), String(refused));
+  t.is(released.filter((seq) => seq === 3).length, 2, 'a refused record is released too');
+  await wal.close();
+  const back = await collect((await openFor(t, { dir, fsync: 'never' })).wal.read(0));
+  t.deepEqual(
+    back.map((r) => [r.seq, r.payload.length, r.payload.every((b) => b === r.seq % 251)]),
+    [...sizes, 2_000_000].map((bytes, i) => [i + 1, bytes, true]),
+    'every record reads back as appended, not as its reused buffer',
+  );
+});
+
 test('bytesSinceCheckpoint counts appended bytes until markCheckpoint', async (t) => {
   const dir = await tempDirFor(t, 'wal-');
   const { wal } = await openFor(t, { dir, fsync: 'never' });

@@ -98,10 +98,11 @@ export function encodeInstallPart(
   installId: bigint,
   target: InstallTarget,
   records: readonly StoreRecord[],
+  allocate: (length: number) => Buffer = (length) => Buffer.allocUnsafe(length),
 ): Buffer {
   let length = 12 + targetBytes(target);
   for (const { key, entry } of records) length += 4 + encodedRecordLength(key, entry);
-  const out = Buffer.allocUnsafe(length);
+  const out = allocate(length);
   out.writeBigUInt64LE(installId, 0);
   let pos = writeTarget(out, 8, target);
   pos = out.writeUInt32LE(records.length, pos);

@@ -11,6 +11,7 @@ import {
   encodeInstallPart,
   encodeWrite,
 } from './journal-codec';
+import { PayloadPool } from './payload-pool';
 
 /** The WAL's limit on a record's body (seq and kind take 9 bytes of it). */
 const MAX_PAYLOAD_BYTES = 1024 ** 3 - 9;
@@ -21,6 +22,8 @@ const MAX_PAYLOAD_BYTES = 1024 ** 3 - 9;
  * the artifact's seq, backwards as well as forwards.
  */
 export class WalJournal implements MemoryJournal {
+  private readonly installPayloads = new PayloadPool();
+
   constructor(
     private readonly wal: Wal,
     /** The lsn of the last record (of the log, or of the snapshot the node started from). */
@@ -55,7 +58,13 @@ export class WalJournal implements MemoryJournal {
     target: InstallTarget,
     records: readonly StoreRecord[],
   ): Promise<void> {
-    return this.append(JournalKinds.installPart, encodeInstallPart(installId, target, records));
+    let release: (() => void) | undefined;
+    const payload = encodeInstallPart(installId, target, records, (length) => {
+      const taken = this.installPayloads.take(length);
+      release = taken.release;
+      return taken.payload;
+    });
+    return this.append(JournalKinds.installPart, payload, release);
   }
 
   installCommit(
@@ -93,16 +102,22 @@ export class WalJournal implements MemoryJournal {
     return this.append(JournalKinds.expired, encodeExpired(keys));
   }
 
-  private append(kind: number, payload: Buffer): Promise<void> {
-    this.check();
+  private append(kind: number, payload: Buffer, release?: () => void): Promise<void> {
+    try {
+      this.check();
+    } catch (error) {
+      release?.();
+      throw error;
+    }
     // Refused here, before the store applies anything and before an lsn is spent (a
     // skipped lsn would read as a gap at the next start).
     if (payload.length > MAX_PAYLOAD_BYTES) {
+      release?.();
       throw invalidArgument(
         `a change of ${payload.length} bytes is larger than the write-ahead log takes (${MAX_PAYLOAD_BYTES})`,
       );
     }
     this.lsn++;
-    return this.wal.append({ seq: this.lsn, kind, payload });
+    return this.wal.append({ seq: this.lsn, kind, payload, release });
   }
 }

@@ -74,12 +74,17 @@ export function encodedRecordBytes(payloadBytes: number): number {
 }
 
 /**
- * Encodes records back to back into one buffer of `totalBytes` (the sum of their
- * encoded sizes): each payload is copied once, straight into place, and the CRC runs over
- * the body where it lies.
+ * Encodes records back to back into `into` (a new buffer when absent), which must hold
+ * `totalBytes` (the sum of their encoded sizes): each payload is copied once, straight
+ * into place, and the CRC runs over the body where it lies. Returns the encoded bytes.
  */
-export function encodeRecords(records: readonly WalRecord[], totalBytes: number): Buffer {
-  const out = Buffer.allocUnsafe(totalBytes);
+export function encodeRecords(
+  records: readonly WalRecord[],
+  totalBytes: number,
+  into?: Buffer,
+): Buffer {
+  const out = into ? into.subarray(0, totalBytes) : Buffer.allocUnsafe(totalBytes);
+  if (out.length !== totalBytes) throw new RangeError('encodeRecords: buffer too small');
   let at = 0;
   for (const record of records) {
     const payload = record.payload;

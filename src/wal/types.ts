@@ -25,6 +25,11 @@ export interface WalRecord {
   /** A small kind byte the user defines (0-255). */
   kind: number;
   payload: Buffer;
+  /**
+   * Called once, as soon as the log no longer needs `payload` (copied into its write, or
+   * the record refused): the caller may then reuse the buffer.
+   */
+  release?: () => void;
 }
 
 export interface WalOpenReport {

@@ -29,6 +29,14 @@ import {
 } from './types';
 
 const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
+/**
+ * The buffer batches are encoded into is kept for the next batch up to this size: a fresh
+ * buffer per write is external memory to V8, and at install rates (hundreds of MiB a
+ * second) enough of it makes V8 mark the whole heap again and again. Larger batches get
+ * a buffer of their own.
+ */
+const KEPT_ENCODE_BUFFER_BYTES = 8 * 1024 * 1024;
+const MIN_ENCODE_BUFFER_BYTES = 1024 * 1024;
 
 /**
  * An append-only log of records in numbered segment files. Appends are ordered when they
@@ -57,6 +65,8 @@ export class Wal {
   /** Oldest segment (by first seq) each running `read` still needs. */
   private readonly pins = new Map<symbol, number>();
   private truncating: Promise<void> = Promise.resolve();
+  /** Reused by every batch (one is written at a time), see KEPT_ENCODE_BUFFER_BYTES. */
+  private encodeBuffer: Buffer | undefined;
 
   private constructor(options: WalOptions, segments: SegmentInfo[]) {
     this.dir = options.dir;
@@ -111,33 +121,40 @@ export class Wal {
    * (`never`, `everysec`) or on the disk (`always`).
    */
   append(record: WalRecord): Promise<void> {
-    if (this.closing) return Promise.reject(storeClosed('write-ahead log'));
-    if (this.failureValue) return Promise.reject(this.failureValue);
+    const refusal = this.refusal(record);
+    if (refusal) {
+      // Refused: the caller may reuse the payload at once.
+      record.release?.();
+      return Promise.reject(refusal);
+    }
+    const bytes = encodedRecordBytes(record.payload.length);
+    this.lastAppendedSeq = record.seq;
+    this.checkpointBytes += bytes;
+    return this.commits.add(record, bytes);
+  }
+
+  /** Why `record` cannot be appended, or undefined when it can. */
+  private refusal(record: WalRecord): ShardsnapError | undefined {
+    if (this.closing) return storeClosed('write-ahead log');
+    if (this.failureValue) return this.failureValue;
     const { seq, kind, payload } = record;
     if (!Number.isSafeInteger(seq) || seq < 0) {
-      return Promise.reject(
-        invalidArgument(`WAL record seq ${seq} is not an integer in 0..2^53-1`),
-      );
+      return invalidArgument(`WAL record seq ${seq} is not an integer in 0..2^53-1`);
     }
     if (this.lastAppendedSeq !== undefined && seq < this.lastAppendedSeq) {
-      return Promise.reject(
-        invalidArgument(
-          `WAL record seq ${seq} is below the last appended seq ${this.lastAppendedSeq}`,
-        ),
+      return invalidArgument(
+        `WAL record seq ${seq} is below the last appended seq ${this.lastAppendedSeq}`,
       );
     }
     if (!Number.isInteger(kind) || kind < 0 || kind > 255) {
-      return Promise.reject(invalidArgument(`WAL record kind ${kind} is not a byte`));
+      return invalidArgument(`WAL record kind ${kind} is not a byte`);
     }
     if (RECORD_FIXED_BODY_BYTES + payload.length > MAX_RECORD_BODY_BYTES) {
-      return Promise.reject(
-        invalidArgument(`WAL record of ${payload.length} payload bytes is over the 1 GiB limit`),
+      return invalidArgument(
+        `WAL record of ${payload.length} payload bytes is over the 1 GiB limit`,
       );
     }
-    const bytes = encodedRecordBytes(payload.length);
-    this.lastAppendedSeq = seq;
-    this.checkpointBytes += bytes;
-    return this.commits.add(record, bytes);
+    return undefined;
   }
 
   /** The failure that stopped appends, if any. */
@@ -223,6 +240,14 @@ export class Wal {
   }
 
   private async writeBatch(batch: Batch): Promise<void> {
+    try {
+      await this.writeRecords(batch);
+    } finally {
+      releasePayloads(batch);
+    }
+  }
+
+  private async writeRecords(batch: Batch): Promise<void> {
     if (this.failureValue) throw this.failureValue;
     let path = this.dir;
     try {
@@ -247,7 +272,8 @@ export class Wal {
         this.writer = writer;
       }
       path = writer.info.path;
-      const encoded = encodeRecords(batch.records, batch.bytes);
+      const encoded = encodeRecords(batch.records, batch.bytes, this.encodeBufferFor(batch.bytes));
+      releasePayloads(batch);
       await writer.write(encoded);
       if (this.policy === 'always') {
         try {
@@ -268,6 +294,17 @@ export class Wal {
     } catch (error) {
       throw this.fail(error, path);
     }
+  }
+
+  /** The kept encode buffer when `bytes` fit in one that may be kept; undefined: a fresh one. */
+  private encodeBufferFor(bytes: number): Buffer | undefined {
+    if (bytes > KEPT_ENCODE_BUFFER_BYTES) return undefined;
+    if (!this.encodeBuffer || this.encodeBuffer.length < bytes) {
+      this.encodeBuffer = Buffer.allocUnsafeSlow(
+        Math.min(KEPT_ENCODE_BUFFER_BYTES, Math.max(MIN_ENCODE_BUFFER_BYTES, bytes * 2)),
+      );
+    }
+    return this.encodeBuffer;
   }
 
   /** Syncs and closes a full segment; the next batch starts a new one. */
@@ -370,5 +407,15 @@ export class Wal {
   private isPinned(segment: SegmentInfo): boolean {
     for (const firstSeq of this.pins.values()) if (firstSeq <= segment.firstSeq) return true;
     return false;
+  }
+}
+
+/** Tells every record's owner its payload is no longer needed (once: `release` is dropped). */
+function releasePayloads(batch: Batch): void {
+  for (const record of batch.records) {
+    const release = record.release;
+    if (!release) continue;
+    record.release = undefined;
+    release();
   }
 }
