@@ -384,10 +384,11 @@ export class Keyspace implements KeyMatcher {
   /**
    * One bounded step of compaction: when dead ranges make up over a quarter of the
    * arena (and at least `minDeadBytes`), the sparsest segments are emptied by moving
-   * their live ranges to the segment being filled, `budget` record ids per step.
+   * their live ranges to the segment being filled: `budget` record ids examined and at most
+   * `maxBytes` copied per step.
    * Returns the records moved.
    */
-  compactStep(budget: number, minDeadBytes = 32 << 20): number {
+  compactStep(budget: number, minDeadBytes = 32 << 20, maxBytes = 4 << 20): number {
     const r = this.records;
     if (!this.compaction) {
       const dead = this.arena.allocated - this.arena.liveBytes;
@@ -397,8 +398,9 @@ export class Keyspace implements KeyMatcher {
       this.compaction = { victims: new Set(victims), cursor: 0 };
     }
     const { victims } = this.compaction;
-    const end = Math.min(r.limit, this.compaction.cursor + budget);
+    let end = Math.min(r.limit, this.compaction.cursor + budget);
     let moved = 0;
+    let movedBytes = 0;
     for (let id = this.compaction.cursor; id < end; id++) {
       if (r.type(id) === 0) continue;
       const from = this.arena.segment(r.seg(id));
@@ -410,6 +412,9 @@ export class Keyspace implements KeyMatcher {
       this.arena.release(r.seg(id), length);
       r.setLocation(id, seg, off);
       moved++;
+      movedBytes += length;
+      // A step copies at most maxBytes: it runs on the event loop between calls.
+      if (movedBytes >= maxBytes) end = id + 1;
     }
     this.compaction.cursor = end;
     if (end >= r.limit) this.compaction = undefined;

@@ -24,6 +24,7 @@ import { applyMutation, checkTypes } from './apply';
 import { ExpirySweep, type ExpirySweepOptions } from './expiry-sweep';
 import { Keyspace, hashKey } from './keyspace';
 import type { MemoryJournal } from './journal';
+import { RetireQueue } from './retire-queue';
 import { MemoryStagedInstall, type StagedSlots } from './staged-install';
 import { type DeltaChanges, MemoryStagedDelta } from './staged-delta';
 import { type DeltaTarget, type StagedDelta, baseSeqMismatch } from '../delta';
@@ -53,6 +54,7 @@ export interface MemoryStoreOptions {
 export class MemoryStore implements Store {
   readonly backend = 'memory';
   private readonly keyspace = new Keyspace();
+  private readonly retired = new RetireQueue(this.keyspace);
   private readonly views = new Set<MemoryView>();
   private seq = 0;
   private closed = false;
@@ -87,7 +89,7 @@ export class MemoryStore implements Store {
       this.now,
       (id) => this.removeExpired(id),
       () => this.logExpired(),
-      () => this.views.size === 0 && this.staging === 0,
+      () => this.views.size === 0 && this.staging === 0 && this.retired.size === 0,
     );
   }
 
@@ -294,6 +296,14 @@ export class MemoryStore implements Store {
   }
 
   /** Bytes the keyspace holds (arena segments), and how many of them are live. */
+  /**
+   * Resolves once the records that installs and slot drops replaced are all freed (they
+   * are freed in bounded steps after the swap, see RetireQueue).
+   */
+  reclaimed(): Promise<void> {
+    return this.retired.idle();
+  }
+
   memoryUsage(): { arenaBytes: number; liveBytes: number; records: number } {
     return {
       arenaBytes: this.keyspace.arena.allocated,
@@ -331,15 +341,17 @@ export class MemoryStore implements Store {
     this.assertOpen();
     const keyspace = this.keyspace;
     const ranges = target.full ? normalizeSlotRanges([]) : target.slots;
+    const replaced: Int32Array[] = [];
     for (const range of ranges) {
       for (let slot = range.start; slot <= range.end; slot++) {
         const next = staged.tables.get(slot);
         if (!next && keyspace.slotKeyCount(slot) === 0) continue;
         const oldIds = keyspace.swapSlot(slot, next);
         for (const view of this.views) if (view.watches(slot)) view.freeze(slot, oldIds);
-        for (const id of oldIds) keyspace.retire(id);
+        if (oldIds.length > 0) replaced.push(oldIds);
       }
     }
+    this.retired.add(replaced);
     staged.tables.clear();
     this.seq = target.full ? target.seq : this.seq + 1;
     this.listeners.emit({ kind: 'replace', seq: this.seq, slots: ranges });
@@ -419,6 +431,7 @@ export class MemoryStore implements Store {
 
   private releaseMemory(): void {
     this.sweep?.stop();
+    this.retired.clear();
     for (const view of [...this.views]) view.closeWithStore();
     this.closed = true;
     this.keyspace.clear();
