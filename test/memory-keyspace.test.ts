@@ -7,7 +7,7 @@ import {
   encodeRecord,
   slotOf,
 } from '../src/core';
-import { MemoryStore, dropSlots } from '../src/store';
+import { MemoryStore, dropSlots, dropSlotsInSteps } from '../src/store';
 import { Arena } from '../src/store/memory/arena';
 import { Keyspace, hashKey } from '../src/store/memory/keyspace';
 import { nativeSegments } from '../src/store/memory/segments';
@@ -266,6 +266,33 @@ test('records a large slot drop replaced are freed in steps after the swap; view
   await store.close();
   await store.reclaimed();
   t.pass();
+});
+
+test('a background slot drop goes in steps of dropStepSlots slots, none in the turn of the call', async (t) => {
+  const store = new MemoryStore();
+  t.teardown(() => store.close());
+  const keys = [...Array(20_000).keys()].map((i) => Buffer.from(`key:${i}`));
+  await store.write(
+    keys.map((key) => ({ op: 'set', key, value: Buffer.alloc(10), expireAtMs: 0 })),
+  );
+  const before = await store.stats();
+  const seqs: number[] = [];
+  const unsubscribe = store.onChange((change) => {
+    if (change.kind === 'replace') seqs.push(change.seq);
+  });
+  const dropping = dropSlotsInSteps(store, [
+    { start: 0, end: 999 },
+    { start: 5000, end: 5000 },
+  ]);
+  t.is((await store.stats()).keyCount, before.keyCount, 'nothing dropped in the turn of the call');
+  await dropping;
+  unsubscribe();
+  t.is(seqs.length, Math.ceil(1000 / store.dropStepSlots) + 1, 'one batch per step');
+  const left = keys.filter((key) => {
+    const slot = slotOf(key);
+    return !(slot <= 999 || slot === 5000);
+  });
+  t.is((await store.stats()).keyCount, left.length);
 });
 
 test('the sweep compacts the arena only while no view is open and no install is staged', async (t) => {

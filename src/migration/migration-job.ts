@@ -129,8 +129,9 @@ export class MigrationJob {
       await ownership.beginImport({ id, slots, source });
       this.emit('SNAPSHOT');
       await this.migrate(run, await checkSource(run));
-      const { writePauseMs, keys } = this.status;
-      log.info({ writePauseMs, keys }, 'migration done');
+      // The handoff's steps (detail) say where a long write pause went.
+      const { writePauseMs, keys, detail } = this.status;
+      log.info({ writePauseMs, keys, handoff: detail }, 'migration done');
       this.emit('DONE', { lag: 0 });
     } catch (error) {
       await this.fail(run, error, log);

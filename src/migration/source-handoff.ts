@@ -10,7 +10,7 @@ import {
   slotRangesOverlap,
 } from '../core';
 import type { Ownership } from '../ownership';
-import { type Store, dropSlots } from '../store';
+import { type Store, dropSlotsInSteps } from '../store';
 
 /** Longest pause a target may ask for: beyond this a handoff is not a short pause any more. */
 export const MAX_PAUSE_LIMIT_MS = 60_000;
@@ -175,10 +175,10 @@ export class SourceHandoffs {
     return outcome;
   }
 
-  /** Removes the keys of slots this node gave away, in the background. */
+  /** Removes the keys of slots this node gave away, in the background and in steps. */
   cleanUp(slots: SlotRange[]): void {
     const job = (async () => {
-      await dropSlots(this.deps.store, slots);
+      await dropSlotsInSteps(this.deps.store, slots);
       await this.deps.ownership.cleaned(slots);
     })().catch((error: unknown) => {
       if (!this.closed) this.deps.onError(error, `cleanup of slots ${formatSlotRanges(slots)}`);

@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { type SlotRange, normalizeSlotRanges } from '../core';
 import type { Store } from './store';
 
@@ -23,5 +24,23 @@ export async function dropSlots(
   } catch (error) {
     await install.abort();
     throw error;
+  }
+}
+
+/**
+ * `dropSlots` for work in the background (the keys of slots handed to another node):
+ * in pieces of at most `store.dropStepSlots` slots, each its own batch, one per turn of
+ * the event loop and none in the turn of the call, so that the calls the node serves
+ * meanwhile (the answer to the commit that gave the slots away, other migrations'
+ * handoffs, client writes) do not wait behind one long drop. The slots must be out of
+ * the node's ownership already: between pieces some of their keys are still there.
+ */
+export async function dropSlotsInSteps(store: Store, slots: readonly SlotRange[]): Promise<void> {
+  const step = store.dropStepSlots ?? Number.POSITIVE_INFINITY;
+  for (const range of normalizeSlotRanges(slots)) {
+    for (let start = range.start; start <= range.end; start += step) {
+      await nextTurn();
+      await dropSlots(store, [{ start, end: Math.min(range.end, start + step - 1) }]);
+    }
   }
 }

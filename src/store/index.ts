@@ -2,6 +2,6 @@ export * from './store';
 export * from './digest';
 export * from './delta';
 export * from './registry';
-export { dropSlots } from './drop-slots';
+export { dropSlots, dropSlotsInSteps } from './drop-slots';
 export { MemoryStore } from './memory/memory-store';
 export { RocksDbStore, type RocksDbStoreOptions } from './rocksdb';

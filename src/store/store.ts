@@ -112,6 +112,11 @@ export interface Store {
    * backend does not keep per-slot sizes.
    */
   slotSizes?(slots: readonly SlotRange[]): Promise<SlotSize[]>;
+  /**
+   * Slots a background slot drop takes per step (`dropSlotsInSteps`); absent: all in one,
+   * for a backend whose drop costs the same whatever the keys (range tombstones).
+   */
+  readonly dropStepSlots?: number;
   close(): Promise<void>;
 }
 

@@ -53,6 +53,8 @@ export interface MemoryStoreOptions {
  */
 export class MemoryStore implements Store {
   readonly backend = 'memory';
+  /** A step swaps out this many slots' tables (~15,000 keys at 1,000,000 keys in all). */
+  readonly dropStepSlots = 256;
   private readonly keyspace = new Keyspace();
   private readonly retired = new RetireQueue(this.keyspace);
   private readonly views = new Set<MemoryView>();
