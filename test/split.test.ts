@@ -237,6 +237,25 @@ test('a finished migration stays visible to GetMigration; a second one for the s
   });
 });
 
+test('slots moved back at once wait for the old owner to finish removing their keys', async (t) => {
+  const a = await nodeFor(t);
+  const b = await nodeFor(t, { slots: [] });
+  const keys = tagsIn(MOVING, 4000);
+  await a.client.write({ mutations: mixedData(keys, 1).flat() });
+  const toB = new Connection(b.node.address);
+  const toA = new Connection(a.node.address);
+  t.teardown(() => {
+    toB.close();
+    toA.close();
+  });
+  const there = await migrateSlots(toB, { source: a.node.address, slots: [MOVING] });
+  // A removes the keys it gave away in steps; the move back starts right away.
+  const back = await migrateSlots(toA, { source: b.node.address, slots: [MOVING] });
+  t.is(back.keys, there.keys, 'every key came back');
+  await waitFor(async () => Number((await b.client.stats()).keyCount) === 0, 10_000);
+  t.is(Number((await a.client.stats()).keyCount), Number(there.keys));
+});
+
 test('shardsnap split moves slots and prints keys, bytes, time, MiB/s and the write pause', async (t) => {
   t.timeout(60_000);
   const source = await serve(t);

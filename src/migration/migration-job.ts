@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import {
   ErrorCodes,
+  abortError,
+  throwIfAborted,
   ShardsnapError,
   asError,
   cancelled,
@@ -126,6 +128,7 @@ export class MigrationJob {
       emit: (phase, changes, force) => this.emit(phase, changes, force),
     };
     try {
+      await untilSettledOrAborted(this.deps.cleanupsDone?.(), run.signal);
       await ownership.beginImport({ id, slots, source });
       this.emit('SNAPSHOT');
       await this.migrate(run, await checkSource(run));
@@ -232,5 +235,26 @@ export class MigrationJob {
     if (this.status.phase === 'CANCELLED') return cancelled(this.status.error);
     if (this.status.phase !== 'FAILED') return undefined;
     return this.failureError;
+  }
+}
+
+/** Waits for `work` (which never rejects) unless `signal` fires first. */
+async function untilSettledOrAborted(
+  work: Promise<void> | undefined,
+  signal: AbortSignal,
+): Promise<void> {
+  if (!work) return;
+  throwIfAborted(signal);
+  let onAbort: (() => void) | undefined;
+  try {
+    await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        onAbort = () => reject(abortError(signal));
+        signal.addEventListener('abort', onAbort, { once: true });
+      }),
+    ]);
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
   }
 }

@@ -28,6 +28,8 @@ export interface MigrationRegistryDeps {
   /** Keys each migration's snapshot install put into the store (metrics). */
   onInstalled?: (keys: number) => void;
   tuning?: Partial<MigrationTuning>;
+  /** See MigrationDeps.cleanupsDone. */
+  cleanupsDone?: () => Promise<void>;
 }
 
 /** Finished migrations kept for GetMigration. */

@@ -27,6 +27,12 @@ export interface MigrationDeps {
   resolveInDoubt: (migrationId: string, release: () => void) => void;
   /** Fires when the node stops: an unanswered commit is then left to the next start. */
   stopSignal?: AbortSignal;
+  /**
+   * Resolves once this node has removed the keys of slots it gave away earlier (it does
+   * so in the background, in steps): an import of such slots waits for it rather than
+   * being refused.
+   */
+  cleanupsDone?: () => Promise<void>;
 }
 
 export interface MigrationRequest {

@@ -175,6 +175,11 @@ export class SourceHandoffs {
     return outcome;
   }
 
+  /** Resolves once every background cleanup started so far has ended (they never reject). */
+  async cleanupsDone(): Promise<void> {
+    await Promise.all([...this.cleanups]);
+  }
+
   /** Removes the keys of slots this node gave away, in the background and in steps. */
   cleanUp(slots: SlotRange[]): void {
     const job = (async () => {

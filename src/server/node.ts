@@ -297,19 +297,21 @@ export class ShardNode implements NodeContext {
           return caller;
         },
       };
-      node.handoffs = new SourceHandoffs({
+      const handoffs = new SourceHandoffs({
         store,
         ownership,
         onError: (err, context) => logger.warn({ err }, context),
         onInfo: (context, message) => logger.info(context, message),
         onPause: (ms) => started.metrics.writePause(ms / 1000),
       });
+      node.handoffs = handoffs;
       node.migrations = new MigrationRegistry({
         store,
         ownership,
         address: node.address,
         security: security.peer,
         onInstalled: (keys) => started.metrics.installedKeys(keys),
+        cleanupsDone: () => handoffs.cleanupsDone(),
         logger,
         ...(options.migrationTuning ? { tuning: options.migrationTuning } : {}),
       });
