@@ -30,10 +30,10 @@ import {
 
 const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
 /**
- * The buffer batches are encoded into is kept for the next batch up to this size: a fresh
- * buffer per write is external memory to V8, and at install rates (hundreds of MiB a
- * second) enough of it makes V8 mark the whole heap again and again. Larger batches get
- * a buffer of their own.
+ * The buffer batches are encoded into is kept for the next batch up to this size, rather
+ * than a fresh one per write: at install rates (hundreds of MiB a second) every fresh
+ * buffer is an allocation and a first touch of its pages, which on virtual machines costs
+ * more than the copy into it. Larger batches get a buffer of their own.
  */
 const KEPT_ENCODE_BUFFER_BYTES = 8 * 1024 * 1024;
 const MIN_ENCODE_BUFFER_BYTES = 1024 * 1024;
