@@ -128,7 +128,7 @@ export class MigrationJob {
       emit: (phase, changes, force) => this.emit(phase, changes, force),
     };
     try {
-      await untilSettledOrAborted(this.deps.cleanupsDone?.(), run.signal);
+      await untilSettledOrAborted(this.deps.cleanupsDone?.(slots), run.signal);
       await ownership.beginImport({ id, slots, source });
       this.emit('SNAPSHOT');
       await this.migrate(run, await checkSource(run));

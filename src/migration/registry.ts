@@ -29,7 +29,7 @@ export interface MigrationRegistryDeps {
   onInstalled?: (keys: number) => void;
   tuning?: Partial<MigrationTuning>;
   /** See MigrationDeps.cleanupsDone. */
-  cleanupsDone?: () => Promise<void>;
+  cleanupsDone?: (slots: readonly SlotRange[]) => Promise<void>;
 }
 
 /** Finished migrations kept for GetMigration. */

@@ -56,7 +56,8 @@ export class SourceHandoffs {
   private readonly active = new Map<string, ActiveHandoff>();
   /** Pause lengths of committed handoffs, so that a repeated commit answers the same. */
   private readonly committedPauses = new Map<string, CommitOutcome>();
-  private readonly cleanups = new Set<Promise<void>>();
+  /** Background removals of given-away slots' keys, with their slots. */
+  private readonly cleanups = new Map<Promise<void>, readonly SlotRange[]>();
   private closed = false;
 
   constructor(private readonly deps: SourceHandoffDeps) {}
@@ -175,9 +176,13 @@ export class SourceHandoffs {
     return outcome;
   }
 
-  /** Resolves once every background cleanup started so far has ended (they never reject). */
-  async cleanupsDone(): Promise<void> {
-    await Promise.all([...this.cleanups]);
+  /**
+   * Resolves once the background cleanups started so far of any of `slots` have ended
+   * (they never reject).
+   */
+  async cleanupsDone(slots: readonly SlotRange[]): Promise<void> {
+    const overlapping = [...this.cleanups].filter(([, of]) => slotRangesOverlap(of, slots));
+    await Promise.all(overlapping.map(([job]) => job));
   }
 
   /** Removes the keys of slots this node gave away, in the background and in steps. */
@@ -188,7 +193,7 @@ export class SourceHandoffs {
     })().catch((error: unknown) => {
       if (!this.closed) this.deps.onError(error, `cleanup of slots ${formatSlotRanges(slots)}`);
     });
-    this.cleanups.add(job);
+    this.cleanups.set(job, slots);
     void job.finally(() => this.cleanups.delete(job));
   }
 
@@ -259,6 +264,6 @@ export class SourceHandoffs {
       h.committing ? [h.committing] : [],
     );
     await Promise.allSettled(committing);
-    await Promise.all([...this.cleanups]);
+    await Promise.all([...this.cleanups.keys()]);
   }
 }

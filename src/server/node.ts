@@ -311,7 +311,7 @@ export class ShardNode implements NodeContext {
         address: node.address,
         security: security.peer,
         onInstalled: (keys) => started.metrics.installedKeys(keys),
-        cleanupsDone: () => handoffs.cleanupsDone(),
+        cleanupsDone: (slots) => handoffs.cleanupsDone(slots),
         logger,
         ...(options.migrationTuning ? { tuning: options.migrationTuning } : {}),
       });
