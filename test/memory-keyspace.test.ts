@@ -224,20 +224,25 @@ test('compaction moves live records out of sparse segments and keeps every value
   t.is(keyspace.keyCount, 10_000);
 });
 
+/** Sets every key to `value`, `perWrite` keys a batch. */
+async function setKeys(
+  store: MemoryStore,
+  keys: readonly Buffer[],
+  value: Buffer,
+  perWrite = keys.length,
+): Promise<void> {
+  for (let at = 0; at < keys.length; at += perWrite)
+    await store.write(
+      keys.slice(at, at + perWrite).map((key) => ({ op: 'set', key, value, expireAtMs: 0 })),
+    );
+}
+
 test('records a large slot drop replaced are freed in steps after the swap; views keep theirs', async (t) => {
   const store = new MemoryStore();
   t.teardown(() => store.close());
   const keys = [...Array(50_000).keys()].map((i) => Buffer.from(`key:${i}`));
-  for (let at = 0; at < keys.length; at += 5000)
-    await store.write(
-      keys
-        .slice(at, at + 5000)
-        .map((key) => ({ op: 'set', key, value: Buffer.alloc(100, 1), expireAtMs: 0 })),
-    );
-  const refill = (): Promise<unknown> =>
-    store.write(
-      keys.map((key) => ({ op: 'set', key, value: Buffer.alloc(100, 1), expireAtMs: 0 })),
-    );
+  await setKeys(store, keys, Buffer.alloc(100, 1), 5000);
+  const refill = (): Promise<void> => setKeys(store, keys, Buffer.alloc(100, 1));
   const drop = (): Promise<{ seq: number }> => dropSlots(store, [{ start: 0, end: MAX_SLOT }]);
   await drop();
   t.is((await store.stats()).keyCount, 0, 'the drop is visible at once');
@@ -259,9 +264,7 @@ test('records a large slot drop replaced are freed in steps after the swap; view
   t.is(store.memoryUsage().records, 0, 'freed once the view lets go');
 
   // Closed while the queue still holds ids: nothing is retired after the keyspace is cleared.
-  await store.write(
-    keys.map((key) => ({ op: 'set', key, value: Buffer.alloc(10), expireAtMs: 0 })),
-  );
+  await setKeys(store, keys, Buffer.alloc(10));
   await dropSlots(store, [{ start: 0, end: MAX_SLOT }]);
   await store.close();
   await store.reclaimed();
@@ -272,9 +275,7 @@ test('a background slot drop goes in steps of dropStepSlots slots, none in the t
   const store = new MemoryStore();
   t.teardown(() => store.close());
   const keys = [...Array(20_000).keys()].map((i) => Buffer.from(`key:${i}`));
-  await store.write(
-    keys.map((key) => ({ op: 'set', key, value: Buffer.alloc(10), expireAtMs: 0 })),
-  );
+  await setKeys(store, keys, Buffer.alloc(10));
   const before = await store.stats();
   const seqs: number[] = [];
   const unsubscribe = store.onChange((change) => {
@@ -300,12 +301,7 @@ test('the sweep compacts the arena only while no view is open and no install is 
   t.teardown(() => store.close());
   const sweep = (store as unknown as { sweep: { step(): number } }).sweep;
   const keys = [...Array(60_000).keys()].map((i) => Buffer.from(`key:${i}`));
-  for (let at = 0; at < keys.length; at += 1000)
-    await store.write(
-      keys
-        .slice(at, at + 1000)
-        .map((key) => ({ op: 'set', key, value: Buffer.alloc(1000, 7), expireAtMs: 0 })),
-    );
+  await setKeys(store, keys, Buffer.alloc(1000, 7), 1000);
   // Three keys of four removed: every segment is a quarter full.
   const removed = keys.filter((_, i) => i % 4 !== 0);
   for (let at = 0; at < removed.length; at += 1000)

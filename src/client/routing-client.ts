@@ -7,6 +7,7 @@ import {
   hasReason,
   invalidArgument,
   slotOf,
+  untilAborted,
 } from '../core';
 import type { Value__Output } from '../generated/shardsnap/v1/Value';
 import { type CallOptions, type CallScope, runCall } from '../wire/call-options';
@@ -14,7 +15,6 @@ import type { ClientSecurity } from '../wire/security';
 import { ShardsnapClient } from './client';
 import type { EmptyRequest, ReadRequest, WriteRequest } from './requests';
 import { SlotMap } from './slot-map';
-import { untilAborted } from './until-aborted';
 
 export interface RoutingOptions {
   /** Redirects followed for one call before it fails. */

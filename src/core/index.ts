@@ -11,3 +11,4 @@ export * from './abortable-sleep';
 export * from './token-bucket';
 export * from './abortable-iteration';
 export * from './retry';
+export * from './until-aborted';

@@ -1,8 +1,6 @@
 import type { Logger } from 'pino';
 import {
   ErrorCodes,
-  abortError,
-  throwIfAborted,
   ShardsnapError,
   asError,
   cancelled,
@@ -10,6 +8,7 @@ import {
   internal,
   isShardsnapError,
   retry,
+  untilAborted,
 } from '../core';
 import { dropSlots } from '../store';
 import { catchUp } from './catch-up';
@@ -128,7 +127,8 @@ export class MigrationJob {
       emit: (phase, changes, force) => this.emit(phase, changes, force),
     };
     try {
-      await untilSettledOrAborted(this.deps.cleanupsDone?.(slots), run.signal);
+      const cleanups = this.deps.cleanupsDone?.(slots);
+      if (cleanups) await untilAborted(cleanups, run.signal);
       await ownership.beginImport({ id, slots, source });
       this.emit('SNAPSHOT');
       await this.migrate(run, await checkSource(run));
@@ -235,26 +235,5 @@ export class MigrationJob {
     if (this.status.phase === 'CANCELLED') return cancelled(this.status.error);
     if (this.status.phase !== 'FAILED') return undefined;
     return this.failureError;
-  }
-}
-
-/** Waits for `work` (which never rejects) unless `signal` fires first. */
-async function untilSettledOrAborted(
-  work: Promise<void> | undefined,
-  signal: AbortSignal,
-): Promise<void> {
-  if (!work) return;
-  throwIfAborted(signal);
-  let onAbort: (() => void) | undefined;
-  try {
-    await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        onAbort = () => reject(abortError(signal));
-        signal.addEventListener('abort', onAbort, { once: true });
-      }),
-    ]);
-  } finally {
-    if (onAbort) signal.removeEventListener('abort', onAbort);
   }
 }

@@ -28,9 +28,9 @@ export interface MigrationDeps {
   /** Fires when the node stops: an unanswered commit is then left to the next start. */
   stopSignal?: AbortSignal;
   /**
-   * Resolves once this node has removed the keys of the slots given that it gave away
-   * earlier (it does so in the background, in steps): an import of such slots waits for
-   * it rather than being refused.
+   * Resolves once this node has removed the keys of those of `slots` it gave away earlier
+   * (it does so in the background, in steps): an import of such slots waits for that
+   * rather than being refused.
    */
   cleanupsDone?: (slots: readonly SlotRange[]) => Promise<void>;
 }

@@ -91,7 +91,7 @@ export class MemoryStore implements Store {
       this.now,
       (id) => this.removeExpired(id),
       () => this.logExpired(),
-      () => this.views.size === 0 && this.staging === 0 && this.retired.size === 0,
+      () => this.views.size === 0 && this.staging === 0 && this.retired.empty,
     );
   }
 
@@ -297,7 +297,6 @@ export class MemoryStore implements Store {
     return this.staging;
   }
 
-  /** Bytes the keyspace holds (arena segments), and how many of them are live. */
   /**
    * Resolves once the records that installs and slot drops replaced are all freed (they
    * are freed in bounded steps after the swap, see RetireQueue).
@@ -306,6 +305,7 @@ export class MemoryStore implements Store {
     return this.retired.idle();
   }
 
+  /** Bytes the keyspace holds (arena segments), and how many of them are live. */
   memoryUsage(): { arenaBytes: number; liveBytes: number; records: number } {
     return {
       arenaBytes: this.keyspace.arena.allocated,

@@ -20,11 +20,9 @@ export class RetireQueue {
     private readonly perStep = 16_384,
   ) {}
 
-  /** Ids not retired yet. */
-  get size(): number {
-    let n = -this.at;
-    for (const ids of this.pending) n += ids.length;
-    return n;
+  /** True when no id waits to be retired. */
+  get empty(): boolean {
+    return this.pending.length === 0;
   }
 
   /** Retires `batches` now when they are few and nothing waits, otherwise in later steps. */

@@ -1,4 +1,4 @@
-import { abortError, asError } from '../core';
+import { abortError, asError } from './errors';
 
 /**
  * Waits for `work`, which others may share, or until `signal` fires: the caller stops
